@@ -17,6 +17,7 @@ strings; the string ids live only in ``products.parquet``.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -258,7 +259,7 @@ class ProductGraph:
         products = pq.read_table(path / "products.parquet").to_pandas()
         cp = pq.read_table(path / "copurchase.parquet")
         sim = pq.read_table(path / "similar.parquet")
-        t = lambda col, dt: torch.as_tensor(col.to_numpy()).to(dt)  # noqa: E731
+        t = lambda col, dt: torch.from_numpy(np.array(col.to_numpy(), copy=True)).to(dt)  # noqa: E731
         return cls(
             _check_products(products),
             t(cp["src"], torch.long), t(cp["dst"], torch.long), t(cp["weight"], torch.float32),
@@ -302,4 +303,6 @@ def csr_adjacency(
     row, col, w = row[order], col[order], w[order]
     crow = torch.zeros(n + 1, dtype=torch.long)
     crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
-    return torch.sparse_csr_tensor(crow, col, w, size=(n, n))
+    with warnings.catch_warnings():  # "CSR support is in beta": it is what we measured fastest
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, w, size=(n, n), check_invariants=False)

@@ -1,0 +1,118 @@
+"""Top-k related products: the k nearest target embeddings to a query's source embedding.
+
+:class:`Recommender` is exact (a chunked matrix product + ``topk``), so a batch of queries
+against 1M products never materialises more than ``chunk_elems`` scores at once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dualrec.graph import DualrecError, UnknownProductError
+
+
+@dataclass
+class Recommendation:
+    query: str
+    ids: list[str]
+    scores: list[float]
+
+
+class Recommender:
+    """Exact maximum-inner-product search of ``source[query]`` against all ``target`` rows.
+
+    Args:
+        products: DataFrame with an ``id`` column, row-aligned with the embeddings.
+        source, target: (N, d) float tensors (normalised by the model, so scores are cosines).
+        chunk_elems: at most this many scores are held in memory at once.
+    """
+
+    def __init__(self, products: pd.DataFrame, source: torch.Tensor, target: torch.Tensor,
+                 chunk_elems: int = 2**24):
+        if source.shape != target.shape or source.shape[0] != len(products):
+            raise DualrecError("source/target embeddings and products do not line up")
+        self.products = products.reset_index(drop=True)
+        self.source, self.target = source.float(), target.float()
+        self.chunk_elems = chunk_elems
+        self._index = pd.Index(self.products["id"].astype(str))
+
+    @property
+    def num_products(self) -> int:
+        return len(self.products)
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "Recommender":
+        d = Path(model_dir)
+        need = ["source.npy", "target.npy", "products.parquet"]
+        if not d.is_dir():
+            raise DualrecError(f"model folder not found: {d}")
+        missing = [f for f in need if not (d / f).exists()]
+        if missing:
+            raise DualrecError(f"{d} is not a trained dualrec model (missing {', '.join(missing)}); "
+                               "train one with `dualrec train`")
+        return cls(pd.read_parquet(d / "products.parquet"), torch.from_numpy(np.load(d / "source.npy")),
+                   torch.from_numpy(np.load(d / "target.npy")))
+
+    def index_of(self, ids: Sequence[str]) -> torch.Tensor:
+        ids = [str(i) for i in ids]
+        idx = self._index.get_indexer(ids)
+        if (idx < 0).any():
+            raise UnknownProductError([i for i, j in zip(ids, idx) if j < 0])
+        return torch.as_tensor(idx, dtype=torch.long)
+
+    @torch.no_grad()
+    def topk_indices(self, query: torch.Tensor, k: int, exclude: list[torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, indexes), each (Q, k'), k' = min(k, N - 1); the query itself is never returned.
+
+        ``exclude[i]`` (optional) lists more product indexes to leave out for query ``i``.
+        Excluded slots that cannot be filled come back as index -1 with score -inf.
+        """
+        n = self.num_products
+        if k < 1:
+            raise DualrecError("k must be at least 1")
+        kk = min(k, n - 1) if n > 1 else 0
+        rows = max(1, self.chunk_elems // max(n, 1))
+        out_s, out_i = [], []
+        for lo in range(0, query.numel(), rows):
+            q = query[lo:lo + rows]
+            scores = self.source[q] @ self.target.T
+            scores[torch.arange(q.numel()), q] = float("-inf")
+            if exclude is not None:
+                ex = exclude[lo:lo + rows]
+                r = torch.cat([torch.full((e.numel(),), i, dtype=torch.long) for i, e in enumerate(ex)])
+                c = torch.cat([e.long() for e in ex])
+                if c.numel():
+                    scores[r, c] = float("-inf")
+            s, i = torch.topk(scores, kk, dim=1) if kk else (scores[:, :0], scores[:, :0].long())
+            i = torch.where(torch.isinf(s), torch.full_like(i, -1), i)
+            out_s.append(s)
+            out_i.append(i)
+        return torch.cat(out_s), torch.cat(out_i)
+
+    def recommend(self, product_ids: Sequence[str], k: int = 10,
+                  exclude: dict[str, Sequence[str]] | None = None) -> list[Recommendation]:
+        """Top-k related products for each query id (unknown ids raise :class:`UnknownProductError`)."""
+        q = self.index_of(product_ids)
+        ex = None
+        if exclude:
+            ex = [self.index_of(exclude.get(str(p), [])) for p in product_ids]
+        scores, idx = self.topk_indices(q, k, ex)
+        ids = self.products["id"].to_numpy()
+        out = []
+        for p, s, i in zip(product_ids, scores, idx):
+            keep = i >= 0
+            out.append(Recommendation(str(p), ids[i[keep].numpy()].astype(str).tolist(), s[keep].tolist()))
+        return out
+
+
+def read_model_info(model_dir: str | Path) -> dict:
+    p = Path(model_dir) / "model.json"
+    return json.loads(p.read_text()) if p.exists() else {}

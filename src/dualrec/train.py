@@ -1,0 +1,286 @@
+"""The training loop: one readable loop, config as a dataclass stored in every checkpoint.
+
+Each epoch:
+
+1. The training co-purchase edges (and similarity pairs) are split at random into
+   *message-passing* edges and *target* edges (``target_fraction``). Targets are removed from
+   the adjacency for that epoch, so the model can never read an answer off the graph; over
+   epochs every training edge serves as both.
+2. For mini-batches of target edges: a full-graph forward pass (sparse CSR aggregation) gives
+   every product's source/target embedding, and the contrastive + asymmetric loss is taken on
+   the batch.
+3. Validation: embeddings from all training edges; MRR@10 on the validation edges over all
+   products (the same evaluator as the test). The best epoch is kept (early stopping with
+   ``patience``).
+
+A model folder holds ``best.pt`` (weights, config, split, metrics), ``last.pt`` (adds the
+optimiser, for ``resume``), ``products.parquet`` and the final normalised embeddings
+``source.npy`` / ``target.npy``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dualrec.evaluate import RankingEvaluator, direction_accuracy
+from dualrec.graph import DualrecError, ProductGraph
+from dualrec.loss import asymmetric_loss, info_nce
+from dualrec.model import DAEMON, DualAdjacency
+from dualrec.split import TEST, TRAIN, VAL, EdgeSplit, edge_split
+
+
+@dataclass
+class TrainConfig:
+    # features
+    encoder: str = "minilm"            # text encoder: "minilm" (default) or "hash" (cheap, for tests)
+    # model
+    hidden_channels: int = 128
+    out_channels: int = 64
+    num_layers: int = 2
+    id_dim: int = 0                    # >0: regularised per-product embeddings (beyond the paper)
+    id_dropout: float = 0.5
+    dropout: float = 0.1
+    use_similar: bool = True
+    dual: bool = True
+    # objective
+    tau: float = 0.1
+    num_negatives: int = 1024
+    in_batch_negatives: bool = True
+    sim_weight: float = 0.5
+    asym_weight: float = 1.0
+    # optimisation
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    id_weight_decay: float = 1e-5       # L2 on the per-product embeddings only
+    epochs: int = 40
+    patience: int = 5
+    batch_size: int = 2048
+    target_fraction: float = 0.3
+    max_val_edges: int = 20000          # validation subsample, for speed on big graphs
+    # split
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise DualrecError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    model: DAEMON
+    source: torch.Tensor
+    target: torch.Tensor
+    split: EdgeSplit
+    history: list = field(default_factory=list)
+    best_epoch: int = 0
+    val_metrics: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def build_model(config: TrainConfig, in_channels: int, num_nodes: int) -> DAEMON:
+    return DAEMON(in_channels, config.hidden_channels, config.out_channels, config.num_layers,
+                  num_nodes=num_nodes, id_dim=config.id_dim, id_dropout=config.id_dropout,
+                  dropout=config.dropout, use_similar=config.use_similar, dual=config.dual)
+
+
+def message_passing_adjacency(graph: ProductGraph, cp_mask: torch.Tensor, config: TrainConfig,
+                              sim_mask: torch.Tensor | None = None) -> DualAdjacency:
+    s, d, w = graph.cp_src[cp_mask], graph.cp_dst[cp_mask], graph.cp_weight[cp_mask]
+    a, b, sw = graph.sim_a, graph.sim_b, graph.sim_weight
+    if sim_mask is not None:
+        a, b, sw = a[sim_mask], b[sim_mask], sw[sim_mask]
+    if not config.use_similar:
+        a = b = sw = None
+    return DualAdjacency.build(graph.num_products, s, d, w, a, b, sw, symmetric=not config.dual)
+
+
+@torch.no_grad()
+def embed(model: DAEMON, x: torch.Tensor, adj: DualAdjacency) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    return model(x, adj)
+
+
+def evaluate_embeddings(graph: ProductGraph, split: EdgeSplit, source: torch.Tensor, target: torch.Tensor,
+                        part: int = VAL, max_edges: int | None = None, seed: int = 0,
+                        show_progress: bool = False) -> dict:
+    """HitRate/MRR@{5,10,20} over all products + direction accuracy for one split part."""
+    mask = split.mask(part)
+    src, dst = graph.cp_src[mask], graph.cp_dst[mask]
+    if max_edges is not None and src.numel() > max_edges:
+        keep = torch.randperm(src.numel(), generator=torch.Generator().manual_seed(seed))[:max_edges]
+        src, dst = src[keep], dst[keep]
+    # Known edges are not candidates: training edges, and for the test also validation edges.
+    known = split.mask(TRAIN) | (split.mask(VAL) if part == TEST else torch.zeros_like(mask))
+    ev = RankingEvaluator(graph.num_products)
+    out = ev.eval(lambda q: source[q] @ target.T, src, dst, graph.cp_src[known], graph.cp_dst[known],
+                  show_progress=show_progress)
+    one_way = ~graph.reciprocal_mask(src, dst)
+    out["direction_accuracy"] = (
+        direction_accuracy(lambda u, v: (source[u] * target[v]).sum(-1), src[one_way], dst[one_way])
+        if one_way.any() else float("nan"))
+    return out
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator):
+    perm = torch.randperm(n, generator=gen)
+    for i in range(0, n, batch_size):
+        yield perm[i:i + batch_size]
+
+
+def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: str | Path | None = None,
+          split: EdgeSplit | None = None, resume: bool = False, progress: bool = True,
+          log=print) -> TrainResult:
+    """Train DAEMON on ``graph`` with features ``x``; early-stop on validation MRR@10.
+
+    With ``out_dir``, checkpoints are written there every epoch and ``resume=True`` continues
+    from ``last.pt``.
+    """
+    t0 = time.time()
+    torch.manual_seed(config.seed)
+    n = graph.num_products
+    if x.shape[0] != n:
+        raise DualrecError(f"features have {x.shape[0]} rows for {n} products")
+    if graph.num_copurchase == 0:
+        raise DualrecError("the graph has no co-purchase edges to learn from")
+    split = split or edge_split(graph, config.val_fraction, config.test_fraction, config.seed)
+    train_mask = split.mask(TRAIN)
+    train_idx = train_mask.nonzero().view(-1)
+    one_way = ~graph.reciprocal_mask()
+
+    model = build_model(config, x.shape[1], n)
+    id_params = [p for name, p in model.named_parameters() if name.startswith("id_emb")]
+    other = [p for name, p in model.named_parameters() if not name.startswith("id_emb")]
+    groups = [{"params": other, "weight_decay": config.weight_decay}]
+    if id_params:
+        groups.append({"params": id_params, "weight_decay": config.id_weight_decay})
+    opt = torch.optim.Adam(groups, lr=config.lr)
+
+    out = Path(out_dir) if out_dir is not None else None
+    history, best, best_epoch, start_epoch, bad = [], -math.inf, 0, 0, 0
+    best_state = None
+    if resume:
+        if out is None or not (out / "last.pt").exists():
+            raise DualrecError(f"nothing to resume: no last.pt in {out}")
+        ck = torch.load(out / "last.pt", weights_only=False)
+        if ck["config"] != asdict(config):
+            raise DualrecError("cannot resume: the checkpoint was trained with a different config")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        split = EdgeSplit.from_state_dict(ck["split"])
+        history, best, best_epoch, bad = ck["history"], ck["best"], ck["best_epoch"], ck["bad_epochs"]
+        best_state = ck["best_state"]
+        start_epoch = ck["epoch"] + 1
+        torch.set_rng_state(ck["rng"])
+
+    gen = torch.Generator().manual_seed(config.seed + 1000 * start_epoch)
+    full_adj = message_passing_adjacency(graph, train_mask, config)
+    bar = tqdm(range(start_epoch, config.epochs), desc="train", unit="epoch", disable=not progress,
+               initial=start_epoch, total=config.epochs)
+    for epoch in bar:
+        te = time.time()
+        model.train()
+        # 1. each training edge (and similar pair) is a loss target in exactly one fold; a
+        #    fold's targets are removed from message passing while it is trained on.
+        folds = max(2, round(1 / config.target_fraction))
+        cp_fold = torch.randint(0, folds, (train_idx.numel(),), generator=gen)
+        sim_fold = torch.randint(0, folds, (graph.num_similar,), generator=gen)
+        total, n_steps = 0.0, 0
+        for f in range(folds):
+            tgt_idx = train_idx[cp_fold == f]
+            mp_mask = train_mask.clone()
+            mp_mask[tgt_idx] = False
+            adj = message_passing_adjacency(graph, mp_mask, config, sim_fold != f)
+            sim_idx = (sim_fold == f).nonzero().view(-1)
+            # 2. mini-batches of target edges, each with a full-graph forward pass
+            n_batches = max(1, math.ceil(tgt_idx.numel() / config.batch_size))
+            sim_per_batch = math.ceil(sim_idx.numel() / n_batches)
+            sim_perm = sim_idx[torch.randperm(sim_idx.numel(), generator=gen)]
+            for b, batch in enumerate(_batches(tgt_idx.numel(), config.batch_size, gen)):
+                e = tgt_idx[batch]
+                src, dst = graph.cp_src[e], graph.cp_dst[e]
+                sims = sim_perm[b * sim_per_batch:(b + 1) * sim_per_batch]
+                s, t = model(x, adj)
+                neg = torch.randint(0, n, (config.num_negatives,), generator=gen)
+                loss = info_nce(s, t, src, dst, neg, config.tau, config.in_batch_negatives)
+                if config.sim_weight and sims.numel():
+                    sa, sb = graph.sim_a[sims], graph.sim_b[sims]
+                    loss = loss + config.sim_weight * info_nce(
+                        s, t, torch.cat([sa, sb]), torch.cat([sb, sa]), neg, config.tau, config.in_batch_negatives)
+                if config.asym_weight and config.dual:
+                    ow = one_way[e]
+                    loss = loss + config.asym_weight * asymmetric_loss(s, t, src[ow], dst[ow], config.tau)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                n_steps += 1
+        # 3. validation on all products
+        s, t = embed(model, x, full_adj)
+        val = evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed)
+        row = {"epoch": epoch, "loss": total / max(n_steps, 1), "steps": n_steps, "val_MRR@10": val["MRR@10"],
+               "val_HitRate@10": val["HitRate@10"], "val_direction_accuracy": val["direction_accuracy"],
+               "seconds": time.time() - te}
+        history.append(row)
+        improved = val["MRR@10"] > best
+        if improved:
+            best, best_epoch, bad = val["MRR@10"], epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+        bar.set_postfix(loss=f"{row['loss']:.3f}", mrr10=f"{val['MRR@10']:.4f}")
+        log(f"epoch {epoch:3d}  loss {row['loss']:.4f}  val MRR@10 {val['MRR@10']:.4f}  "
+            f"HR@10 {val['HitRate@10']:.4f}  dir-acc {val['direction_accuracy']:.3f}  "
+            f"{row['seconds']:.1f}s{'  *' if improved else ''}")
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            _atomic_save({"config": asdict(config), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "split": split.state_dict(), "history": history, "best": best, "best_epoch": best_epoch,
+                          "bad_epochs": bad, "best_state": best_state, "epoch": epoch,
+                          "rng": torch.get_rng_state()}, out / "last.pt")
+        if bad >= config.patience:
+            log(f"early stop: no val MRR@10 gain for {config.patience} epochs (best epoch {best_epoch})")
+            break
+    bar.close()
+
+    model.load_state_dict(best_state)
+    s, t = embed(model, x, full_adj)
+    result = TrainResult(model, s, t, split, history, best_epoch,
+                         evaluate_embeddings(graph, split, s, t, VAL, None, config.seed), time.time() - t0)
+    if out is not None:
+        save_model(out, result, graph, config, x.shape[1])
+    return result
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def save_model(out: Path, result: TrainResult, graph: ProductGraph, config: TrainConfig, in_channels: int,
+               dataset_dir: str | Path | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_save({"config": asdict(config), "model": result.model.state_dict(), "in_channels": in_channels,
+                  "num_nodes": graph.num_products, "split": result.split.state_dict(),
+                  "best_epoch": result.best_epoch, "val_metrics": result.val_metrics,
+                  "history": result.history, "dualrec_format": 1}, out / "best.pt")
+    np.save(out / "source.npy", result.source.numpy())
+    np.save(out / "target.npy", result.target.numpy())
+    graph.products.to_parquet(out / "products.parquet", index=False)
+    (out / "metrics.json").write_text(json.dumps({"val": result.val_metrics, "best_epoch": result.best_epoch,
+                                                  "train_seconds": result.seconds}, indent=2))
