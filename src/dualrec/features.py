@@ -67,7 +67,9 @@ def numeric_features(products: pd.DataFrame) -> np.ndarray:
         x = np.where(missing, 0.0, np.sign(x) * np.log1p(np.abs(x)))
         ok = ~missing
         if ok.any():
-            mu, sd = x[ok].mean(), x[ok].std()
+            v = x[ok]
+            # a constant column is centred exactly (its float std is rounding noise: x/x = +-1, not 0)
+            mu, sd = (v.mean(), v.std()) if v.max() > v.min() else (v[0], 0.0)
             x = np.where(ok, (x - mu) / (sd if sd > 0 else 1.0), 0.0)
         blocks.append(x[:, None])
         if missing.any():

@@ -31,8 +31,12 @@ from torch import Tensor
 
 
 def info_nce(s: Tensor, t: Tensor, src: Tensor, dst: Tensor, neg: Tensor, tau: float,
-             in_batch: bool = True) -> Tensor:
-    """Sampled-softmax loss of ``src -> dst`` against ``neg`` (shared random targets) and in-batch targets."""
+             in_batch: bool = True, max_in_batch: int = 2048) -> Tensor:
+    """Sampled-softmax loss of ``src -> dst`` against ``neg`` (shared random targets) and in-batch targets.
+
+    In-batch negatives are the targets of the first ``max_in_batch`` pairs of the batch (the
+    batch is shuffled by the caller), so memory is ``O(B * (K + max_in_batch))``, not ``O(B^2)``.
+    """
     if src.numel() == 0:
         return s.sum() * 0.0
     q = s[src]
@@ -42,9 +46,10 @@ def info_nce(s: Tensor, t: Tensor, src: Tensor, dst: Tensor, neg: Tensor, tau: f
     neg_logits = neg_logits.masked_fill(neg[None, :] == dst[:, None], float("-inf"))
     parts = [pos, neg_logits]
     if in_batch and src.numel() > 1:
-        ib = (q @ p.T) / tau
-        # The diagonal is the positive itself; equal targets are duplicates of it.
-        ib = ib.masked_fill(dst[None, :] == dst[:, None], float("-inf"))
+        m = min(max_in_batch, dst.numel())
+        ib = (q @ p[:m].T) / tau
+        # The positive itself (diagonal) and equal targets are not negatives.
+        ib = ib.masked_fill(dst[None, :m] == dst[:, None], float("-inf"))
         parts.append(ib)
     logits = torch.cat(parts, dim=1)
     return -F.log_softmax(logits, dim=1)[:, 0].mean()

@@ -47,13 +47,15 @@ def evaluate_model(model_dir: str | Path, part: str = "test", dataset_dir: str |
     if part not in ("test", "val"):
         raise DualrecError("part must be 'test' or 'val'")
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise DualrecError(f"model folder not found: {model_dir}")
+    split = load_split(model_dir)  # first: a folder that is not a model is reported as such
     info_path = model_dir / "model.json"
     if dataset_dir is None:
         if not info_path.exists():
             raise DualrecError(f"{model_dir} has no model.json; pass the dataset folder explicitly")
         dataset_dir = json.loads(info_path.read_text())["dataset"]
     graph = ProductGraph.load(dataset_dir)
-    split = load_split(model_dir)
     if split.labels.numel() != graph.num_copurchase:
         raise DualrecError(f"the dataset at {dataset_dir} changed since this model was trained")
     s = torch.from_numpy(np.load(model_dir / "source.npy"))

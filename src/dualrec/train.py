@@ -65,6 +65,7 @@ class TrainConfig:
     patience: int = 5
     batch_size: int = 2048
     target_fraction: float = 0.3
+    max_steps_per_epoch: int = 0        # >0: cap the optimiser steps of an epoch (very large graphs)
     max_val_edges: int = 20000          # validation subsample, for speed on big graphs
     # split
     val_fraction: float = 0.1
@@ -211,6 +212,8 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: st
             sim_per_batch = math.ceil(sim_idx.numel() / n_batches)
             sim_perm = sim_idx[torch.randperm(sim_idx.numel(), generator=gen)]
             for b, batch in enumerate(_batches(tgt_idx.numel(), config.batch_size, gen)):
+                if config.max_steps_per_epoch and n_steps >= config.max_steps_per_epoch:
+                    break
                 e = tgt_idx[batch]
                 src, dst = graph.cp_src[e], graph.cp_dst[e]
                 sims = sim_perm[b * sim_per_batch:(b + 1) * sim_per_batch]
@@ -229,10 +232,11 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: st
                 opt.step()
                 total += float(loss.detach())
                 n_steps += 1
+        train_seconds = time.time() - te
         # 3. validation on all products
         s, t = embed(model, x, full_adj)
         val = evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed)
-        row = {"epoch": epoch, "loss": total / max(n_steps, 1), "steps": n_steps, "val_MRR@10": val["MRR@10"],
+        row = {"epoch": epoch, "loss": total / max(n_steps, 1), "steps": n_steps, "train_seconds": train_seconds, "val_MRR@10": val["MRR@10"],
                "val_HitRate@10": val["HitRate@10"], "val_direction_accuracy": val["direction_accuracy"],
                "seconds": time.time() - te}
         history.append(row)

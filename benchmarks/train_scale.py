@@ -1,0 +1,84 @@
+"""Training cost at scale: seconds per optimiser step / per epoch and peak RSS.
+
+Synthetic stores (dualrec.synthetic) of 100k and 1M products with ~20 co-purchase edges per
+product (average degree). Features are random 384-d vectors, the width of MiniLM, so the
+measurement is of the GNN and its loop, not of text encoding (MiniLM encodes ~1k titles/s on
+2 cores: ~17 min for 1M products, done once and cached).
+
+An epoch is one pass over all training edges as loss targets (see dualrec.train). For large
+graphs the measured run is capped at --max-steps optimiser steps; the full-epoch time is then
+extrapolated (steps x seconds per step) and labelled as such in the output.
+
+    .venv/bin/python benchmarks/train_scale.py            # 100k and 1M
+    .venv/bin/python benchmarks/train_scale.py --sizes 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from dualrec.synthetic import make_store
+from dualrec.train import TrainConfig, train
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def run(n: int, batch_size: int, max_steps: int, dim: int = 384) -> dict:
+    t0 = time.time()
+    g = make_store(n_products=n, edges_per_product=20.0, seed=0)
+    gen_s = time.time() - t0
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, max_steps_per_epoch=max_steps,
+                      max_val_edges=2000, seed=0)
+    t1 = time.time()
+    res = train(g, x, cfg, progress=False, log=print)
+    total_s = time.time() - t1
+    h = res.history[0]
+    train_edges = int(res.split.mask(0).sum())
+    folds = max(2, round(1 / cfg.target_fraction))
+    full_steps = folds * math.ceil(train_edges / folds / batch_size)
+    step_s = h["train_seconds"] / h["steps"]
+    return {"products": n, "copurchase_edges": g.num_copurchase, "similar_pairs": g.num_similar,
+            "train_edges": train_edges, "batch_size": batch_size, "feature_dim": dim,
+            "generate_seconds": round(gen_s, 2), "measured_steps": h["steps"],
+            "seconds_per_step": round(step_s, 3), "steps_per_full_epoch": full_steps,
+            "seconds_per_epoch": round(step_s * full_steps, 1),
+            "seconds_per_epoch_is_extrapolated": h["steps"] < full_steps,
+            "validation_seconds": round(h["seconds"] - h["train_seconds"], 2),
+            "run_seconds": round(total_s, 1), "peak_rss_gib": round(peak_rss_gib(), 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--batch-size", type=int, default=65536)
+    ap.add_argument("--max-steps", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_scale.json")
+    a = ap.parse_args()
+    rows = []
+    for n in a.sizes:  # ascending, so peak RSS of the larger run dominates
+        r = run(n, a.batch_size, a.max_steps)
+        print(json.dumps(r))
+        rows.append(r)
+    out = {"benchmark": "train_scale", "command": "python benchmarks/train_scale.py " + " ".join(
+        f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
+        for k, v in (("sizes", a.sizes), ("batch_size", a.batch_size), ("max_steps", a.max_steps))),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"), "results": rows}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(out, indent=2))
+    print(f"written to {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Node features: text assembly, hash / MiniLM encoders, numeric features, the feature cache."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dualrec import features
+from dualrec.features import (
+    build_features,
+    encode_texts,
+    hash_encode,
+    load_or_build_features,
+    numeric_columns,
+    numeric_features,
+    product_texts,
+    text_columns,
+)
+from dualrec.graph import DualrecError
+
+
+def catalogue() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "title": ["Red Shirt", "  ", None, "garden hose"],
+            "category": ["Clothing", "Clothing > Jeans", "", "Garden"],
+            "brand": ["Acme", None, "", "Hoser"],
+            "price": [19.0, np.nan, 4.0, 99.0],
+            "stock": np.array([0, 10, 100, 1000], dtype=np.int64),
+            "role": ["main", "accessory", "main", "main"],       # ground truth: never a feature
+            "category_id": np.array([1, 2, 3, 4], dtype=np.int64),  # ground truth: never a feature
+            "flag": [True, False, True, False],
+        }
+    )
+
+
+# ---------------------------------------------------------------------- hash encoder
+def test_hash_encode_deterministic_and_normalised():
+    texts = ["Phone case black", "garden hose", "phone phone case", "", "!!!"]
+    a, b = hash_encode(texts), hash_encode(list(texts))
+    assert a.dtype == np.float32 and a.shape == (5, 256)
+    assert np.array_equal(a, b)
+    norms = np.linalg.norm(a, axis=1)
+    np.testing.assert_allclose(norms[:3], 1.0, rtol=1e-6)
+    # no tokens: an all-zero row, not NaN
+    assert np.array_equal(a[3], np.zeros(256)) and np.array_equal(a[4], np.zeros(256))
+    assert np.isfinite(a).all()
+
+
+def test_hash_encode_is_a_stable_bag_of_words():
+    # stable across processes and machines (no salted Python hash()): pinned bucket of "phone"
+    x = hash_encode(["phone"])
+    assert np.flatnonzero(x[0]).tolist() == [231]
+    # order- and case-insensitive bag of words; counts matter
+    y = hash_encode(["Black case for PHONE", "phone for case black", "phone phone case"])
+    np.testing.assert_allclose(y[0], y[1])
+    phone, case = 231, int(np.flatnonzero(hash_encode(["case"])[0])[0])
+    assert y[2][phone] == pytest.approx(2 * y[2][case])
+    assert hash_encode(["a b"], dim=16).shape == (1, 16)
+
+
+def test_encode_texts_unknown_encoder():
+    with pytest.raises(DualrecError, match="unknown text encoder 'bert'"):
+        encode_texts(["x"], "bert")
+
+
+# ---------------------------------------------------------------------- text
+def test_text_columns_exclude_ground_truth_and_numbers():
+    p = catalogue()
+    assert text_columns(p) == ["title", "category", "brand"]
+    assert numeric_columns(p) == ["price", "stock"]
+
+
+def test_product_texts_skips_empty_values_and_ground_truth():
+    got = product_texts(catalogue())
+    assert got == [
+        "title: Red Shirt. category: Clothing. brand: Acme",
+        "category: Clothing > Jeans",
+        "",
+        "title: garden hose. category: Garden. brand: Hoser",
+    ]
+    for t in got:
+        assert "role" not in t and "category_id" not in t and "main" not in t and "accessory" not in t
+
+
+def test_product_texts_without_text_columns():
+    assert product_texts(pd.DataFrame({"id": ["x", "y"], "price": [1.0, 2.0]})) == ["", ""]
+
+
+# ---------------------------------------------------------------------- numeric
+def test_numeric_features_log_standardised_with_missing_indicator():
+    x = numeric_features(catalogue())
+    assert x.dtype == np.float32
+    # columns: price, price-missing indicator, stock (no missing -> no indicator)
+    assert x.shape == (4, 3)
+    lp = np.log1p(np.array([19.0, 4.0, 99.0]))
+    z = (lp - lp.mean()) / lp.std()
+    np.testing.assert_allclose(x[[0, 2, 3], 0], z, rtol=1e-5)
+    assert x[1, 0] == 0.0
+    assert x[:, 1].tolist() == [0.0, 1.0, 0.0, 0.0]
+    ls = np.log1p(np.array([0.0, 10.0, 100.0, 1000.0]))
+    np.testing.assert_allclose(x[:, 2], (ls - ls.mean()) / ls.std(), rtol=1e-5)
+    # standardised over the known values
+    assert x[[0, 2, 3], 0].mean() == pytest.approx(0.0, abs=1e-6)
+    assert x[[0, 2, 3], 0].std() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_numeric_features_signed_log_constant_and_all_missing():
+    p = pd.DataFrame({"id": list("abc"), "delta": [-9.0, 0.0, 9.0], "const": [5.0, 5.0, 5.0],
+                      "empty": [np.nan, np.nan, np.nan], "inf": [1.0, np.inf, 1.0]})
+    x = numeric_features(p)
+    # delta, const, empty, empty-missing, inf, inf-missing
+    assert x.shape == (3, 6)
+    v = np.array([-np.log1p(9.0), 0.0, np.log1p(9.0)])
+    np.testing.assert_allclose(x[:, 0], v / v.std(), rtol=1e-5)
+    assert x[:, 1].tolist() == [0.0, 0.0, 0.0]  # constant: centred, not divided by 0
+    assert x[:, 2].tolist() == [0.0, 0.0, 0.0] and x[:, 3].tolist() == [1.0, 1.0, 1.0]
+    assert x[:, 4].tolist() == [0.0, 0.0, 0.0] and x[:, 5].tolist() == [0.0, 1.0, 0.0]
+    assert np.isfinite(x).all()
+    assert numeric_features(pd.DataFrame({"id": ["a"], "t": ["x"]})).shape == (1, 0)
+
+
+def test_build_features_layout():
+    p = catalogue()
+    x = build_features(p, "hash", show_progress=False)
+    assert x.shape == (4, 256 + 3) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[:, :256], hash_encode(product_texts(p)))
+    np.testing.assert_array_equal(x[:, 256:], numeric_features(p))
+
+
+# ---------------------------------------------------------------------- cache
+@pytest.fixture
+def count_encodes(monkeypatch):
+    calls = []
+    real = features.encode_texts
+
+    def counting(texts, encoder="minilm", show_progress=True):
+        calls.append((len(texts), encoder))
+        return real(texts, encoder, show_progress)
+
+    monkeypatch.setattr(features, "encode_texts", counting)
+    return calls
+
+
+def test_load_or_build_features_caches(tmp_path, count_encodes):
+    p = catalogue()
+    x1 = load_or_build_features(p, tmp_path, "hash", show_progress=False)
+    assert count_encodes == [(4, "hash")]
+    assert (tmp_path / "features-hash.npy").exists()
+    meta = json.loads((tmp_path / "features-hash.json").read_text())
+    assert meta["shape"] == [4, 259] and meta["encoder"] == "hash"
+    assert not list(tmp_path.glob(".features-*"))  # no temp file left behind
+
+    x2 = load_or_build_features(p.copy(), tmp_path, "hash", show_progress=False)
+    assert count_encodes == [(4, "hash")]  # served from the cache
+    assert isinstance(x2, torch.Tensor) and torch.equal(x1, x2)
+
+
+def test_load_or_build_features_rebuilds_when_metadata_changes(tmp_path, count_encodes):
+    p = catalogue()
+    x1 = load_or_build_features(p, tmp_path, "hash", show_progress=False)
+    q = p.copy()
+    q.loc[0, "title"] = "Blue Shirt"
+    x2 = load_or_build_features(q, tmp_path, "hash", show_progress=False)
+    assert len(count_encodes) == 2
+    assert not torch.equal(x1, x2)
+    assert torch.equal(x2[1:], x1[1:]) and not torch.equal(x2[0], x1[0])  # only the edited row moved
+    # a new product: rebuilt with the new row count
+    r = pd.concat([q, q.iloc[[0]].assign(id="e")], ignore_index=True)
+    assert load_or_build_features(r, tmp_path, "hash", show_progress=False).shape == (5, 259)
+    assert len(count_encodes) == 3
+    # back to the latest: cached again
+    load_or_build_features(r, tmp_path, "hash", show_progress=False)
+    assert len(count_encodes) == 3
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path, count_encodes):
+    p = catalogue()
+    x1 = load_or_build_features(p, tmp_path, "hash", show_progress=False)
+    (tmp_path / "features-hash.npy").write_bytes(b"not an npy file at all")
+    x2 = load_or_build_features(p, tmp_path, "hash", show_progress=False)
+    assert len(count_encodes) == 2 and torch.equal(x1, x2)
+
+
+def test_no_dataset_dir_means_no_cache(tmp_path, count_encodes):
+    p = catalogue()
+    load_or_build_features(p, None, "hash", show_progress=False)
+    load_or_build_features(p, None, "hash", show_progress=False)
+    assert len(count_encodes) == 2
+
+
+# ---------------------------------------------------------------------- MiniLM (offline)
+def test_minilm_offline_384d_normalised_and_semantic(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(features, "_MINILM", None)  # load it here, under the no-network guard
+    x = encode_texts(["phone case black", "black case for phone", "garden hose"], "minilm", show_progress=False)
+    assert x.shape == (3, 384) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-4)
+    sim = x @ x.T
+    assert sim[0, 1] > sim[0, 2] + 0.3
+    assert sim[0, 1] > sim[1, 2] + 0.3
+    # output is in input order (the encoder sorts by length internally)
+    y = encode_texts(["garden hose", "phone case black"], "minilm", show_progress=False)
+    np.testing.assert_allclose(y[0], x[2], atol=1e-5)
+    np.testing.assert_allclose(y[1], x[0], atol=1e-5)

@@ -1,0 +1,102 @@
+"""The DAEMON aggregation rule, checked by perturbing one neighbour's features."""
+
+import pytest
+import torch
+
+from dualrec.model import DAEMON, DualAdjacency
+
+
+def _adj(n, edges, sim=()):
+    src = torch.tensor([e[0] for e in edges], dtype=torch.long)
+    dst = torch.tensor([e[1] for e in edges], dtype=torch.long)
+    a = torch.tensor([p[0] for p in sim], dtype=torch.long)
+    b = torch.tensor([p[1] for p in sim], dtype=torch.long)
+    return DualAdjacency.build(n, src, dst, sim_a=a, sim_b=b)
+
+
+def _embed(model, x, adj):
+    model.eval()
+    with torch.no_grad():
+        return model(x, adj)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_out_neighbour_changes_source_not_target(num_layers):
+    # 0 -> 1 only. Source(0) reads the target side of its out-neighbour 1; target(0) reads the
+    # source side of 0's in-neighbours (none), so node 1 can never reach target(0).
+    torch.manual_seed(0)
+    n, f = 4, 8
+    model = DAEMON(f, 16, 8, num_layers=num_layers)
+    adj = _adj(n, [(0, 1), (2, 3)])
+    x = torch.randn(n, f)
+    s0, t0 = _embed(model, x, adj)
+    x2 = x.clone()
+    x2[1] += torch.randn(f)
+    s1, t1 = _embed(model, x2, adj)
+    assert not torch.allclose(s0[0], s1[0], atol=1e-5), "source(0) must depend on out-neighbour 1"
+    assert torch.allclose(t0[0], t1[0], atol=1e-6), "target(0) must not depend on out-neighbour 1"
+    # and symmetrically, node 1's target reads 0 (its in-neighbour), its source does not.
+    x3 = x.clone()
+    x3[0] += torch.randn(f)
+    s2, t2 = _embed(model, x3, adj)
+    assert not torch.allclose(t0[1], t2[1], atol=1e-5), "target(1) must depend on in-neighbour 0"
+    assert torch.allclose(s0[1], s2[1], atol=1e-6), "source(1) must not depend on in-neighbour 0"
+    # unrelated nodes are untouched
+    assert torch.allclose(s0[2:], s2[2:], atol=1e-6) and torch.allclose(t0[2:], t2[2:], atol=1e-6)
+
+
+def test_similar_node_reaches_both_sides():
+    torch.manual_seed(0)
+    model = DAEMON(6, 8, 4, num_layers=2)
+    adj = _adj(3, [], sim=[(0, 1)])
+    x = torch.randn(3, 6)
+    s0, t0 = _embed(model, x, adj)
+    x2 = x.clone()
+    x2[1] += 1.0
+    s1, t1 = _embed(model, x2, adj)
+    assert not torch.allclose(s0[0], s1[0], atol=1e-5)
+    assert not torch.allclose(t0[0], t1[0], atol=1e-5)
+    # without the similarity channel, the pair is invisible
+    m2 = DAEMON(6, 8, 4, num_layers=2, use_similar=False)
+    a0, b0 = _embed(m2, x, adj)
+    a1, b1 = _embed(m2, x2, adj)
+    assert torch.allclose(a0[0], a1[0], atol=1e-6) and torch.allclose(b0[0], b1[0], atol=1e-6)
+
+
+def test_layer1_source_equals_target_for_isolated_nodes_and_shared_ablation():
+    # Isolated node (cold start): it still gets embeddings, from its features alone.
+    torch.manual_seed(0)
+    model = DAEMON(5, 8, 4, num_layers=2)
+    adj = _adj(3, [(0, 1)])
+    s, t = _embed(model, torch.randn(3, 5), adj)
+    assert torch.isfinite(s[2]).all() and torch.isfinite(t[2]).all()
+    assert torch.allclose(s.norm(dim=1), torch.ones(3)) and torch.allclose(t.norm(dim=1), torch.ones(3))
+    shared = DAEMON(5, 8, 4, num_layers=2, dual=False)
+    adj_sym = DualAdjacency.build(3, torch.tensor([0]), torch.tensor([1]), symmetric=True)
+    s, t = _embed(shared, torch.randn(3, 5), adj_sym)
+    assert torch.equal(s, t)
+
+
+def test_id_embeddings_and_reset_parameters():
+    torch.manual_seed(0)
+    model = DAEMON(5, 8, 4, num_nodes=3, id_dim=8)
+    adj = _adj(3, [(0, 1)])
+    x = torch.zeros(3, 5)
+    s, _ = _embed(model, x, adj)
+    # identical features, different products: the per-product embedding separates them
+    assert not torch.allclose(s[0], s[2], atol=1e-4)
+    # an unknown id row (-1, a new product) gets no per-product embedding
+    s_new, _ = model.eval()(x, adj, node_ids=torch.tensor([0, 1, -1]))
+    s_none, _ = DAEMON.forward(model, x, adj, node_ids=torch.tensor([-1, -1, -1]))
+    assert torch.allclose(s_new[2], s_none[2])
+    before = model.layers[0].out_t.weight.clone()
+    model.reset_parameters()
+    assert not torch.equal(before, model.layers[0].out_t.weight)
+
+
+def test_score_is_inner_product_of_source_and_target():
+    s = torch.nn.functional.normalize(torch.randn(4, 3), dim=1)
+    t = torch.nn.functional.normalize(torch.randn(4, 3), dim=1)
+    u, v = torch.tensor([0, 1]), torch.tensor([2, 3])
+    assert torch.allclose(DAEMON.score(s, t, u, v), (s[u] * t[v]).sum(1))
+    assert not torch.allclose(DAEMON.score(s, t, u, v), DAEMON.score(s, t, v, u))
