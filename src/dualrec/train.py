@@ -264,7 +264,7 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: st
     model.load_state_dict(best_state)
     s, t = embed(model, x, full_adj)
     result = TrainResult(model, s, t, split, history, best_epoch,
-                         evaluate_embeddings(graph, split, s, t, VAL, None, config.seed), time.time() - t0)
+                         evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed), time.time() - t0)
     if out is not None:
         save_model(out, result, graph, config, x.shape[1])
     return result

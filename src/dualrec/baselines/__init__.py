@@ -3,3 +3,8 @@
 from dualrec.baselines.popularity import Popularity
 
 __all__ = ["Popularity"]
+
+from dualrec.baselines.cooccurrence import Cooccurrence  # noqa: E402
+from dualrec.baselines.text_similarity import TextSimilarity  # noqa: E402
+
+__all__ += ["Cooccurrence", "TextSimilarity"]

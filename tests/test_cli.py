@@ -1,0 +1,237 @@
+"""The command-line interface: help, clean errors, and ingest -> train -> evaluate -> recommend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from dualrec.cli import app
+from dualrec.graph import ProductGraph
+from dualrec.synthetic import make_store
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
+
+
+def assert_clean_error(result, *needles: str) -> str:
+    """Exit code 2, one 'error: ...' message on stderr, no traceback, no stray exception."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    msg = result.stderr.strip()
+    assert msg.startswith("error:"), result.output
+    assert len(msg.splitlines()) == 1, msg
+    for n in needles:
+        assert n in msg, (n, msg)
+    return msg
+
+
+@pytest.fixture(scope="module")
+def store() -> ProductGraph:
+    return make_store(n_products=400)
+
+
+@pytest.fixture(scope="module")
+def csv_source(store, tmp_path_factory) -> Path:
+    """A 'csv' format input folder: products.csv, copurchase.csv (src,dst ids), similar.csv (a,b ids)."""
+    d = tmp_path_factory.mktemp("csv_source")
+    ids = store.ids
+    store.products[["id", "title", "category", "brand", "price"]].to_csv(d / "products.csv", index=False)
+    pd.DataFrame({"src": ids[store.cp_src.numpy()], "dst": ids[store.cp_dst.numpy()]}).to_csv(
+        d / "copurchase.csv", index=False)
+    pd.DataFrame({"a": ids[store.sim_a.numpy()], "b": ids[store.sim_b.numpy()]}).to_csv(
+        d / "similar.csv", index=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("small_dataset")
+    make_store(n_products=60).save(d)
+    return d
+
+
+@pytest.fixture
+def fake_model(tmp_path) -> Path:
+    """The files `recommend` needs, without training (random embeddings)."""
+    rng = np.random.default_rng(0)
+    n = 12
+    for name in ("source", "target"):
+        x = rng.standard_normal((n, 4)).astype(np.float32)
+        np.save(tmp_path / f"{name}.npy", x / np.linalg.norm(x, axis=1, keepdims=True))
+    pd.DataFrame({"id": [f"Q{i}" for i in range(n)], "title": [f"thing {i}" for i in range(n)]}).to_parquet(
+        tmp_path / "products.parquet")
+    return tmp_path
+
+
+def edge_ids(g: ProductGraph) -> tuple[set, set]:
+    ids = g.ids
+    cp = set(zip(ids[g.cp_src.numpy()], ids[g.cp_dst.numpy()]))
+    sim = {tuple(sorted(p)) for p in zip(ids[g.sim_a.numpy()], ids[g.sim_b.numpy()])}
+    return cp, sim
+
+
+# ---------------------------------------------------------------------- help
+def test_help_lists_commands():
+    r = invoke("--help")
+    assert r.exit_code == 0, r.output
+    for cmd in ("ingest", "train", "evaluate", "recommend", "demo"):
+        assert cmd in r.output
+    r = invoke("train", "--help")
+    assert r.exit_code == 0 and "--encoder" in r.output and "--set" in r.output
+
+
+# ---------------------------------------------------------------------- clean errors
+def test_train_on_missing_folder(tmp_path):
+    r = invoke("train", tmp_path / "no-such-dataset", "--out", tmp_path / "m", "--encoder", "hash", "--quiet")
+    assert_clean_error(r, "no-such-dataset", "not found")
+
+
+def test_train_on_folder_that_is_not_a_dataset(tmp_path):
+    (tmp_path / "junk").mkdir()
+    r = invoke("train", tmp_path / "junk", "--out", tmp_path / "m", "--encoder", "hash", "--quiet")
+    assert_clean_error(r, "not a dualrec dataset", "dualrec ingest")
+
+
+def test_bad_set_key(small_dataset, tmp_path):
+    r = invoke("train", small_dataset, "--out", tmp_path / "m", "--set", "no_such_option=3", "--quiet")
+    assert_clean_error(r, "no_such_option")
+    r = invoke("train", small_dataset, "--out", tmp_path / "m", "--set", "epochs", "--quiet")
+    assert_clean_error(r, "KEY=VALUE")
+    assert not (tmp_path / "m" / "best.pt").exists()
+
+
+def test_train_unknown_encoder(small_dataset, tmp_path):
+    r = invoke("train", small_dataset, "--out", tmp_path / "m", "--encoder", "word2vec", "--quiet")
+    assert_clean_error(r, "word2vec")
+
+
+@pytest.mark.parametrize("which", ["empty", "dataset", "missing"])
+def test_evaluate_on_folder_that_is_not_a_model(which, small_dataset, tmp_path):
+    folder = {"empty": tmp_path, "dataset": small_dataset, "missing": tmp_path / "nope"}[which]
+    r = invoke("evaluate", folder)
+    msg = assert_clean_error(r)
+    assert ("not a trained dualrec model" in msg) if which != "missing" else ("not found" in msg)
+
+
+@pytest.mark.parametrize("which", ["empty", "dataset", "missing"])
+def test_recommend_on_folder_that_is_not_a_model(which, small_dataset, tmp_path):
+    folder = {"empty": tmp_path, "dataset": small_dataset, "missing": tmp_path / "nope"}[which]
+    r = invoke("recommend", folder, "P0000001")
+    msg = assert_clean_error(r)
+    assert ("not a trained dualrec model" in msg and "dualrec train" in msg) if which != "missing" \
+        else ("not found" in msg)
+
+
+def test_recommend_unknown_product_id(fake_model):
+    r = invoke("recommend", fake_model, "Q1", "NO-SUCH-ID-77", "--k", "3")
+    assert_clean_error(r, "NO-SUCH-ID-77")
+    assert "Q1" not in r.stderr
+
+
+def test_recommend_fake_model_text_output(fake_model):
+    r = invoke("recommend", fake_model, "Q3", "--k", "4")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "Q3  thing 3"
+    assert len(lines) == 5 and lines[1].lstrip().startswith("1. Q")
+    assert not any(" Q3 " in ln for ln in lines[1:])
+
+
+def test_ingest_unknown_format(csv_source, tmp_path):
+    r = invoke("ingest", "--format", "xml", "--input", csv_source, "--out", tmp_path / "ds")
+    assert_clean_error(r, "unknown format", "'xml'", "csv")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_ingest_bad_option(csv_source, tmp_path):
+    r = invoke("ingest", "--format", "csv", "--input", csv_source, "--out", tmp_path / "ds", "--option", "bogus=1")
+    assert_clean_error(r, "bogus")
+    r = invoke("ingest", "--format", "csv", "--input", csv_source, "--out", tmp_path / "ds", "--option", "bogus")
+    assert_clean_error(r, "KEY=VALUE")
+
+
+def test_ingest_missing_input(tmp_path):
+    r = invoke("ingest", "--format", "csv", "--input", tmp_path / "nothing-here", "--out", tmp_path / "ds")
+    assert_clean_error(r, "nothing-here")
+
+
+# ---------------------------------------------------------------------- csv ingest
+def test_ingest_csv(store, csv_source, tmp_path):
+    out = tmp_path / "ds"
+    r = invoke("ingest", "--format", "csv", "--input", csv_source, "--out", out, "--option", "progress=false")
+    assert r.exit_code == 0, r.output
+    stdout = r.stdout.strip()
+    assert stdout.splitlines()[-1] == f"dataset written to {out}"
+    report = json.loads(stdout.rsplit("\n", 1)[0])
+    assert report["format"] == "csv"
+    assert report["products"] == store.num_products
+    assert report["copurchase_edges"] == store.num_copurchase
+    assert report["similar_pairs"] == store.num_similar
+
+    g = ProductGraph.load(out)
+    assert g.ids.tolist() == store.ids.tolist()
+    assert {"title", "category", "brand", "price"} <= set(g.products.columns)
+    assert "role" not in g.products.columns
+    np.testing.assert_allclose(g.products["price"].to_numpy(float), store.products["price"].to_numpy(float))
+    assert edge_ids(g) == edge_ids(store)
+
+
+# ---------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_end_to_end_ingest_train_evaluate_recommend(store, csv_source, tmp_path):
+    ds, model = tmp_path / "dataset", tmp_path / "model"
+    r = invoke("ingest", "--format", "csv", "--input", csv_source, "--out", ds, "--option", "progress=false")
+    assert r.exit_code == 0, r.output
+
+    r = invoke("train", ds, "--out", model, "--encoder", "hash", "--epochs", "3", "--quiet")
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "Traceback" not in r.output
+    assert "validation (best epoch" in r.stdout and f"model written to {model}" in r.stdout
+    for f in ("source.npy", "target.npy", "products.parquet", "best.pt", "model.json"):
+        assert (model / f).exists(), f
+    assert (ds / "features-hash.npy").exists()  # features were cached in the dataset folder
+    src = np.load(model / "source.npy")
+    assert src.shape[0] == store.num_products and np.isfinite(src).all()
+
+    metrics_path = tmp_path / "metrics.json"
+    r = invoke("evaluate", model, "--json", metrics_path)
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "HitRate@10" in r.stdout and "MRR@10" in r.stdout
+    hr10 = float(next(ln for ln in r.stdout.splitlines() if "HitRate@10" in ln).split()[1])
+    m = json.loads(metrics_path.read_text())
+    assert m["HitRate@10"] == pytest.approx(hr10, abs=1e-4)
+    assert 0.0 <= m["MRR@10"] <= m["HitRate@10"] <= m["HitRate@20"] <= 1.0
+    from dualrec.pipeline import load_split
+    from dualrec.split import TEST
+
+    assert m["num_queries"] == int((load_split(model).labels == TEST).sum()) > 0
+
+    query = str(store.ids[1])
+    r = invoke("recommend", model, query, "--k", "5", "--json")
+    assert r.exit_code == 0, (r.output, r.exception)
+    recs = json.loads(r.stdout)
+    assert isinstance(recs, list) and len(recs) == 1
+    rec = recs[0]
+    assert rec["query"] == query
+    assert len(rec["ids"]) == 5 and len(set(rec["ids"])) == 5 and len(rec["scores"]) == 5
+    assert query not in rec["ids"]
+    assert set(rec["ids"]) <= set(store.ids.tolist())
+    assert rec["scores"] == sorted(rec["scores"], reverse=True)
+
+    # several queries in one call; the text form shows titles
+    q2 = [str(store.ids[i]) for i in (2, 3)]
+    r = invoke("recommend", model, *q2, "--k", "3")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2 * (1 + 3)
+    assert lines[0].startswith(q2[0]) and lines[4].startswith(q2[1])
+    assert store.products["title"].iloc[2] in lines[0]
