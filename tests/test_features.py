@@ -95,7 +95,7 @@ def test_product_texts_without_text_columns():
 
 # ---------------------------------------------------------------------- numeric
 def test_numeric_features_log_standardised_with_missing_indicator():
-    x = numeric_features(catalogue())
+    x, stats = numeric_features(catalogue())
     assert x.dtype == np.float32
     # columns: price, price-missing indicator, stock (no missing -> no indicator)
     assert x.shape == (4, 3)
@@ -114,7 +114,7 @@ def test_numeric_features_log_standardised_with_missing_indicator():
 def test_numeric_features_signed_log_constant_and_all_missing():
     p = pd.DataFrame({"id": list("abc"), "delta": [-9.0, 0.0, 9.0], "const": [5.0, 5.0, 5.0],
                       "empty": [np.nan, np.nan, np.nan], "inf": [1.0, np.inf, 1.0]})
-    x = numeric_features(p)
+    x, _ = numeric_features(p)
     # delta, const, empty, empty-missing, inf, inf-missing
     assert x.shape == (3, 6)
     v = np.array([-np.log1p(9.0), 0.0, np.log1p(9.0)])
@@ -123,7 +123,38 @@ def test_numeric_features_signed_log_constant_and_all_missing():
     assert x[:, 2].tolist() == [0.0, 0.0, 0.0] and x[:, 3].tolist() == [1.0, 1.0, 1.0]
     assert x[:, 4].tolist() == [0.0, 0.0, 0.0] and x[:, 5].tolist() == [0.0, 1.0, 0.0]
     assert np.isfinite(x).all()
-    assert numeric_features(pd.DataFrame({"id": ["a"], "t": ["x"]})).shape == (1, 0)
+    x0, stats0 = numeric_features(pd.DataFrame({"id": ["a"], "t": ["x"]}))
+    assert x0.shape == (1, 0) and stats0 == {}
+
+
+def test_numeric_stats_reapplied_to_new_products():
+    p = catalogue()
+    x, stats = numeric_features(p)
+    assert list(stats) == ["price", "stock"]
+    assert stats["price"]["indicator"] is True and stats["stock"]["indicator"] is False
+    # the catalogue itself, re-encoded with its own stats: identical
+    y, same = numeric_features(p, stats)
+    np.testing.assert_array_equal(x, y)
+    assert same is stats
+    # new products: same columns and scales, not re-fitted (a single row would otherwise be all 0)
+    new = pd.DataFrame({"id": ["n1", "n2"], "price": [19.0, np.nan], "stock": [10, 10],
+                        "extra": [1.0, 2.0]})  # a column the catalogue did not have: ignored
+    z, _ = numeric_features(new, stats)
+    assert z.shape == (2, 3)
+    np.testing.assert_allclose(z[0, 0], x[0, 0], rtol=1e-6)  # price 19 -> same value as in the catalogue
+    assert z[:, 1].tolist() == [0.0, 1.0]
+    np.testing.assert_allclose(z[:, 2], x[1, 2], rtol=1e-6)  # stock 10 -> as for product b
+    # a new table lacking a column: all missing (0), indicator only where the catalogue had one
+    w, _ = numeric_features(pd.DataFrame({"id": ["n3"], "stock": [0]}), stats)
+    assert w.tolist() == [[0.0, 1.0, pytest.approx(float(x[0, 2]))]]
+
+
+def test_constant_column_stats_do_not_blow_up_new_products():
+    p = pd.DataFrame({"id": list("abcd"), "qty": [5.0, 5.0, 5.0, 5.0]})
+    x, stats = numeric_features(p)
+    assert x[:, 0].tolist() == [0.0] * 4
+    z, _ = numeric_features(pd.DataFrame({"id": ["n"], "qty": [6.0]}), stats)
+    assert np.isfinite(z).all() and abs(float(z[0, 0])) < 1.0
 
 
 def test_build_features_layout():
@@ -131,7 +162,7 @@ def test_build_features_layout():
     x = build_features(p, "hash", show_progress=False)
     assert x.shape == (4, 256 + 3) and x.dtype == np.float32
     np.testing.assert_array_equal(x[:, :256], hash_encode(product_texts(p)))
-    np.testing.assert_array_equal(x[:, 256:], numeric_features(p))
+    np.testing.assert_array_equal(x[:, 256:], numeric_features(p)[0])
 
 
 # ---------------------------------------------------------------------- cache
@@ -155,6 +186,7 @@ def test_load_or_build_features_caches(tmp_path, count_encodes):
     assert (tmp_path / "features-hash.npy").exists()
     meta = json.loads((tmp_path / "features-hash.json").read_text())
     assert meta["shape"] == [4, 259] and meta["encoder"] == "hash"
+    assert meta["fingerprint"]
     assert not list(tmp_path.glob(".features-*"))  # no temp file left behind
 
     x2 = load_or_build_features(p.copy(), tmp_path, "hash", show_progress=False)

@@ -5,11 +5,16 @@
     dualrec train DATASET --out MODEL
     dualrec evaluate MODEL
     dualrec recommend MODEL ID [ID ...] --k 10
+    dualrec index MODEL --kind hnsw               # faiss index in MODEL/index
+    dualrec serve MODEL --port 8000               # HTTP API (FastAPI)
+    dualrec export MODEL --k 20 --out recs.parquet
+    dualrec benchmark --format amazon2014 --input DIR --out RESULTS [--quick]
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -173,6 +178,26 @@ def recommend(
     _run(body)
 
 
+@app.command("add-products")
+def add_products_cmd(
+    model: Path = typer.Argument(..., help="model folder made by `dualrec train`"),
+    products: Path = typer.Argument(..., help="new products (.csv/.parquet/.jsonl): `id` + metadata columns"),
+    copurchase: Optional[Path] = typer.Option(None, help="optional co-purchase edges of the new products (src, dst)"),
+    similar: Optional[Path] = typer.Option(None, help="optional similarity edges of the new products (a, b)"),
+):
+    """Cold start: embed new products from their metadata (and edges, if given) without retraining."""
+    from dualrec.coldstart import _read_table, add_products
+
+    def body():
+        new = _read_table(products)
+        cp = _read_table(copurchase) if copurchase else None
+        sim = _read_table(similar) if similar else None
+        ids = add_products(model, new, cp, sim, progress=True)
+        typer.echo(f"added {len(ids)} product(s) to {model}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}")
+
+    _run(body)
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="working folder for the demo's dataset and model"),
@@ -184,6 +209,106 @@ def demo(
     from dualrec.demo import run_demo
 
     _run(lambda: run_demo(out, products, epochs, seed))
+
+
+@app.command()
+def benchmark(
+    format: str = typer.Option(..., "--format", "-f", help="amazon2014 | amazon2018 | orders | csv"),
+    input: Path = typer.Option(..., "--input", "-i", help="source file or folder (as for `dualrec ingest`)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for results.json, results.md, plots, dataset/"),
+    seeds: int = typer.Option(3, help="number of seeded splits (mean ± std over them)"),
+    quick: bool = typer.Option(False, help="one seed, DAEMON <= 8 epochs, <= 5000 test edges on >10k products"),
+    methods: Optional[str] = typer.Option(None, help="comma-separated method names (default: all available)"),
+    encoder: str = typer.Option("minilm", help="text encoder: minilm or hash (fast, weaker)"),
+    option: list[str] = typer.Option([], "--option", help="format option KEY=VALUE (repeatable), as for ingest"),
+):
+    """Compare DAEMON with baselines on held-out co-purchase edges (same splits, same evaluator)."""
+    from dualrec.benchmark import run_benchmark
+
+    def body():
+        opts = {}
+        for o in option:
+            if "=" not in o:
+                raise DualrecError(f"--option needs KEY=VALUE, got {o!r}")
+            k, v = o.split("=", 1)
+            opts[k.strip()] = _parse_value(v.strip())
+        command = " ".join(["dualrec"] + [shlex.quote(a) for a in sys.argv[1:]])
+        run_benchmark(format, input, out, seeds, quick, methods, encoder, opts, command=command)
+
+    _run(body)
+
+
+@app.command("index")
+def index_cmd(
+    model: Path = typer.Argument(..., help="model folder made by `dualrec train`"),
+    kind: str = typer.Option("exact", help="exact (faiss flat) | hnsw | ivf"),
+    target_recall: float = typer.Option(0.95, help="hnsw/ivf: raise efSearch/nprobe until recall@10 vs exact "
+                                        "reaches this, measured on the model's own source embeddings"),
+    sample: int = typer.Option(1000, help="queries sampled to tune, and as many more to measure recall"),
+    param: list[str] = typer.Option([], "--param", help="fix an index parameter, KEY=VALUE (repeatable): "
+                                    "hnsw M, efConstruction, efSearch; ivf nlist, nprobe"),
+    seed: int = typer.Option(0),
+):
+    """Build the retrieval index of a model folder into MODEL/index/ (written atomically)."""
+    from dualrec.index import write_model_index
+
+    def body():
+        params = {}
+        for p in param:
+            if "=" not in p:
+                raise DualrecError(f"--param needs KEY=VALUE, got {p!r}")
+            k_, v = p.split("=", 1)
+            params[k_.strip()] = _parse_value(v.strip())
+        bad = [k_ for k_, v in params.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+        if bad:
+            raise DualrecError(f"--param values must be positive integers: {', '.join(bad)}")
+        meta = write_model_index(model, kind, target_recall=target_recall, sample=sample, seed=seed,
+                                 log=lambda m: typer.echo("  " + m), **params)
+        meta.pop("target_fingerprint", None)
+        typer.echo(json.dumps(meta, indent=2))
+        typer.echo(f"index written to {model / 'index'}")
+
+    _run(body)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="model folder made by `dualrec train`"),
+    host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0 for all)"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    admin_token: Optional[str] = typer.Option(None, envvar="DUALREC_ADMIN_TOKEN",
+                                              help="require this X-Admin-Token for POST /products and /admin/reload"),
+):
+    """Serve the model over HTTP (FastAPI + uvicorn); API docs at /docs."""
+
+    def body():
+        import uvicorn
+
+        from dualrec.serve.app import create_app
+
+        api = create_app(model, admin_token=admin_token)
+        uvicorn.run(api, host=host, port=port, log_level="info")
+
+    _run(body)
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="model folder made by `dualrec train`"),
+    out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write (id, rank, related_id, score)"),
+    k: int = typer.Option(20, "--k", "-k", min=1, max=1000, help="related products per product"),
+    batch: int = typer.Option(4096, min=1, help="products per chunk (bounds memory)"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+):
+    """Every product's top-k related products to one Parquet file, via the model's index."""
+    from dualrec.serve.export import export_recommendations
+
+    def body():
+        rep = export_recommendations(model, out, k=k, batch=batch, progress=not quiet,
+                                     log=lambda m: typer.echo(m, err=True))
+        typer.echo(json.dumps(rep, indent=2))
+
+    _run(body)
 
 
 def main() -> None:  # pragma: no cover

@@ -58,25 +58,39 @@ def product_texts(products: pd.DataFrame) -> list[str]:
     return out.tolist()
 
 
-def numeric_features(products: pd.DataFrame) -> np.ndarray:
-    cols = numeric_columns(products)
+def numeric_features(products: pd.DataFrame, stats: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Log-standardised numeric columns (+ missing indicators) and the stats used.
+
+    Pass the ``stats`` of the catalogue a model was trained on to encode new products with the
+    same columns, means and scales (cold start); without them they are computed here.
+    """
+    fit = stats is None
+    stats = {} if fit else stats
+    cols = numeric_columns(products) if fit else list(stats)
     blocks = []
     for c in cols:
-        x = products[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        if c in products.columns:
+            x = pd.to_numeric(products[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        else:  # a new product without this column: all missing
+            x = np.full(len(products), np.nan)
         missing = ~np.isfinite(x)
         x = np.where(missing, 0.0, np.sign(x) * np.log1p(np.abs(x)))
         ok = ~missing
-        if ok.any():
+        if fit:
+            # A constant column is centred exactly with scale 1: its float std is rounding noise
+            # (~1e-16), which would map it to +-1 and a new product's value to ~1e15.
             v = x[ok]
-            # a constant column is centred exactly (its float std is rounding noise: x/x = +-1, not 0)
-            mu, sd = (v.mean(), v.std()) if v.max() > v.min() else (v[0], 0.0)
-            x = np.where(ok, (x - mu) / (sd if sd > 0 else 1.0), 0.0)
-        blocks.append(x[:, None])
-        if missing.any():
+            varies = v.size > 0 and v.max() > v.min()
+            mu = float(v.mean()) if varies else (float(v[0]) if v.size else 0.0)
+            sd = float(v.std()) if varies else 1.0
+            stats[c] = {"mean": mu, "std": sd if sd > 0 else 1.0, "indicator": bool(missing.any())}
+        st = stats[c]
+        blocks.append(np.where(ok, (x - st["mean"]) / st["std"], 0.0)[:, None])
+        if st["indicator"]:
             blocks.append(missing[:, None].astype(np.float64))
     if not blocks:
-        return np.zeros((len(products), 0), dtype=np.float32)
-    return np.concatenate(blocks, axis=1).astype(np.float32)
+        return np.zeros((len(products), 0), dtype=np.float32), stats
+    return np.concatenate(blocks, axis=1).astype(np.float32), stats
 
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -135,10 +149,28 @@ def encode_texts(texts: list[str], encoder: str = "minilm", show_progress: bool 
     raise DualrecError(f"unknown text encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
 
 
-def build_features(products: pd.DataFrame, encoder: str = "minilm", show_progress: bool = True) -> np.ndarray:
-    """Feature matrix (N, F) float32 for the products, in row order."""
-    text = encode_texts(product_texts(products), encoder, show_progress)
-    return np.concatenate([text, numeric_features(products)], axis=1).astype(np.float32)
+def build_features(products: pd.DataFrame, encoder: str = "minilm", show_progress: bool = True,
+                   spec: dict | None = None) -> np.ndarray:
+    """Feature matrix (N, F) float32 for the products, in row order.
+
+    With ``spec`` (see :func:`feature_spec`), new products are encoded exactly like the
+    catalogue the spec was made from: same text columns, same numeric stats.
+    """
+    if spec is not None:
+        encoder = spec["encoder"]
+        cols = [c for c in spec["text_columns"] if c in products.columns]
+        text = encode_texts(product_texts(products[cols]) if cols else [""] * len(products), encoder, show_progress)
+        num, _ = numeric_features(products, spec["numeric_stats"])
+    else:
+        text = encode_texts(product_texts(products), encoder, show_progress)
+        num, _ = numeric_features(products)
+    return np.concatenate([text, num], axis=1).astype(np.float32)
+
+
+def feature_spec(products: pd.DataFrame, encoder: str) -> dict:
+    """How features were built for ``products``: stored with a model, used to encode new products."""
+    return {"encoder": encoder, "text_columns": text_columns(products),
+            "numeric_stats": numeric_features(products)[1]}
 
 
 def fingerprint(products: pd.DataFrame, encoder: str) -> str:
@@ -168,7 +200,6 @@ def load_or_build_features(products: pd.DataFrame, dataset_dir: str | Path | Non
     tmp = d / f".features-{encoder}.tmp.npy"
     np.save(tmp, x)
     os.replace(tmp, npy)  # atomic: a crash never leaves a half-written cache
-    meta.write_text(json.dumps({"fingerprint": fp, "encoder": encoder, "shape": list(x.shape),
-                                "text_columns": text_columns(products),
-                                "numeric_columns": numeric_columns(products)}, indent=2))
+    meta.write_text(json.dumps({"fingerprint": fp, "shape": list(x.shape), **feature_spec(products, encoder)},
+                               indent=2))
     return torch.from_numpy(x)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dualrec.features import load_or_build_features
+from dualrec.features import feature_spec, load_or_build_features
 from dualrec.graph import DualrecError, ProductGraph
 from dualrec.split import TEST, VAL, EdgeSplit
 from dualrec.train import TrainConfig, TrainResult, evaluate_embeddings, train
@@ -31,6 +31,8 @@ def train_dataset(dataset_dir: str | Path, model_dir: str | Path, config: TrainC
             "num_products": graph.num_products, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "best_epoch": result.best_epoch, "train_seconds": result.seconds}
     (model_dir / "model.json").write_text(json.dumps(info, indent=2))
+    # How features were built: new products (cold start) are encoded the same way.
+    (model_dir / "features.json").write_text(json.dumps(feature_spec(graph.products, config.encoder), indent=2))
     return result
 
 

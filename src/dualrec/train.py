@@ -65,6 +65,7 @@ class TrainConfig:
     patience: int = 5
     batch_size: int = 2048
     target_fraction: float = 0.3
+    cold_fraction: float = 0.1          # share of products made edge-less (and id-less) per fold: cold-start practice
     max_steps_per_epoch: int = 0        # >0: cap the optimiser steps of an epoch (very large graphs)
     max_val_edges: int = 20000          # validation subsample, for speed on big graphs
     # split
@@ -205,7 +206,13 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: st
             tgt_idx = train_idx[cp_fold == f]
             mp_mask = train_mask.clone()
             mp_mask[tgt_idx] = False
-            adj = message_passing_adjacency(graph, mp_mask, config, sim_fold != f)
+            # Simulated cold start: these products lose every edge and their per-product
+            # embedding for this fold, exactly like a product added after training.
+            cold = torch.rand(n, generator=gen) < config.cold_fraction
+            mp_mask &= ~(cold[graph.cp_src] | cold[graph.cp_dst])
+            sim_mp = (sim_fold != f) & ~(cold[graph.sim_a] | cold[graph.sim_b])
+            adj = message_passing_adjacency(graph, mp_mask, config, sim_mp)
+            node_ids = torch.where(cold, -1, torch.arange(n))
             sim_idx = (sim_fold == f).nonzero().view(-1)
             # 2. mini-batches of target edges, each with a full-graph forward pass
             n_batches = max(1, math.ceil(tgt_idx.numel() / config.batch_size))
@@ -217,7 +224,7 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: st
                 e = tgt_idx[batch]
                 src, dst = graph.cp_src[e], graph.cp_dst[e]
                 sims = sim_perm[b * sim_per_batch:(b + 1) * sim_per_batch]
-                s, t = model(x, adj)
+                s, t = model(x, adj, node_ids)
                 neg = torch.randint(0, n, (config.num_negatives,), generator=gen)
                 loss = info_nce(s, t, src, dst, neg, config.tau, config.in_batch_negatives)
                 if config.sim_weight and sims.numel():
