@@ -287,6 +287,24 @@ def _check_products(products: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- adjacency
+def _csr(row: torch.Tensor, col: torch.Tensor, w: torch.Tensor, n: int) -> torch.Tensor:
+    order = torch.argsort(row * n + col)
+    row, col, w = row[order], col[order], w[order]
+    crow = torch.zeros(n + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
+    with warnings.catch_warnings():  # "CSR support is in beta": it is what we measured fastest
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, w, size=(n, n), check_invariants=False)
+
+
+def _normalized_weights(row, n, weight, normalize):
+    w = torch.ones(row.numel(), dtype=torch.float32) if weight is None else weight.to(torch.float32)
+    if normalize == "mean" and row.numel():
+        deg = torch.zeros(n, dtype=torch.float32).index_add_(0, row, w)
+        w = w / deg[row].clamp(min=1e-12)
+    return w
+
+
 def csr_adjacency(
     row: torch.Tensor, col: torch.Tensor, n: int, weight: torch.Tensor | None = None, normalize: str = "mean"
 ) -> torch.Tensor:
@@ -295,14 +313,12 @@ def csr_adjacency(
     ``A @ X`` then gives, for every node ``r``, the (weighted) mean of ``X[c]`` over its
     neighbours ``c`` (zero for nodes without neighbours). Built with vectorised ops only.
     """
-    w = torch.ones(row.numel(), dtype=torch.float32) if weight is None else weight.to(torch.float32)
-    if normalize == "mean" and row.numel():
-        deg = torch.zeros(n, dtype=torch.float32).index_add_(0, row, w)
-        w = w / deg[row].clamp(min=1e-12)
-    order = torch.argsort(row * n + col)
-    row, col, w = row[order], col[order], w[order]
-    crow = torch.zeros(n + 1, dtype=torch.long)
-    crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
-    with warnings.catch_warnings():  # "CSR support is in beta": it is what we measured fastest
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, w, size=(n, n), check_invariants=False)
+    return _csr(row, col, _normalized_weights(row, n, weight, normalize), n)
+
+
+def csr_adjacency_pair(
+    row: torch.Tensor, col: torch.Tensor, n: int, weight: torch.Tensor | None = None, normalize: str = "mean"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, A^T)`` as two CSR matrices: the transpose serves the backward pass of ``A @ X``."""
+    w = _normalized_weights(row, n, weight, normalize)
+    return _csr(row, col, w, n), _csr(col, row, w, n)
