@@ -1,0 +1,410 @@
+"""A faiss retrieval index over a model's TARGET embeddings (inner product = the model's score).
+
+The embeddings are L2-normalised, so inner product = cosine = ``score(u -> v)``; a query is a
+product's SOURCE embedding. Three kinds:
+
+* ``exact`` — ``IndexFlatIP``: brute force, identical top-k to :class:`dualrec.retrieval.Recommender`.
+* ``hnsw``  — ``IndexHNSWFlat`` (inner product); ``M`` fixed at build, ``efSearch`` tuned.
+* ``ivf``   — ``IndexIVFFlat`` (inner product, flat coarse quantiser); ``nlist`` fixed, ``nprobe`` tuned.
+
+For the approximate kinds :meth:`RetrievalIndex.build` measures recall@10 against exact search
+on a sample of real queries (the model's source embeddings) and raises the search-time knob
+(``efSearch`` / ``nprobe``) until the recall reaches ``target_recall`` (default 0.95); the
+measured recall is stored in ``index.json`` next to ``faiss.index``.
+
+A model folder's index lives in ``MODEL_DIR/index/`` (``dualrec index MODEL_DIR``, written
+atomically by :func:`write_model_index`). :func:`load_model_index` opens it when it matches the
+model's embeddings (rows added later by cold start are appended in memory), else builds an
+exact index in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import faiss
+import numpy as np
+
+from dualrec.graph import DualrecError
+
+__all__ = ["RetrievalIndex", "KINDS", "recall_at_k", "load_model_index", "write_model_index",
+           "load_embeddings", "INDEX_DIRNAME"]
+
+KINDS = ("exact", "hnsw", "ivf")
+INDEX_DIRNAME = "index"
+INDEX_FILE = "faiss.index"
+META_FILE = "index.json"
+FORMAT = 1
+#: rows of the target matrix hashed into the fingerprint that ties an index to its model
+_FP_ROWS = 4096
+
+_HNSW_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def _f32(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise DualrecError(f"embeddings must be a 2-d array, got shape {x.shape}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def fingerprint(target: np.ndarray, n: int | None = None) -> str:
+    """Hash of the shape and the first rows of ``target[:n]``: detects an index built for other
+    embeddings (a retrained model), while rows appended later (cold start) keep it valid."""
+    n = len(target) if n is None else n
+    head = np.ascontiguousarray(target[:min(n, _FP_ROWS)], dtype=np.float32)
+    h = hashlib.sha1(f"{n}x{target.shape[1]}".encode())
+    h.update(head.tobytes())
+    return h.hexdigest()
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
+    """Mean |approx top-k ∩ exact top-k| / k over queries (-1 entries never count)."""
+    a, e = approx[:, :k], exact[:, :k]
+    hits = 0
+    for ra, re in zip(a, e):
+        re = re[re >= 0]
+        hits += len(np.intersect1d(ra[ra >= 0], re, assume_unique=True))
+    denom = sum(int((re >= 0).sum()) for re in e) or 1
+    return hits / denom
+
+
+class RetrievalIndex:
+    """A faiss index over target embeddings; row ``i`` of the index is product row ``i``.
+
+    ``source`` (optional): the model's source embeddings, used by :meth:`recommend` to look up a
+    query product's vector by row.
+    """
+
+    def __init__(self, index: faiss.Index, kind: str, params: dict | None = None, meta: dict | None = None,
+                 source: np.ndarray | None = None):
+        if kind not in KINDS:
+            raise DualrecError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        self.index, self.kind = index, kind
+        self.params = dict(params or {})
+        self.meta = dict(meta or {})
+        self.source = None if source is None else _f32(source)
+        self._apply_search_params()
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def build(cls, target, kind: str = "exact", *, queries=None, source=None, target_recall: float = 0.95,
+              sample: int = 1000, seed: int = 0, log=None, **params) -> "RetrievalIndex":
+        """Index ``target`` (N, d). ``queries`` (default: ``source``, else ``target``) are the real
+        query vectors whose random sample of ``sample`` rows measures recall@10 against exact
+        search. ``params`` fix ``M`` / ``efConstruction`` / ``efSearch`` (hnsw) or ``nlist`` /
+        ``nprobe`` (ivf); a search knob given explicitly is not tuned, only measured."""
+        if kind not in KINDS:
+            raise DualrecError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if not 0.0 < target_recall <= 1.0:
+            raise DualrecError("target recall must be in (0, 1]")
+        allowed = {"exact": set(), "hnsw": {"M", "efConstruction", "efSearch"}, "ivf": {"nlist", "nprobe"}}[kind]
+        unknown = set(params) - allowed
+        if unknown:
+            raise DualrecError(f"unknown {kind} index parameter(s): {', '.join(sorted(unknown))}"
+                               + (f" (known: {', '.join(sorted(allowed))})" if allowed else ""))
+        log = log or (lambda m: None)
+        t = _f32(target)
+        n, d = t.shape
+        if n == 0:
+            raise DualrecError("cannot index zero products")
+        src = None if source is None else _f32(source)
+        q_all = _f32(queries) if queries is not None else (src if src is not None else t)
+        if q_all.shape[1] != d:
+            raise DualrecError(f"query dimension {q_all.shape[1]} != target dimension {d}")
+        t0 = time.time()
+        rng = np.random.default_rng(seed)
+        # two disjoint samples of real queries: one tunes the search knob, the other measures the
+        # recall that is reported (an unbiased estimate); small models share one sample
+        pick = rng.choice(len(q_all), size=min(2 * sample, len(q_all)), replace=False)
+        qs = q_all[np.sort(pick[:sample])]
+        qe = q_all[np.sort(pick[sample:])] if len(pick) > sample else qs
+        params = {k: int(v) for k, v in params.items()}
+        tuned, recall_tuning = None, None
+
+        if kind == "exact":
+            index = faiss.IndexFlatIP(d)
+            index.add(t)
+            recall = 1.0
+        else:
+            exact = faiss.IndexFlatIP(d)
+            exact.add(t)
+            kq = min(10, n)
+            gt = exact.search(qs, kq)[1]
+            gt_eval = exact.search(qe, kq)[1] if qe is not qs else gt
+            del exact
+            if kind == "hnsw":
+                M = params.setdefault("M", 32)
+                params.setdefault("efConstruction", 80)
+                index = faiss.IndexHNSWFlat(d, M, faiss.METRIC_INNER_PRODUCT)
+                index.hnsw.efConstruction = params["efConstruction"]
+                index.add(t)
+                knob, grid = "efSearch", _HNSW_EF
+            else:
+                nlist = params.setdefault("nlist", _default_nlist(n))
+                if nlist < 1 or nlist > n:
+                    raise DualrecError(f"nlist must be in 1..{n}")
+                quant = faiss.IndexFlatIP(d)
+                index = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT)
+                train_rows = min(n, max(64 * nlist, 10_000))
+                tr = t if train_rows == n else t[np.sort(rng.choice(n, size=train_rows, replace=False))]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    index.train(tr)
+                index.add(t)
+                knob = "nprobe"
+                grid = sorted({min(nlist, g) for g in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256,
+                                                        384, 512, 768, 1024, nlist)})
+            if knob in params:
+                grid = [params[knob]]
+            recall = 0.0
+            for value in grid:
+                _set_knob(index, kind, value)
+                recall = recall_at_k(index.search(qs, kq)[1], gt, kq)
+                log(f"{kind}: {knob}={value} recall@10={recall:.4f}")
+                params[knob] = int(value)
+                if recall >= target_recall:
+                    break
+            tuned = knob if len(grid) > 1 else None
+            recall_tuning = recall
+            if qe is not qs:
+                recall = recall_at_k(index.search(qe, kq)[1], gt_eval, kq)
+                log(f"{kind}: {knob}={params[knob]} recall@10 on {len(qe)} held-out queries={recall:.4f}")
+            if recall < target_recall:
+                log(f"{kind}: measured recall@10 {recall:.4f} is below the target {target_recall} "
+                    f"({knob}={params[knob]}{', the largest tried' if recall_tuning < target_recall else ''})")
+        meta = {"format": FORMAT, "kind": kind, "metric": "inner_product", "params": params, "n": int(n), "dim": int(d),
+                "recall_at_10": round(float(recall), 4), "target_recall": target_recall,
+                "target_met": bool(recall >= target_recall), "tuned": tuned,
+                "recall_queries": int(len(qe)), "recall_heldout": qe is not qs,
+                "recall_at_10_tuning": None if recall_tuning is None else round(float(recall_tuning), 4),
+                "recall_query_source": "given" if queries is not None else ("source" if src is not None else "target"),
+                "build_seconds": round(time.time() - t0, 2), "faiss": faiss.__version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "target_fingerprint": fingerprint(t)}
+        return cls(index, kind, params, meta, source=src)
+
+    def add(self, target) -> None:
+        """Append target rows (e.g. cold-start products): they get the next row numbers."""
+        t = _f32(target)
+        if t.shape[1] != self.dim:
+            raise DualrecError(f"vectors of dimension {t.shape[1]} added to an index of dimension {self.dim}")
+        self.index.add(t)
+        self.meta["n"] = int(self.index.ntotal)
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def recall_at_10(self) -> float | None:
+        return self.meta.get("recall_at_10")
+
+    def _apply_search_params(self) -> None:
+        if self.kind == "hnsw" and "efSearch" in self.params:
+            _set_knob(self.index, "hnsw", self.params["efSearch"])
+        elif self.kind == "ivf" and "nprobe" in self.params:
+            _set_knob(self.index, "ivf", self.params["nprobe"])
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(self, query_vectors, k: int, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32 (Q, k), indexes int64 (Q, k)), best first; missing slots (k > n, or an
+        approximate index that found fewer) are index -1 with score -inf."""
+        if k < 1:
+            raise DualrecError("k must be at least 1")
+        q = _f32(query_vectors)
+        if q.shape[1] != self.dim:
+            raise DualrecError(f"query dimension {q.shape[1]} != index dimension {self.dim}")
+        kk = min(k, max(self.n, 1))
+        D = np.full((len(q), k), -np.inf, dtype=np.float32)
+        I = np.full((len(q), k), -1, dtype=np.int64)
+        for lo in range(0, len(q), chunk):
+            d_, i_ = self.index.search(q[lo:lo + chunk], kk)
+            I[lo:lo + chunk, :kk] = i_
+            D[lo:lo + chunk, :kk] = np.where(i_ >= 0, d_, -np.inf)
+        return D, I
+
+    def recommend(self, source_rows: Sequence[int] | np.ndarray, k: int, exclude_self: bool = True,
+                  exclude: Sequence[int] | Sequence[Sequence[int]] | None = None, chunk: int = 8192
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for the products at ``source_rows`` (rows of the model; query vectors are
+        ``self.source[row]``), leaving out the query itself and ``exclude`` — either one list of
+        rows for every query or one list per query. Over-fetches ``k + 1 + len(exclude)`` and
+        filters. Shapes (Q, k'), k' = min(k, N - 1) with ``exclude_self`` (as
+        :meth:`dualrec.retrieval.Recommender.topk_indices`); unfilled slots are -1 / -inf."""
+        if self.source is None:
+            raise DualrecError("this index has no source embeddings attached; pass source= to build/load")
+        if k < 1:
+            raise DualrecError("k must be at least 1")
+        rows = np.asarray(source_rows, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self.source)):
+            raise DualrecError("query row out of range")
+        n = self.n
+        per_query = exclude is not None and len(exclude) > 0 and not np.isscalar(exclude[0])
+        if per_query:
+            if len(exclude) != len(rows):
+                raise DualrecError("exclude needs one list per query")
+            ex_lists = [np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude]
+            n_ex = max((len(e) for e in ex_lists), default=0)
+        else:
+            common = np.asarray(exclude if exclude is not None else [], dtype=np.int64).reshape(-1)
+            n_ex = len(common)
+        kk = (min(k, n - 1) if n > 1 else 0) if exclude_self else min(k, n)
+        out_s = np.full((len(rows), kk), -np.inf, dtype=np.float32)
+        out_i = np.full((len(rows), kk), -1, dtype=np.int64)
+        if kk == 0 or len(rows) == 0:
+            return out_s, out_i
+        fetch = min(n, kk + (1 if exclude_self else 0) + n_ex)
+        for lo in range(0, len(rows), chunk):
+            r = rows[lo:lo + chunk]
+            D, I = self.search(self.source[r], fetch)
+            bad = I < 0
+            if exclude_self:
+                bad |= I == r[:, None]
+            if per_query:
+                for j, e in enumerate(ex_lists[lo:lo + chunk]):
+                    if len(e):
+                        bad[j] |= np.isin(I[j], e)
+            elif n_ex:
+                bad |= np.isin(I, common)
+            # stable: valid entries first, in their (best-first) order
+            order = np.argsort(bad, axis=1, kind="stable")[:, :kk]
+            s = np.take_along_axis(D, order, 1)
+            i = np.take_along_axis(I, order, 1)
+            gone = np.take_along_axis(bad, order, 1)
+            out_s[lo:lo + chunk] = np.where(gone, -np.inf, s)
+            out_i[lo:lo + chunk] = np.where(gone, -1, i)
+        return out_s, out_i
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``faiss.index`` + ``index.json`` into ``directory`` (created if needed)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self.index, str(d / INDEX_FILE))
+        meta = {**self.meta, "kind": self.kind, "params": self.params, "n": self.n, "dim": self.dim}
+        (d / META_FILE).write_text(json.dumps(meta, indent=2))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, source=None, mmap: bool = False) -> "RetrievalIndex":
+        """Read an index written by :meth:`save`. ``source``: the model's source embeddings; by
+        default ``directory/../source.npy`` when the index sits in a model folder."""
+        d = Path(directory)
+        if not (d / INDEX_FILE).exists() or not (d / META_FILE).exists():
+            raise DualrecError(f"{d} is not a dualrec index (needs {INDEX_FILE} and {META_FILE}); "
+                               "build one with `dualrec index MODEL_DIR`")
+        try:
+            meta = json.loads((d / META_FILE).read_text())
+        except json.JSONDecodeError as e:
+            raise DualrecError(f"{d / META_FILE} is not valid JSON: {e}") from e
+        try:
+            flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+            index = faiss.read_index(str(d / INDEX_FILE), flags)
+        except RuntimeError as e:
+            raise DualrecError(f"cannot read {d / INDEX_FILE}: {str(e).splitlines()[0]}") from e
+        if index.ntotal != meta.get("n") or index.d != meta.get("dim"):
+            raise DualrecError(f"{d}: {INDEX_FILE} and {META_FILE} disagree (stale or partial index)")
+        if source is None and (d.parent / "source.npy").exists():
+            source = np.load(d.parent / "source.npy", mmap_mode="r")
+        return cls(index, meta["kind"], meta.get("params"), meta, source=source)
+
+
+def _default_nlist(n: int) -> int:
+    # ~4 sqrt(N) lists, at least ~39 training points per list (faiss' minimum)
+    return int(max(1, min(4 * np.sqrt(n), n // 39, 65536)))
+
+
+def _set_knob(index, kind: str, value: int) -> None:
+    if kind == "hnsw":
+        index.hnsw.efSearch = int(value)
+    elif kind == "ivf":
+        index.nprobe = int(value)
+
+
+# -- model folders ---------------------------------------------------------------------------------
+
+def load_embeddings(model_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(source, target) of a model folder, float32; a clear error when it is not a model."""
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise DualrecError(f"model folder not found: {d}")
+    missing = [f for f in ("source.npy", "target.npy", "products.parquet") if not (d / f).exists()]
+    if missing:
+        raise DualrecError(f"{d} is not a trained dualrec model (missing {', '.join(missing)}); "
+                           "train one with `dualrec train`")
+    s, t = _f32(np.load(d / "source.npy")), _f32(np.load(d / "target.npy"))
+    if s.shape != t.shape:
+        raise DualrecError(f"{d}: source and target embeddings differ in shape ({s.shape} vs {t.shape})")
+    return s, t
+
+
+def write_model_index(model_dir: str | Path, kind: str = "exact", target_recall: float = 0.95,
+                      sample: int = 1000, seed: int = 0, log=None, **params) -> dict:
+    """Build the index of a model folder and write ``MODEL_DIR/index/`` atomically: into a
+    temporary folder next to it, then renamed into place (an existing index is moved aside first
+    and removed after). Returns the index metadata."""
+    d = Path(model_dir)
+    source, target = load_embeddings(d)
+    idx = RetrievalIndex.build(target, kind, source=source, target_recall=target_recall, sample=sample,
+                               seed=seed, log=log, **params)
+    tmp = Path(tempfile.mkdtemp(prefix=".index.tmp-", dir=d))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the index is as readable as the model
+        idx.save(tmp)
+        final = d / INDEX_DIRNAME
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=".index.old-", dir=d))
+            os.rmdir(old)
+            os.rename(final, old)
+        os.rename(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return json.loads((d / INDEX_DIRNAME / META_FILE).read_text())
+
+
+def load_model_index(model_dir: str | Path, source: np.ndarray, target: np.ndarray, log=None
+                     ) -> RetrievalIndex:
+    """The index for a model's embeddings: ``MODEL_DIR/index`` when present and built for these
+    embeddings (rows appended since, e.g. by cold start, are added in memory), otherwise an exact
+    ``IndexFlatIP`` built in memory. ``log`` receives a line saying why a stored index was not used."""
+    log = log or (lambda m: None)
+    d = Path(model_dir) / INDEX_DIRNAME
+    if d.exists():
+        try:
+            idx = RetrievalIndex.load(d, source=source)
+            n0 = idx.n
+            if idx.dim != target.shape[1]:
+                raise DualrecError(f"index dimension {idx.dim} != embedding dimension {target.shape[1]}")
+            if n0 > len(target):
+                raise DualrecError(f"index has {n0} rows, the model {len(target)}")
+            fp = idx.meta.get("target_fingerprint")
+            if fp is not None and fp != fingerprint(target, n0):
+                raise DualrecError("index was built for other embeddings (model retrained?)")
+            if n0 < len(target):
+                idx.add(target[n0:])
+                idx.meta["appended_rows"] = int(len(target) - n0)
+            return idx
+        except DualrecError as e:
+            log(f"ignoring {d}: {e}; using exact search (rebuild with `dualrec index {Path(model_dir)}`)")
+    idx = RetrievalIndex.build(target, "exact", source=source)
+    idx.meta["in_memory"] = True
+    return idx

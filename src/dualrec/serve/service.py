@@ -1,0 +1,262 @@
+"""The recommender service behind the HTTP API: one model folder, loaded once.
+
+:class:`RecommenderService` holds a model folder's products, source/target embeddings and a
+retrieval index (``MODEL_DIR/index`` when present and valid, else an exact faiss flat index
+built in memory) and answers ``related``, ``related_batch``, ``product``, ``incoming``,
+``search`` and ``health`` with plain JSON-safe dicts (NaN -> None, numpy scalars -> Python).
+
+It is immutable once built. :class:`ServiceHolder` keeps the current service; :meth:`swap`
+builds a new one completely and then replaces a single reference, so a request that took
+``holder.service`` once sees either the old model or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dualrec.graph import DualrecError, UnknownProductError
+from dualrec.index import RetrievalIndex, load_embeddings, load_model_index
+
+__all__ = ["RecommenderService", "ServiceHolder", "MAX_K", "META_COLUMNS", "jsonable"]
+
+#: largest k accepted for related / incoming / batch requests
+MAX_K = 1000
+#: metadata attached to every recommended product, when the catalogue has the column
+META_COLUMNS = ("title", "category", "brand", "price")
+_SEARCH_COLUMNS = ("title", "category")
+
+
+def jsonable(v: Any) -> Any:
+    """A JSON-safe Python value: NaN/inf/NA -> None, numpy scalars -> int/float/bool,
+    timestamps -> ISO strings, arrays -> lists; anything else unknown -> str."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, (np.ndarray, list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if isinstance(v, (pd.Timestamp, _dt.datetime, _dt.date)):
+        return v.isoformat()
+    return str(v)
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
+        raise DualrecError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+    return int(k)
+
+
+class RecommenderService:
+    """Answers queries about one model folder; build with :meth:`load`."""
+
+    def __init__(self, model_dir: Path, products: pd.DataFrame, source: np.ndarray, target: np.ndarray,
+                 index: RetrievalIndex, info: dict | None = None):
+        if source.shape != target.shape or len(products) != len(target):
+            raise DualrecError(f"{model_dir}: products ({len(products)}), source {source.shape} and "
+                               f"target {target.shape} do not line up")
+        if "id" not in products.columns:
+            raise DualrecError(f"{model_dir}: products.parquet has no 'id' column")
+        self.model_dir = Path(model_dir)
+        self.products = products.reset_index(drop=True)
+        self.source, self.target, self.index = source, target, index
+        self.info = dict(info or {})
+        ids = self.products["id"].astype(str)
+        self.ids = ids.to_numpy(dtype=object)
+        self._pos = pd.Index(ids)
+        if not self._pos.is_unique:
+            dup = ids[ids.duplicated()].iloc[:5].tolist()
+            raise DualrecError(f"{model_dir}: duplicate product ids, e.g. {dup}")
+        self.meta_columns = [c for c in META_COLUMNS if c in self.products.columns]
+        self._meta = {c: self.products[c].to_numpy(dtype=object) for c in self.meta_columns}
+        hay = ids.str.lower()
+        for c in _SEARCH_COLUMNS:
+            if c in self.products.columns:
+                hay = hay + " " + self.products[c].astype("string").fillna("").str.lower()
+        self._haystack = hay
+        self._ids_lower = ids.str.lower()
+        self.loaded_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+
+    # -- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_dir: str | Path, log: Callable[[str], None] | None = None) -> "RecommenderService":
+        d = Path(model_dir)
+        source, target = load_embeddings(d)
+        try:
+            products = pd.read_parquet(d / "products.parquet")
+        except Exception as e:  # a corrupt file is a user-facing problem, not a crash
+            raise DualrecError(f"cannot read {d / 'products.parquet'}: {e}") from e
+        info = {}
+        if (d / "model.json").exists():
+            try:
+                info = json.loads((d / "model.json").read_text())
+            except json.JSONDecodeError:
+                info = {}
+        index = load_model_index(d, source, target, log=log)
+        return cls(d, products, source, target, index, info)
+
+    # -- properties --------------------------------------------------------------------------------
+    @property
+    def num_products(self) -> int:
+        return len(self.ids)
+
+    @property
+    def model_version(self) -> str:
+        """``model.json``'s ``created`` time, else the embeddings' modification time."""
+        created = self.info.get("created")
+        if created:
+            return str(created)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((self.model_dir / "target.npy").stat().st_mtime))
+
+    # -- lookups -----------------------------------------------------------------------------------
+    def rows(self, ids: Sequence[str]) -> np.ndarray:
+        ids = [str(i) for i in ids]
+        if len(ids) <= 16:  # the common case (one id): hash lookups, without building an Index
+            idx = np.array([self._loc(i) for i in ids], dtype=np.int64)
+        else:
+            idx = self._pos.get_indexer(ids)
+        if (idx < 0).any():
+            raise UnknownProductError([i for i, j in zip(ids, idx) if j < 0])
+        return idx.astype(np.int64)
+
+    def _loc(self, pid: str) -> int:
+        try:
+            r = self._pos.get_loc(pid)
+        except KeyError:
+            return -1
+        return r if isinstance(r, (int, np.integer)) else -1
+
+    def _items(self, rows: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
+        out = []
+        for j, r in enumerate(rows.tolist()):
+            item = {"id": self.ids[r]}
+            if scores is not None:
+                item["score"] = jsonable(scores[j])
+            for c in self.meta_columns:
+                item[c] = jsonable(self._meta[c][r])
+            out.append(item)
+        return out
+
+    def _results(self, scores: np.ndarray, rows: np.ndarray) -> list[dict]:
+        keep = rows >= 0
+        return self._items(rows[keep], scores[keep])
+
+    # -- queries -----------------------------------------------------------------------------------
+    def related(self, product_id: str, k: int = 10) -> dict:
+        """Top-k products recommended for ``product_id`` (never itself), best first."""
+        return self.related_batch([product_id], k)["results"][0] | {"model_version": self.model_version}
+
+    def related_batch(self, ids: Sequence[str], k: int = 10) -> dict:
+        k = _check_k(k)
+        if len(ids) == 0:
+            raise DualrecError("ids must not be empty")
+        rows = self.rows(ids)
+        scores, idx = self.index.recommend(rows, k)
+        results = [{"id": self.ids[r], "k": k, "results": self._results(s, i)}
+                   for r, s, i in zip(rows.tolist(), scores, idx)]
+        return {"k": k, "model_version": self.model_version, "results": results}
+
+    def incoming(self, product_id: str, k: int = 10, chunk_rows: int = 1 << 18) -> dict:
+        """The top-k products that recommend ``product_id``: highest ``source[u] · target[id]``
+        over all other products ``u`` (exact, chunked)."""
+        k = _check_k(k)
+        r = int(self.rows([product_id])[0])
+        t = self.target[r]
+        n = self.num_products
+        kk = min(k, n - 1)
+        if kk <= 0:
+            return {"id": self.ids[r], "k": k, "model_version": self.model_version, "results": []}
+        best_s = np.empty(0, dtype=np.float32)
+        best_i = np.empty(0, dtype=np.int64)
+        for lo in range(0, n, chunk_rows):
+            s = self.source[lo:lo + chunk_rows] @ t
+            if lo <= r < lo + len(s):
+                s[r - lo] = -np.inf
+            take = min(kk, len(s))
+            top = np.argpartition(-s, take - 1)[:take] if take < len(s) else np.arange(len(s))
+            best_s = np.concatenate([best_s, s[top]])
+            best_i = np.concatenate([best_i, top + lo])
+        order = np.lexsort((best_i, -best_s))[:kk]  # score descending, then row
+        rows, scores = best_i[order], best_s[order]
+        keep = np.isfinite(scores)
+        return {"id": self.ids[r], "k": k, "model_version": self.model_version,
+                "results": self._items(rows[keep], scores[keep])}
+
+    def product(self, product_id: str) -> dict:
+        """All catalogue columns of one product (JSON-safe)."""
+        r = int(self.rows([product_id])[0])
+        row = self.products.iloc[r]
+        out = {str(c): jsonable(row[c]) for c in self.products.columns}
+        out["id"] = self.ids[r]
+        return out
+
+    def search(self, q: str, limit: int = 20) -> dict:
+        """Products whose id equals ``q`` or whose id/title/category contain every word of ``q``
+        at the start of a word (case-insensitive); exact id matches first, then catalogue order."""
+        if not 1 <= int(limit) <= MAX_K:
+            raise DualrecError(f"limit must be in 1..{MAX_K}")
+        words = q.lower().split()
+        if not words:
+            return {"q": q, "total": 0, "results": []}
+        mask = np.ones(self.num_products, dtype=bool)
+        for w in words:  # a word matches at the start of a word: "phone" finds "phone case", not "headphone"
+            pat = r"(?:^|[^0-9a-z])" + re.escape(w)
+            mask &= self._haystack.str.contains(pat, regex=True).to_numpy(dtype=bool, na_value=False)
+        exact = (self._ids_lower == q.strip().lower()).to_numpy(dtype=bool)
+        hits = np.concatenate([np.flatnonzero(exact), np.flatnonzero(mask & ~exact)])
+        return {"q": q, "total": int(len(hits)), "results": self._items(hits[:int(limit)])}
+
+    def health(self) -> dict:
+        ix = self.index
+        return {"status": "ok", "model_dir": str(self.model_dir), "model_version": self.model_version,
+                "loaded_at": self.loaded_at, "num_products": self.num_products, "dim": int(self.target.shape[1]),
+                "index": {"kind": ix.kind, "params": jsonable(ix.params), "n": ix.n,
+                          "recall_at_10": jsonable(ix.recall_at_10),
+                          "stored": not ix.meta.get("in_memory", False),
+                          "appended_rows": int(ix.meta.get("appended_rows", 0))}}
+
+
+class ServiceHolder:
+    """The current :class:`RecommenderService`; :meth:`swap` replaces it atomically.
+
+    Readers take ``holder.service`` once per request. Swaps (and other writers that must not
+    interleave with one, like cold start) are serialised by :attr:`lock`.
+    """
+
+    def __init__(self, service: RecommenderService, log: Callable[[str], None] | None = None):
+        self._service = service
+        self.lock = threading.RLock()
+        self.log = log
+
+    @property
+    def service(self) -> RecommenderService:
+        return self._service
+
+    def swap(self, new_model_dir: str | Path | None = None) -> RecommenderService:
+        """Load ``new_model_dir`` (default: the current folder again) completely, then make it
+        current with one reference assignment. On any error the old service stays."""
+        with self.lock:
+            new = RecommenderService.load(new_model_dir or self._service.model_dir, log=self.log)
+            self._service = new
+            return new
