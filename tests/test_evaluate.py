@@ -351,3 +351,20 @@ def test_random_2000_products_against_naive_reference():
         assert m[f"HitRate@{k}"] == pytest.approx(hr, rel=1e-12, abs=1e-15)
         assert m[f"MRR@{k}"] == pytest.approx(mrr, rel=1e-12, abs=1e-15)
     assert not math.isnan(m["MRR@100"])
+
+
+def test_long_tail_and_recommendation_bias_by_hand():
+    from dualrec.evaluate import long_tail_targets, recommendation_bias
+
+    deg = torch.tensor([5.0, 0.0, 3.0, 0.0, 9.0, 1.0])
+    tail = long_tail_targets(deg)
+    assert tail.tolist() == [False, True, False, True, False, True]
+    # popularity scores: every query gets products 4, 0 (then 2): top-2 slots are all head-ish
+    pop = lambda q: deg.expand(q.numel(), -1)  # noqa: E731
+    b = recommendation_bias(pop, torch.tensor([1, 3]), deg, k=2, head_share=1 / 6)
+    assert b["head_share@2"] == 0.5  # product 4 (the 1 most popular) takes 2 of 4 slots
+    assert b["coverage@2"] == 2 / 6 and b["long_tail_share@2"] == 0.0
+    # the query itself and excluded pairs are never recommended
+    b = recommendation_bias(pop, torch.tensor([4]), deg, k=2, head_share=1 / 6,
+                            exclude_src=torch.tensor([4]), exclude_dst=torch.tensor([0]))
+    assert b["head_share@2"] == 0.0 and b["coverage@2"] == 2 / 6  # recommends 2 and 5

@@ -428,3 +428,63 @@ def direction_accuracy(
         fwd, bwd = fwd.reshape(-1), bwd.reshape(-1).to(fwd.device)
         total += float((fwd > bwd).sum()) + 0.5 * float((fwd == bwd).sum())
     return total / E
+
+
+# ---------------------------------------------------------------------------- popularity bias
+def long_tail_targets(in_degree: torch.Tensor, share: float = 0.5) -> torch.Tensor:
+    """Boolean mask of the *long tail*: the ``share`` of products with the lowest training in-degree.
+
+    Ties at the cut-off are broken by product index, so exactly ``round(share * N)`` products
+    are in the tail.
+    """
+    n = in_degree.numel()
+    order = torch.argsort(in_degree.double() + torch.arange(n, dtype=torch.float64) / (2.0 * n), stable=True)
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[order[: int(round(share * n))]] = True
+    return mask
+
+
+@torch.no_grad()
+def recommendation_bias(score_fn: ScoreFn, queries: torch.Tensor, in_degree: torch.Tensor, k: int = 10,
+                        exclude_src: torch.Tensor | None = None, exclude_dst: torch.Tensor | None = None,
+                        head_share: float = 0.01, chunk_elems: int = 2**25) -> dict:
+    """Popularity bias of top-k lists over ``queries``.
+
+    Returns ``head_share@k``: the share of all top-k slots taken by the ``head_share`` (1 %)
+    most popular products (by ``in_degree``); ``coverage@k``: distinct recommended products /
+    N; ``long_tail_share@k``: share of slots taken by the lower 50 % by in-degree. The query
+    and its ``exclude`` pairs are never recommended (as in ranking evaluation). Ties are broken
+    by ``torch.topk`` (scores are continuous for learned models).
+    """
+    n = in_degree.numel()
+    queries = torch.unique(queries)
+    n_head = max(1, int(round(head_share * n)))
+    head = torch.zeros(n, dtype=torch.bool)
+    head[torch.argsort(in_degree, descending=True, stable=True)[:n_head]] = True
+    tail = long_tail_targets(in_degree)
+    if exclude_src is not None:
+        order = torch.argsort(exclude_src, stable=True)
+        ex_src, ex_dst = exclude_src[order], exclude_dst[order]
+    seen = torch.zeros(n, dtype=torch.bool)
+    slots = head_slots = tail_slots = 0
+    rows = max(1, chunk_elems // max(n, 1))
+    for lo in range(0, queries.numel(), rows):
+        q = queries[lo:lo + rows]
+        s = score_fn(q).clone().float()
+        s[torch.arange(q.numel()), q] = float("-inf")
+        if exclude_src is not None:
+            a = torch.searchsorted(ex_src, q)
+            b = torch.searchsorted(ex_src, q, right=True)
+            cnt = b - a
+            r = torch.repeat_interleave(torch.arange(q.numel()), cnt)
+            start = torch.repeat_interleave(a, cnt)
+            offs = torch.arange(int(cnt.sum())) - torch.repeat_interleave(torch.cumsum(cnt, 0) - cnt, cnt)
+            s[r, ex_dst[start + offs]] = float("-inf")
+        top = torch.topk(s, min(k, n - 1), dim=1)
+        idx = top.indices[torch.isfinite(top.values)]
+        seen[idx] = True
+        slots += idx.numel()
+        head_slots += int(head[idx].sum())
+        tail_slots += int(tail[idx].sum())
+    return {f"head_share@{k}": head_slots / max(slots, 1), f"coverage@{k}": int(seen.sum()) / n,
+            f"long_tail_share@{k}": tail_slots / max(slots, 1)}
