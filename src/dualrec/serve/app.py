@@ -11,6 +11,7 @@ parameter is a 422; any :class:`~dualrec.graph.DualrecError` is a 400):
     GET  /health                       model version, counts, index kind and recall
     POST /products                     cold start: add products (dualrec.coldstart), then reload
     POST /admin/reload                 {"model_dir": optional} load a model folder and swap to it
+    GET  /                             a small web page over these endpoints (static/, not in OpenAPI)
 
 The model and its index load once, in :func:`create_app`. A reload builds the new service
 completely and then swaps one reference (:class:`~dualrec.serve.service.ServiceHolder`); each
@@ -30,13 +31,17 @@ from typing import Annotated, Any, Optional
 
 import pandas as pd
 from fastapi import Body, FastAPI, Header, Path as PathParam, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from dualrec.graph import DualrecError, UnknownProductError
 from dualrec.serve.service import MAX_K, RecommenderService, ServiceHolder
 
 log = logging.getLogger("dualrec.serve")
+
+#: the web page's files (package data): index.html, app.js, style.css
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 __all__ = ["create_app"]
 
@@ -236,5 +241,12 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
             return denied
         new = holder.swap(req.model_dir if req is not None and req.model_dir else None)
         return new.health()
+
+    # The web page: GET / and its assets under /static/ (left out of the OpenAPI schema).
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     return app
