@@ -20,9 +20,14 @@ product (``pair_score_fn``), as for :class:`~dualrec.baselines.Popularity`.
   source/target GNN on the directed training co-purchase graph, without features (learnable
   per-product inputs, i.e. DiGAE with identity features) and without similarity edges:
   ``s(v)`` aggregates the target representations of v's out-neighbours, ``t(v)`` the source
-  representations of v's in-neighbours (mean aggregation with self-loops, DiGAE's default
-  ``alpha=1, beta=0``); decoder ``s_u . t_v`` trained with binary cross-entropy against one
-  uniformly random target per positive. Score = ``s_u . t_v``, directed.
+  representations of v's in-neighbours (mean aggregation, DiGAE's ``alpha=1, beta=0``; no
+  self-loops by default, see the class); decoder ``s_u . t_v`` trained with binary
+  cross-entropy against one uniformly random target per positive. Score = ``s_u . t_v``,
+  directed.
+
+Defaults (epochs, learning rates, ``max_val_edges=10000``) were chosen on the validation edges
+of amazon2014 clothing (23k products, 204k training edges) so that each fit takes about 2-3
+minutes on 2 CPU cores; all are constructor arguments.
 
 All message passing is sparse (``torch.sparse_csr`` adjacencies, no dense ``N x N``); memory
 is ``O(N * dim + E)`` during training, and scoring is chunked by the evaluator.
@@ -243,10 +248,10 @@ class GraphSAGEBaseline(_GNNBaseline):
 
     name = "graphsage"
 
-    def __init__(self, epochs: int = 30, lr: float = 3e-3, dim: int = 64, hidden: int = 128, num_layers: int = 2,
+    def __init__(self, epochs: int = 6, lr: float = 3e-3, dim: int = 64, hidden: int = 128, num_layers: int = 2,
                  dropout: float = 0.1, tau: float = 0.1, num_negatives: int = 1024, in_batch_negatives: bool = True,
                  sim_weight: float = 0.5, use_similar: bool = True, target_fraction: float = 0.3,
-                 batch_size: int = 2048, patience: int = 4, max_val_edges: int | None = 20000, seed: int = 0,
+                 batch_size: int = 2048, patience: int = 2, max_val_edges: int | None = 10000, seed: int = 0,
                  log: Callable[[str], None] | None = None):
         super().__init__(epochs, lr, dim, batch_size, patience, max_val_edges, seed, log)
         self.hidden, self.num_layers, self.dropout = int(hidden), int(num_layers), float(dropout)
@@ -340,9 +345,9 @@ class LightGCNBaseline(_GNNBaseline):
 
     name = "lightgcn"
 
-    def __init__(self, epochs: int = 60, lr: float = 5e-3, dim: int = 64, num_layers: int = 3,
+    def __init__(self, epochs: int = 20, lr: float = 2e-2, dim: int = 64, num_layers: int = 3,
                  num_negatives: int = 4, lambda_reg: float = 1e-4, target_fraction: float = 0.0,
-                 batch_size: int = 8192, patience: int = 5, max_val_edges: int | None = 20000, seed: int = 0,
+                 batch_size: int = 8192, patience: int = 3, max_val_edges: int | None = 10000, seed: int = 0,
                  log: Callable[[str], None] | None = None):
         super().__init__(epochs, lr, dim, batch_size, patience, max_val_edges, seed, log)
         self.num_layers, self.num_negatives = int(num_layers), int(num_negatives)
@@ -425,7 +430,7 @@ class DiGAEEncoder(nn.Module):
         s1 = relu(A_out t0 + b),  t1 = relu(A_in s0 + b')
         s_{l+1} = A_out (t_l W_t^l),  t_{l+1} = A_in (s_l W_s^l)   (ReLU between layers)
 
-    with ``A_out`` / ``A_in`` the mean over out- / in-neighbours (plus self-loops).
+    with ``A_out`` / ``A_in`` the mean over out- / in-neighbours (optionally plus self-loops).
     """
 
     def __init__(self, num_nodes: int, hidden: int = 64, out_channels: int = 64, num_layers: int = 2,
@@ -468,16 +473,20 @@ class DirectedGNNBaseline(_GNNBaseline):
         dim: embedding width; ``hidden``: width of the input tables and hidden layer.
         num_layers: hops (DiGAE: 2).
         num_negatives: uniformly random targets per positive (DiGAE: 1), scored ``s_u . t_w``.
-        self_loops: add self-loops before the mean aggregation (DiGAE's default).
+        self_loops: add self-loops before the mean aggregation. DiGAE's default is on, but with
+            free per-product inputs a self-loop lets ``s_u . t_v`` memorise the training edges
+            (``t0_v`` reaches ``s_u`` directly): on clothing validation MRR@10 after 20 epochs
+            was 0.037 with self-loops and 0.148 without, so the default is off. Without them a
+            product with no training out-edges has a constant source embedding.
         target_fraction: 0 (default, the GAE setting): all training edges propagate; > 0:
-            DAEMON's fold scheme.
+            DAEMON's fold scheme (0.3 gave a lower validation MRR@10 on clothing: 0.121).
     """
 
     name = "directed_gnn"
 
-    def __init__(self, epochs: int = 60, lr: float = 5e-3, dim: int = 64, hidden: int = 64, num_layers: int = 2,
-                 num_negatives: int = 1, self_loops: bool = True, target_fraction: float = 0.0,
-                 batch_size: int = 4096, patience: int = 5, max_val_edges: int | None = 20000, seed: int = 0,
+    def __init__(self, epochs: int = 20, lr: float = 2e-2, dim: int = 64, hidden: int = 64, num_layers: int = 2,
+                 num_negatives: int = 1, self_loops: bool = False, target_fraction: float = 0.0,
+                 batch_size: int = 4096, patience: int = 3, max_val_edges: int | None = 10000, seed: int = 0,
                  log: Callable[[str], None] | None = None):
         super().__init__(epochs, lr, dim, batch_size, patience, max_val_edges, seed, log)
         self.hidden, self.num_layers, self.num_negatives = int(hidden), int(num_layers), int(num_negatives)
