@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -221,19 +220,20 @@ def benchmark(
     methods: Optional[str] = typer.Option(None, help="comma-separated method names (default: all available)"),
     encoder: str = typer.Option("minilm", help="text encoder: minilm or hash (fast, weaker)"),
     option: list[str] = typer.Option([], "--option", help="format option KEY=VALUE (repeatable), as for ingest"),
+    set_: list[str] = typer.Option([], "--set", help="DAEMON TrainConfig field KEY=VALUE (repeatable), e.g. epochs=20"),
 ):
     """Compare DAEMON with baselines on held-out co-purchase edges (same splits, same evaluator)."""
     from dualrec.benchmark import run_benchmark
 
     def body():
-        opts = {}
-        for o in option:
-            if "=" not in o:
-                raise DualrecError(f"--option needs KEY=VALUE, got {o!r}")
-            k, v = o.split("=", 1)
-            opts[k.strip()] = _parse_value(v.strip())
-        command = " ".join(["dualrec"] + [shlex.quote(a) for a in sys.argv[1:]])
-        run_benchmark(format, input, out, seeds, quick, methods, encoder, opts, command=command)
+        opts, daemon = {}, {}
+        for flag, items, dest in (("--option", option, opts), ("--set", set_, daemon)):
+            for o in items:
+                if "=" not in o:
+                    raise DualrecError(f"{flag} needs KEY=VALUE, got {o!r}")
+                k, v = o.split("=", 1)
+                dest[k.strip()] = _parse_value(v.strip())
+        run_benchmark(format, input, out, seeds, quick, methods, encoder, opts, daemon)  # records the command line
 
     _run(body)
 
@@ -267,6 +267,10 @@ def index_cmd(
         meta.pop("target_fingerprint", None)
         typer.echo(json.dumps(meta, indent=2))
         typer.echo(f"index written to {model / 'index'}")
+        if not meta.get("target_met", True):
+            typer.secho(f"warning: measured recall@10 {meta['recall_at_10']} is below the target {target_recall}; "
+                        "serve with --kind exact, or try --param M=64 / a larger efConstruction or nlist",
+                        fg=typer.colors.YELLOW, err=True)
 
     _run(body)
 
@@ -278,6 +282,7 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535),
     admin_token: Optional[str] = typer.Option(None, envvar="DUALREC_ADMIN_TOKEN",
                                               help="require this X-Admin-Token for POST /products and /admin/reload"),
+    faiss_threads: int = typer.Option(1, min=1, help="OpenMP threads per faiss search (1 suits concurrent requests)"),
 ):
     """Serve the model over HTTP (FastAPI + uvicorn); API docs at /docs."""
 
@@ -286,7 +291,7 @@ def serve(
 
         from dualrec.serve.app import create_app
 
-        api = create_app(model, admin_token=admin_token)
+        api = create_app(model, admin_token=admin_token, faiss_threads=faiss_threads)
         uvicorn.run(api, host=host, port=port, log_level="info")
 
     _run(body)

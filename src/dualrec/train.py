@@ -162,7 +162,9 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: st
     split = split or edge_split(graph, config.val_fraction, config.test_fraction, config.seed)
     train_mask = split.mask(TRAIN)
     train_idx = train_mask.nonzero().view(-1)
-    one_way = ~graph.reciprocal_mask()
+    # One-way = the reverse is not a *training* edge (held-out edges must not steer the loss).
+    one_way = torch.zeros(graph.num_copurchase, dtype=torch.bool)
+    one_way[train_idx] = ~graph.subgraph_edges(train_mask).reciprocal_mask()
 
     model = build_model(config, x.shape[1], n)
     id_params = [p for name, p in model.named_parameters() if name.startswith("id_emb")]

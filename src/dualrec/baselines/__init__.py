@@ -8,3 +8,4 @@ from dualrec.baselines.cooccurrence import Cooccurrence  # noqa: E402
 from dualrec.baselines.text_similarity import TextSimilarity  # noqa: E402
 
 __all__ += ["Cooccurrence", "TextSimilarity"]
+from dualrec.baselines.gnn import DirectedGNNBaseline, GraphSAGEBaseline, LightGCNBaseline  # noqa: E402
