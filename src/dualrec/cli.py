@@ -67,17 +67,23 @@ def ingest(
     def body():
         if format not in FORMATS:
             raise DualrecError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-        opts = {}
-        for o in option:
-            if "=" not in o:
-                raise DualrecError(f"--option needs KEY=VALUE, got {o!r}")
-            k, v = o.split("=", 1)
-            opts[k.strip()] = _parse_value(v.strip())
+        opts = _key_values(option, "--option")
         report = do_ingest(format, input, out, **opts)
         typer.echo(json.dumps(report, indent=2, default=str))
         typer.echo(f"dataset written to {out}")
 
     _run(body)
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; a clear error for an item without ``=``."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise DualrecError(f"{flag} needs KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _parse_value(v.strip())
+    return out
 
 
 def _parse_value(v: str):
@@ -114,11 +120,7 @@ def train(
                 d.update(json.loads(config.read_text()))
             except json.JSONDecodeError as e:
                 raise DualrecError(f"{config} is not valid JSON: {e}") from e
-        for s in set_:
-            if "=" not in s:
-                raise DualrecError(f"--set needs KEY=VALUE, got {s!r}")
-            k, v = s.split("=", 1)
-            d[k.strip()] = _parse_value(v.strip())
+        d.update(_key_values(set_, "--set"))
         for k, v in (("epochs", epochs), ("encoder", encoder), ("seed", seed)):
             if v is not None:
                 d[k] = v
@@ -226,13 +228,7 @@ def benchmark(
     from dualrec.benchmark import run_benchmark
 
     def body():
-        opts, daemon = {}, {}
-        for flag, items, dest in (("--option", option, opts), ("--set", set_, daemon)):
-            for o in items:
-                if "=" not in o:
-                    raise DualrecError(f"{flag} needs KEY=VALUE, got {o!r}")
-                k, v = o.split("=", 1)
-                dest[k.strip()] = _parse_value(v.strip())
+        opts, daemon = _key_values(option, "--option"), _key_values(set_, "--set")
         run_benchmark(format, input, out, seeds, quick, methods, encoder, opts, daemon)  # records the command line
 
     _run(body)
@@ -253,12 +249,7 @@ def index_cmd(
     from dualrec.index import write_model_index
 
     def body():
-        params = {}
-        for p in param:
-            if "=" not in p:
-                raise DualrecError(f"--param needs KEY=VALUE, got {p!r}")
-            k_, v = p.split("=", 1)
-            params[k_.strip()] = _parse_value(v.strip())
+        params = _key_values(param, "--param")
         bad = [k_ for k_, v in params.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
         if bad:
             raise DualrecError(f"--param values must be positive integers: {', '.join(bad)}")
