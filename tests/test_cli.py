@@ -235,3 +235,31 @@ def test_end_to_end_ingest_train_evaluate_recommend(store, csv_source, tmp_path)
     assert len(lines) == 2 * (1 + 3)
     assert lines[0].startswith(q2[0]) and lines[4].startswith(q2[1])
     assert store.products["title"].iloc[2] in lines[0]
+
+
+def test_recommend_exclude_linked(tmp_path):
+    """--exclude-linked leaves out the query's co-purchase out-neighbours."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from dualrec.cli import app
+    from dualrec.graph import ProductGraph
+    from dualrec.synthetic import make_store
+
+    g = make_store(n_products=300, seed=2)
+    g.save(tmp_path / "ds")
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--encoder", "hash",
+                            "--epochs", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    g = ProductGraph.load(tmp_path / "ds")
+    q = int(g.cp_src[0])
+    qid = g.products["id"][q]
+    linked = set(g.products["id"][g.cp_dst[g.cp_src == q].numpy()])
+    base = runner.invoke(app, ["recommend", str(tmp_path / "m"), qid, "--k", "299", "--json"])
+    assert linked & set(_json.loads(base.output)[0]["ids"])  # all products listed: linked ones too
+    r = runner.invoke(app, ["recommend", str(tmp_path / "m"), qid, "--k", "299", "--json", "--exclude-linked"])
+    assert r.exit_code == 0, r.output
+    got = set(_json.loads(r.output)[0]["ids"])
+    assert not (got & linked) and len(got) == 299 - len(linked)

@@ -158,13 +158,16 @@ def recommend(
     k: int = typer.Option(10, "--k", "-k", min=1, max=1000, help="how many related products"),
     show: str = typer.Option("title", help="metadata column to print next to each id ('' for none)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    exclude_linked: bool = typer.Option(False, help="leave out products the query already links to "
+                                        "(its co-purchase out-neighbours in the dataset)"),
 ):
     """Top-k related products for each given product id."""
-    from dualrec.retrieval import Recommender
+    from dualrec.retrieval import Recommender, linked_products
 
     def body():
         rec = Recommender.load(model)
-        recs = rec.recommend(ids, k)
+        exclude = linked_products(model, ids) if exclude_linked else None
+        recs = rec.recommend(ids, k, exclude=exclude)
         if as_json:
             typer.echo(json.dumps([r.__dict__ for r in recs], indent=2))
             return

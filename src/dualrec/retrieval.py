@@ -116,3 +116,23 @@ class Recommender:
 def read_model_info(model_dir: str | Path) -> dict:
     p = Path(model_dir) / "model.json"
     return json.loads(p.read_text()) if p.exists() else {}
+
+
+def linked_products(model_dir: str | Path, product_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Co-purchase out-neighbours (in the model's dataset) of each query: the "already linked" set."""
+    from dualrec.graph import ProductGraph
+
+    info = read_model_info(model_dir)
+    if "dataset" not in info:
+        raise DualrecError(f"{model_dir}/model.json does not name the dataset the model was trained on")
+    g = ProductGraph.load(info["dataset"])
+    ids = g.products["id"].to_numpy()
+    known = pd.Index(g.products["id"]).get_indexer([str(p) for p in product_ids])
+    out = {}
+    for pid, i in zip(product_ids, known):  # one slice per query, not per edge
+        if i < 0:
+            out[str(pid)] = []  # added after training (cold start): nothing linked in the dataset
+            continue
+        lo, hi = np.searchsorted(g.cp_src.numpy(), [i, i + 1])  # cp_src is sorted
+        out[str(pid)] = ids[g.cp_dst[lo:hi].numpy()].astype(str).tolist()
+    return out
