@@ -114,3 +114,21 @@ def test_cli_add_products(model, tmp_path):
     assert r.exit_code == 0 and "CLI-NEW" in r.output
     r = runner.invoke(app, ["add-products", str(mdir), str(tmp_path / "missing.csv")])
     assert r.exit_code == 2 and "file not found" in r.output and "Traceback" not in r.output
+
+
+def test_add_products_keeps_the_retrieval_index(model, tmp_path):
+    """An index built before add-products stays; the loader appends the new rows."""
+    import shutil
+
+    from dualrec.index import load_model_index, load_embeddings, write_model_index
+
+    root, g = model
+    mdir = tmp_path / "model"
+    shutil.copytree(root / "model", mdir)
+    write_model_index(mdir, "exact")
+    add_products(mdir, _new_accessory(g, 2, "IDX-NEW"))
+    assert (mdir / "index").exists()
+    s, t = load_embeddings(mdir)
+    idx = load_model_index(mdir, s, t)
+    assert idx.n == g.num_products + 1 and idx.meta.get("appended_rows") == 1
+    assert not idx.meta.get("in_memory")

@@ -8,6 +8,8 @@ per-product embedding (``e_v = 0``): the model was trained with ID dropout for t
 Old products keep their embeddings, so their recommendations change only where a new product
 enters their top-k. The model folder is updated atomically: the new folder is staged next to
 the old one and swapped in with two renames; a reader sees either the old or the new folder.
+A retrieval index in the folder stays valid: it covers the old rows, and the loader
+(:func:`dualrec.index.load_model_index`) appends the added rows when it opens the index.
 """
 
 from __future__ import annotations
@@ -166,7 +168,6 @@ def add_products(model_dir: str | Path, new_products: pd.DataFrame, copurchase: 
         products.to_parquet(staging / "products.parquet", index=False)
         edges.to_parquet(staging / ADDED_EDGES, index=False)
         np.save(staging / ADDED_FEATURES, x_added)
-        _refresh_index(staging, target)
         old = d.parent / f".{d.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(d, old)
         os.rename(staging, d)
@@ -176,14 +177,3 @@ def add_products(model_dir: str | Path, new_products: pd.DataFrame, copurchase: 
         raise
     return new_products["id"].astype(str).tolist()
 
-
-def _refresh_index(model_dir: Path, target: np.ndarray) -> None:
-    """Rebuild the retrieval index, if the folder has one, with the same kind and parameters."""
-    if not (model_dir / "index").exists():
-        return
-    try:
-        from dualrec.index import rebuild_index
-    except ImportError:  # pragma: no cover - index module absent: drop a stale index rather than serve it
-        shutil.rmtree(model_dir / "index")
-        return
-    rebuild_index(model_dir, target)

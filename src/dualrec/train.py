@@ -285,8 +285,7 @@ def _atomic_save(obj, path: Path) -> None:
     tmp.replace(path)
 
 
-def save_model(out: Path, result: TrainResult, graph: ProductGraph, config: TrainConfig, in_channels: int,
-               dataset_dir: str | Path | None = None) -> None:
+def save_model(out: Path, result: TrainResult, graph: ProductGraph, config: TrainConfig, in_channels: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     _atomic_save({"config": asdict(config), "model": result.model.state_dict(), "in_channels": in_channels,
                   "num_nodes": graph.num_products, "split": result.split.state_dict(),
