@@ -43,14 +43,16 @@ def test_results_json_schema(bench):
     g, out, res, _ = bench
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == res
-    assert set(res) == {"dataset", "n_products", "n_edges", "seeds", "methods"}
+    assert set(res) == {"dataset", "n_products", "n_edges", "seeds", "methods", "cold_start"}
     assert res["dataset"] == "store600"
     assert res["n_products"] == g.num_products == 600
     assert res["n_edges"] == {"copurchase": g.num_copurchase, "similar": g.num_similar}
     assert res["seeds"] == [0]  # --quick: one seed
     assert list(res["methods"]) == METHODS
     for name, m in res["methods"].items():
-        assert set(m) == set(METRICS) | {"direction_accuracy", "std", "train_seconds"}, name
+        assert set(m) == set(METRICS) | {"direction_accuracy", "std", "train_seconds", "long_tail", "bias"}, name
+        assert 0.0 <= m["long_tail"]["HitRate@10"] <= 1.0 and 0.0 <= m["long_tail"]["MRR@10"] <= 1.0
+        assert set(m["bias"]) == {"head_share@10", "coverage@10", "long_tail_share@10", "std"}
         for k in METRICS:
             assert isinstance(m[k], float) and 0.0 <= m[k] <= 1.0
         assert m["direction_accuracy"] is None or 0.0 <= m["direction_accuracy"] <= 1.0
@@ -59,6 +61,24 @@ def test_results_json_schema(bench):
         assert isinstance(m["train_seconds"], float) and m["train_seconds"] >= 0
         assert m["HitRate@5"] <= m["HitRate@10"] <= m["HitRate@20"]
         assert m["MRR@5"] <= m["MRR@10"] <= m["MRR@20"]
+
+
+def test_cold_start_section(bench):
+    g, out, res, _ = bench
+    cold = res["cold_start"]
+    assert list(cold) == METHODS  # every requested method can play (graph-only ones with a fallback)
+    for name, m in cold.items():
+        assert set(METRICS) <= set(m) and m["direction_accuracy"] is None
+        assert set(METRICS) <= set(m["as_target"])
+        assert m.get("fallback") == ("popularity" if name == "cooccurrence" else None)
+    # the fallback: a cold query gets the best-sellers, exactly like popularity; cold products never recommended
+    for k in METRICS:
+        assert cold["cooccurrence"][k] == pytest.approx(cold["popularity"][k], abs=1e-9), k
+        assert cold["cooccurrence"]["as_target"][k] == 0.0 and cold["popularity"]["as_target"][k] == 0.0
+    # features carry over to unseen products: text similarity does find cold targets
+    assert cold["text_similarity"]["as_target"]["HitRate@20"] > 0
+    info = json.loads((out / "run.json").read_text())["seeds"]["0"]["cold_start"]
+    assert info["cold_products"] == 60 and info["query_edges"] > 0 and info["target_edges"] > 0
 
 
 def test_baselines_sane(bench):
@@ -85,7 +105,9 @@ def test_markdown_plots_dataset_and_progress(bench):
     assert run["quick"] is True and run["max_test_edges"] is None  # 600 products: all test edges
     assert run["seeds"]["0"]["methods"]["cooccurrence"]["info"]["params_"]["gamma"] in (0.0, 0.5, 1.0)
     per_method = [line for line in lines if line.startswith("seed 0")]
-    assert len(per_method) == len(METHODS) and all("HR@10" in line for line in per_method)
+    assert len(per_method) == 2 * len(METHODS) and all("HR@10" in line for line in per_method)
+    assert "## Cold start" in md and "| cooccurrence (popularity fallback) |" in md
+    assert "## Long tail and popularity bias" in md
 
 
 def test_evaluate_method_is_evaluate_embeddings_for_daemon():

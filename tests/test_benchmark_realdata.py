@@ -34,3 +34,7 @@ def test_daemon_beats_popularity_and_text_on_cellphones(tmp_path):
     assert run["max_test_edges"] == 5000  # > 10k products: a seeded subsample of the test edges
     assert run["seeds"]["0"]["methods"]["daemon"]["num_test_edges"] == 5000
     assert "at most 5,000 test edges" in (tmp_path / "bench" / "results.md").read_text()
+    # cold start (10 % of products unseen in training): DAEMON embeds a new query from its metadata
+    # through what it learned on the graph; text similarity alone does worse
+    cold = res["cold_start"]
+    assert cold["daemon"]["HitRate@10"] > cold["text_similarity"]["HitRate@10"]

@@ -54,3 +54,32 @@ def test_asymmetric_term_pushes_reverse_score_down():
     assert (fwd > rev).float().mean() == 1.0
     _, fwd0, rev_no = run(0.0)
     assert rev.mean() < rev_no.mean(), "the asymmetric term must lower reverse scores vs. training without it"
+
+
+def test_two_hop_negatives_are_walk_ends_and_never_known_edges():
+    from dualrec.loss import two_hop_negatives
+
+    # 0 -> 1 -> {2, 3}; 0 -> 3 is known; 4 has no out-edges
+    src = torch.tensor([0, 0, 1, 1])
+    dst = torch.tensor([1, 3, 2, 3])
+    n = 5
+    order = torch.argsort(src, stable=True)
+    idx = dst[order]
+    ptr = torch.zeros(n + 1, dtype=torch.long)
+    ptr[1:] = torch.cumsum(torch.bincount(src, minlength=n), 0)
+    known = torch.sort(src * n + dst).values
+    got = two_hop_negatives(ptr, idx, torch.tensor([0, 4]), known, n, 50, torch.Generator().manual_seed(0))
+    assert got.shape == (2, 50)
+    assert set(got[0].tolist()) <= {2, -1} and (got[0] == 2).any()  # 3 is a known out-neighbour of 0
+    assert (got[1] == -1).all()  # dead end
+
+
+def test_info_nce_row_negatives_raise_the_loss_and_minus_one_is_ignored():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 4), torch.randn(6, 4)
+    src, dst, neg = torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4])
+    base = info_nce(s, t, src, dst, neg, 0.5, in_batch=False)
+    none = info_nce(s, t, src, dst, neg, 0.5, in_batch=False, row_neg=torch.full((2, 3), -1))
+    more = info_nce(s, t, src, dst, neg, 0.5, in_batch=False, row_neg=torch.tensor([[5], [5]]))
+    same = info_nce(s, t, src, dst, neg, 0.5, in_batch=False, row_neg=torch.tensor([[2], [3]]))  # = positive
+    assert torch.isclose(base, none) and more > base and torch.isclose(base, same)

@@ -103,3 +103,24 @@ def test_one_way_mask():
     p = pd.DataFrame({"id": list("abc")})
     g, _ = ProductGraph.from_edges(p, copurchase=([0, 1, 1], [1, 0, 2]))
     assert one_way_mask(g, g.cp_src, g.cp_dst).tolist() == [False, False, True]
+
+
+def test_cold_split_holds_out_whole_products(store):
+    from dualrec.split import cold_split
+
+    cs = cold_split(store, 0.1, 0.1, seed=5)
+    assert int(cs.cold.sum()) == 300
+    assert torch.equal(cs.cold, cold_split(store, 0.1, 0.1, seed=5).cold)  # seeded
+    assert not torch.equal(cs.cold, cold_split(store, 0.1, 0.1, seed=6).cold)
+    g, lab = cs.graph, cs.split.labels
+    touches = cs.cold[g.cp_src] | cs.cold[g.cp_dst]
+    assert bool((lab[touches] == TEST).all())          # nothing of a cold product is trained on
+    assert not bool((lab[~touches] == TEST).any())     # and the warm graph keeps all its edges
+    assert int((lab[~touches] == VAL).sum()) > 0        # validation for model selection
+    assert not bool((cs.cold[g.sim_a] | cs.cold[g.sim_b]).any())  # no co-view history either
+    assert g.num_similar < store.num_similar and g.num_copurchase == store.num_copurchase
+    q, t = cs.query_mask(), cs.target_mask()
+    assert bool(cs.cold[g.cp_src[q]].all()) and bool((~cs.cold[g.cp_src[t]] & cs.cold[g.cp_dst[t]]).all())
+    assert int((q | t).sum()) == int(touches.sum()) and not bool((q & t).any())
+    with pytest.raises(DualrecError, match="fraction"):
+        cold_split(store, 0.0)

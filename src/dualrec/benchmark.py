@@ -6,7 +6,13 @@
     DIR/results.json      {"dataset", "n_products", "n_edges": {"copurchase", "similar"}, "seeds",
                            "methods": {NAME: {"HitRate@k", "MRR@k" (k = 5, 10, 20),
                                               "direction_accuracy" (float or null),
-                                              "std": {METRIC: float}, "train_seconds"}}}
+                                              "std": {METRIC: float}, "train_seconds",
+                                              "long_tail": {"HitRate@10", "MRR@10", "std"},
+                                              "bias": {"head_share@10", "coverage@10",
+                                                       "long_tail_share@10", "std"}}},
+                           "cold_start": {NAME: {the same metrics for cold queries,
+                                                 "as_target": {the metrics for cold targets},
+                                                 "fallback": "popularity" (graph-only methods)}}}
     DIR/results.md        the table (mean ± std over seeds), the command line and the date
     DIR/hitrate_at_k.png  HitRate@k vs k per method;  DIR/mrr_at_k.png: MRR@k vs k
     DIR/run.json          everything else: per-seed metrics, test-edge counts, tuned settings, failures
@@ -21,6 +27,17 @@ and VAL) edges excluded, and direction accuracy on the TEST edges whose reverse 
 of the graph -- :func:`evaluate_method`, the same computation as
 :func:`dualrec.train.evaluate_embeddings` does for DAEMON, here for every method. Mean and
 standard deviation (sample std, 0 for one seed) over the seeds.
+
+Cold start (``cold_start=True``, the first ``cold_start_seeds`` seeds): :func:`~dualrec.split.cold_split`
+holds out 10 % of the products with all their edges and co-view pairs; the methods of
+``COLD_METHODS`` are refitted on what is left and scored with the cold product as the query
+(its held-out out-edges) and as the target (held-out edges into it from known products).
+Graph-only methods know nothing of an unseen product: they get the popularity fallback
+(:func:`popularity_fallback`), labelled so.
+
+Selection bias: every method's TEST edges are also scored on the *long tail* (targets in the
+lower 50 % by training in-degree), and its top-10 lists for the test queries are measured for
+popularity bias (share of slots taken by the 1 % most popular products, catalogue coverage).
 
 ``quick``: one seed, DAEMON capped at 8 epochs (patience 3), and on datasets of more than
 10,000 products at most 5,000 test edges (a seeded subsample, the same for every method).
@@ -46,9 +63,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dualrec.evaluate import RankingEvaluator, direction_accuracy
+from dualrec.evaluate import (RankingEvaluator, direction_accuracy, long_tail_targets, metrics_from_ranks,
+                              recommendation_bias)
 from dualrec.graph import DualrecError, ProductGraph
-from dualrec.split import TEST, TRAIN, VAL, EdgeSplit, edge_split
+from dualrec.split import TEST, TRAIN, VAL, EdgeSplit, cold_split, edge_split
 
 KS = (5, 10, 20)
 METRICS = tuple(f"{m}@{k}" for m in ("HitRate", "MRR") for k in KS)
@@ -56,12 +74,19 @@ QUICK_MAX_TEST_EDGES = 5000
 QUICK_LARGE_PRODUCTS = 10_000
 QUICK_DAEMON = {"epochs": 8, "patience": 3}
 GNN_METHODS = ("graphsage", "lightgcn", "directed_gnn")
+COLD_FRACTION = 0.1
+# Methods run in the cold-start section; a value names the fallback a graph-only method gets
+# (it has nothing to say about a product it never saw), None = the method handles new products.
+COLD_METHODS = {"daemon": None, "daemon_paper": None, "popularity": None, "text_similarity": None, "graphsage": None,
+                "cooccurrence": "popularity", "lightgcn": "popularity", "directed_gnn": "popularity"}
 DAEMON_ABLATIONS = {
     "daemon": {},
-    "daemon_no_similar": {"use_similar": False},
+    "daemon_no_similar": {"use_similar": False, "sim_weight": 0.0},  # no co-view augmentation at all
     "daemon_no_asym": {"asym_weight": 0.0},
     "daemon_shared": {"dual": False},
     "daemon_no_text": {},  # random features instead of text (see _daemon_runner)
+    # the paper's form: metadata features only (no per-product embedding), in-batch negatives
+    "daemon_paper": {"id_dim": 0, "in_batch_negatives": True},
 }
 
 
@@ -77,6 +102,7 @@ class BenchContext:
     quick: bool
     encoder: str
     daemon_config: dict = field(default_factory=dict)  # TrainConfig overrides for every DAEMON variant
+    unseen: torch.Tensor | None = None  # cold-start run: products that do not exist at training time
 
     @property
     def train_mask(self) -> torch.Tensor:
@@ -155,7 +181,7 @@ def _daemon_runner(overrides: dict, random_features: bool = False) -> Runner:
         x = ctx.x
         if random_features:
             x = torch.randn(x.shape, generator=torch.Generator().manual_seed(ctx.seed))
-        res = train(ctx.graph, x, cfg, split=ctx.split, progress=False, log=lambda m: None)
+        res = train(ctx.graph, x, cfg, split=ctx.split, progress=False, log=lambda m: None, unseen=ctx.unseen)
         s, t = res.source, res.target
         return Fitted(lambda q: s[q] @ t.T, lambda u, v: (s[u] * t[v]).sum(-1), res.seconds,
                       {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
@@ -228,15 +254,20 @@ def resolve_methods(methods: list[str] | str | None, log=print) -> dict[str, Run
 
 # ---------------------------------------------------------------------- evaluation
 def evaluate_method(graph: ProductGraph, split: EdgeSplit, score_fn, pair_score_fn, part: int = TEST,
-                    max_edges: int | None = None, seed: int = 0) -> dict:
+                    max_edges: int | None = None, seed: int = 0, edge_mask: torch.Tensor | None = None,
+                    bias: bool = False) -> dict:
     """HitRate/MRR@{5,10,20} + direction accuracy of a method on one split part.
 
     Exactly :func:`dualrec.train.evaluate_embeddings` for any score function: the same
     subsample (``max_edges``, ``seed``), the same known-edge exclusion (TRAIN, and VAL for the
     test), the same one-way edges for direction. ``num_queries`` = edges evaluated and
-    ``num_one_way`` = edges in the direction accuracy are added.
+    ``num_one_way`` = edges in the direction accuracy are added, and ``long_tail``: HitRate/MRR@10
+    over the edges whose target is in the long tail (the lower 50 % of products by TRAIN
+    in-degree, :func:`~dualrec.evaluate.long_tail_targets`). ``edge_mask`` evaluates those
+    edges instead of the whole ``part`` (cold start); ``bias=True`` adds the popularity bias
+    of the top-10 lists of the evaluated queries (:func:`~dualrec.evaluate.recommendation_bias`).
     """
-    mask = split.mask(part)
+    mask = split.mask(part) if edge_mask is None else edge_mask
     src, dst = graph.cp_src[mask], graph.cp_dst[mask]
     if src.numel() == 0:
         raise DualrecError("the split has no held-out edges to evaluate (the graph is too small)")
@@ -244,13 +275,40 @@ def evaluate_method(graph: ProductGraph, split: EdgeSplit, score_fn, pair_score_
         keep = torch.randperm(src.numel(), generator=torch.Generator().manual_seed(seed))[:max_edges]
         src, dst = src[keep], dst[keep]
     known = split.mask(TRAIN) | (split.mask(VAL) if part == TEST else torch.zeros_like(mask))
-    out = RankingEvaluator(graph.num_products, ks=KS).eval(score_fn, src, dst, graph.cp_src[known],
-                                                          graph.cp_dst[known])
+    ex_src, ex_dst = graph.cp_src[known], graph.cp_dst[known]
+    g, e = RankingEvaluator(graph.num_products, ks=KS).ranks(score_fn, src, dst, ex_src, ex_dst)
+    out = metrics_from_ranks(g, e, KS)
+    in_degree = torch.bincount(graph.cp_dst[split.mask(TRAIN)], minlength=graph.num_products)
+    tail = long_tail_targets(in_degree)[dst]
+    out["long_tail"] = ({k: v for k, v in metrics_from_ranks(g[tail], e[tail], (10,)).items()}
+                        if tail.any() else None)
+    if bias:
+        out["bias"] = recommendation_bias(score_fn, src, in_degree, 10, ex_src, ex_dst)
     one_way = ~graph.reciprocal_mask(src, dst)
     out["num_one_way"] = int(one_way.sum())
     out["direction_accuracy"] = (direction_accuracy(pair_score_fn, src[one_way], dst[one_way], graph.num_products)
-                                 if one_way.any() else float("nan"))
+                                 if one_way.any() and pair_score_fn is not None else float("nan"))
     return out
+
+
+def popularity_fallback(fitted: Fitted, cold: torch.Tensor, in_degree: torch.Tensor) -> Fitted:
+    """A graph-only method as it behaves for new products in practice.
+
+    It knows nothing of a product it never saw: a cold query gets the most popular products
+    (training in-degree), and a cold product is never recommended (it scores below every
+    known product, all cold products tied).
+    """
+    pop = in_degree.float()
+
+    def score_fn(q: torch.Tensor) -> torch.Tensor:
+        s = fitted.score_fn(q).float().clone()
+        cq = cold[q]
+        if cq.any():
+            s[cq] = pop
+        s[:, cold] = s.min() - 1.0 if s.numel() else 0.0
+        return s
+
+    return Fitted(score_fn, None, fitted.train_seconds, {**fitted.info, "fallback": "popularity"})
 
 
 # ---------------------------------------------------------------------- the run
@@ -277,6 +335,17 @@ def aggregate(per_seed: dict[str, list[dict]]) -> dict:
             std[m] = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
         entry["std"] = std
         entry["train_seconds"] = float(np.mean([r["train_seconds"] for r in runs]))
+        for sub in ("long_tail", "bias", "as_target"):  # nested metric groups: mean (and std) over seeds
+            got = [r[sub] for r in runs if r.get(sub)]
+            if got:
+                keys = [k for k in got[0] if k != "num_queries" and isinstance(got[0][k], (int, float))]
+                vals = {k: np.array([g[k] for g in got], dtype=np.float64) for k in keys}
+                entry[sub] = {k: float(v.mean()) for k, v in vals.items()}
+                entry[sub]["std"] = {k: float(v.std(ddof=1)) if v.size > 1 else 0.0 for k, v in vals.items()}
+                if "num_queries" in got[0]:  # how many edges the numbers rest on (mean over seeds)
+                    entry[sub]["num_queries"] = float(np.mean([g["num_queries"] for g in got]))
+        if any("fallback" in r for r in runs):
+            entry["fallback"] = runs[0].get("fallback")
         out[name] = entry
     return out
 
@@ -284,12 +353,15 @@ def aggregate(per_seed: dict[str, list[dict]]) -> dict:
 def run_benchmark(format: str, input: str | Path, out: str | Path, seeds: int = 3, quick: bool = False,
                   methods: list[str] | str | None = None, encoder: str = "minilm", options: dict | None = None,
                   daemon_config: dict | None = None, command: str | None = None, progress: bool = True,
-                  log=print) -> dict:
+                  cold_start: bool = True, cold_start_seeds: int = 1, log=print) -> dict:
     """Ingest ``input``, run every method on ``seeds`` splits, write ``out/results.*``; returns results.json's dict.
 
     ``options`` are the format's ingest options (as ``dualrec ingest --option``); ``daemon_config``
     overrides :class:`~dualrec.train.TrainConfig` fields of every DAEMON variant (after the quick
-    caps, e.g. ``{"epochs": 20}``); ``seed``/``encoder`` are set by the benchmark.
+    caps, e.g. ``{"epochs": 20}``); ``seed``/``encoder`` are set by the benchmark. ``cold_start``
+    adds the cold-start section (the methods of ``COLD_METHODS`` that were asked for, refitted
+    on :func:`~dualrec.split.cold_split` of the first ``cold_start_seeds`` seeds: a second
+    training per method and seed, so by default only the first seed).
     """
     from dualrec.features import ENCODERS, load_or_build_features
     from dualrec.ingest import FORMATS, load_source
@@ -312,7 +384,8 @@ def run_benchmark(format: str, input: str | Path, out: str | Path, seeds: int = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if command is None:
-        command = _command_line(format, input, out, seeds, quick, list(runners), encoder, options, daemon_config)
+        command = _command_line(format, input, out, seeds, quick, list(runners), encoder, options, daemon_config,
+                                cold_start, cold_start_seeds)
 
     t0 = time.perf_counter()
     opts = {"progress": progress, **(options or {})}
@@ -334,32 +407,46 @@ def run_benchmark(format: str, input: str | Path, out: str | Path, seeds: int = 
            "ingest_report": report, "split": {"val_fraction": 0.1, "test_fraction": 0.1},
            "started": _now(), "seeds": {}, "failures": []}
     per_seed: dict[str, list[dict]] = {m: [] for m in runners}
+    cold_runners = {m: r for m, r in runners.items() if m in COLD_METHODS} if cold_start else {}
+    per_seed_cold: dict[str, list[dict]] = {m: [] for m in cold_runners}
     failed: set[str] = set()
     results: dict = {}
+
+    def attempt(s: int, label: str, fn):
+        """Run one method; a failure is recorded and the method dropped, the others go on."""
+        if label in failed:
+            return None
+        try:
+            return fn()
+        except (KeyboardInterrupt, DualrecError):
+            raise
+        except Exception as e:  # one broken method must not lose the others' results
+            failed.add(label)
+            msg = f"{type(e).__name__}: {e}"
+            run["failures"].append({"seed": s, "method": label, "error": msg, "traceback": traceback.format_exc()})
+            log(f"seed {s}  {label:<18} FAILED ({msg}); left out of the results")
+            return None
+
     for s in seed_list:
         split = edge_split(graph, 0.1, 0.1, seed=s)
         ctx = BenchContext(graph, split, x, s, quick, encoder, daemon_config)
         seed_info = {"split": split.counts(), "methods": {}}
         run["seeds"][str(s)] = seed_info
         for m, runner in runners.items():
-            if m in failed:
-                continue
-            try:
+            def one(m=m, runner=runner):
                 fitted = runner(ctx)
                 te = time.perf_counter()
-                metrics = evaluate_method(graph, split, fitted.score_fn, fitted.pair_score_fn, TEST, max_edges, s)
-                eval_seconds = time.perf_counter() - te
-            except (KeyboardInterrupt, DualrecError):
-                raise
-            except Exception as e:  # one broken method must not lose the others' results
-                failed.add(m)
-                msg = f"{type(e).__name__}: {e}"
-                run["failures"].append({"seed": s, "method": m, "error": msg, "traceback": traceback.format_exc()})
-                log(f"seed {s}  {m:<18} FAILED ({msg}); left out of the results")
+                metrics = evaluate_method(graph, split, fitted.score_fn, fitted.pair_score_fn, TEST, max_edges, s,
+                                          bias=True)
+                return fitted, metrics, time.perf_counter() - te
+            got = attempt(s, m, one)
+            if got is None:
                 continue
+            fitted, metrics, eval_seconds = got
             row = {k: metrics[k] for k in METRICS}
             row["direction_accuracy"] = _finite(metrics["direction_accuracy"])
             row["train_seconds"] = round(float(fitted.train_seconds), 3)
+            row["long_tail"], row["bias"] = metrics["long_tail"], metrics["bias"]
             per_seed[m].append(row)
             seed_info["methods"][m] = {**row, "eval_seconds": round(eval_seconds, 3),
                                        "num_test_edges": metrics["num_queries"],
@@ -369,10 +456,51 @@ def run_benchmark(format: str, input: str | Path, out: str | Path, seeds: int = 
             log(f"seed {s}  {m:<18} HR@10 {row['HitRate@10']:.4f}  MRR@10 {row['MRR@10']:.4f}  "
                 f"dir {'  n/a' if d is None else f'{d:.3f}'}  train {row['train_seconds']:.1f}s  "
                 f"eval {eval_seconds:.1f}s  ({metrics['num_queries']} test edges)")
+        if cold_runners and seed_list.index(s) < cold_start_seeds:
+            cs = cold_split(graph, COLD_FRACTION, 0.1, seed=s)
+            cctx = BenchContext(cs.graph, cs.split, x, s, quick, encoder, daemon_config, unseen=cs.cold)
+            in_degree = torch.bincount(graph.cp_dst[cs.split.mask(TRAIN)], minlength=n)
+            cold_info = {"cold_products": int(cs.cold.sum()), "query_edges": int(cs.query_mask().sum()),
+                         "target_edges": int(cs.target_mask().sum()), "methods": {}}
+            seed_info["cold_start"] = cold_info
+            for m, runner in cold_runners.items():
+                def one_cold(m=m, runner=runner):
+                    if COLD_METHODS[m]:
+                        # A graph-only method's output here does not depend on its model: cold
+                        # queries get the fallback, cold targets are never recommended. Not refitted.
+                        pop = Fitted(lambda q: in_degree.float().expand(q.numel(), -1), None, 0.0)
+                        fitted = popularity_fallback(pop, cs.cold, in_degree)
+                    else:
+                        fitted = runner(cctx)
+                    te = time.perf_counter()
+                    q = evaluate_method(cs.graph, cs.split, fitted.score_fn, None, TEST, max_edges, s,
+                                        edge_mask=cs.query_mask())
+                    t = evaluate_method(cs.graph, cs.split, fitted.score_fn, None, TEST, max_edges, s,
+                                        edge_mask=cs.target_mask())
+                    return fitted, q, t, time.perf_counter() - te
+                got = attempt(s, f"{m} (cold start)", one_cold)
+                if got is None:
+                    continue
+                fitted, q, t, eval_seconds = got
+                row = {k: q[k] for k in METRICS}
+                row.update(direction_accuracy=None, train_seconds=round(float(fitted.train_seconds), 3),
+                           as_target={k: t[k] for k in METRICS}, fallback=COLD_METHODS[m])
+                per_seed_cold[m].append(row)
+                cold_info["methods"][m] = {**row, "eval_seconds": round(eval_seconds, 3),
+                                           "info": _jsonable(fitted.info)}
+                del fitted
+                log(f"seed {s}  {m + ' (cold)':<18} query HR@10 {row['HitRate@10']:.4f}  MRR@10 {row['MRR@10']:.4f}  "
+                    f"as target HR@10 {t['HitRate@10']:.4f}  MRR@10 {t['MRR@10']:.4f}"
+                    + (f"  [{COLD_METHODS[m]} fallback]" if COLD_METHODS[m] else "")
+                    + f"  train {row['train_seconds']:.1f}s")
         done = {m: r for m, r in per_seed.items() if r and m not in failed}
         results = {"dataset": name, "n_products": n,
                    "n_edges": {"copurchase": graph.num_copurchase, "similar": graph.num_similar},
                    "seeds": seed_list[: seed_list.index(s) + 1], "methods": aggregate(done)}
+        cold_done = {m: r for m, r in per_seed_cold.items() if r and f"{m} (cold start)" not in failed}
+        if cold_done:
+            results["cold_start"] = aggregate(cold_done)
+            run["cold_start_seeds"] = seed_list[:cold_start_seeds]
         run["finished_seeds"] = results["seeds"]
         write_outputs(out, results, run)
     if not results.get("methods"):
@@ -392,9 +520,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _command_line(format, input, out, seeds, quick, methods, encoder, options, daemon_config=None) -> str:
+def _command_line(format, input, out, seeds, quick, methods, encoder, options, daemon_config=None,
+                  cold_start=True, cold_start_seeds=1) -> str:
     parts = ["dualrec", "benchmark", "--format", format, "--input", str(input), "--out", str(out)]
     parts += ["--quick"] if quick else ["--seeds", str(seeds)]
+    if not cold_start:
+        parts += ["--no-cold-start"]
+    elif cold_start_seeds != 1:
+        parts += ["--cold-start-seeds", str(cold_start_seeds)]
     parts += ["--methods", ",".join(methods), "--encoder", encoder]
     for k, v in (options or {}).items():
         parts += ["--option", f"{k}={v}"]
@@ -451,11 +584,62 @@ def results_markdown(results: dict, run: dict) -> str:
         cells.append(_pm(m["direction_accuracy"], m["std"]["direction_accuracy"], 3))
         cells.append(f"{m['train_seconds']:.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _bias_markdown(results)
+    lines += _cold_markdown(results, run)
     if run.get("failures"):
         lines += ["", "Failed (left out):"]
         lines += [f"- {f['method']} (seed {f['seed']}): {f['error']}" for f in run["failures"]]
     lines += ["", "Plots: `hitrate_at_k.png`, `mrr_at_k.png`. Per-seed numbers, tuned settings: `run.json`.", ""]
     return "\n".join(lines)
+
+
+def _bias_markdown(results: dict) -> list[str]:
+    rows = [(name, m) for name, m in results["methods"].items() if m.get("long_tail") or m.get("bias")]
+    if not rows:
+        return []
+    lines = ["", "## Long tail and popularity bias", "",
+             "Long tail = test edges whose target is in the lower 50 % of products by training in-degree. "
+             "head share@10 = share of all top-10 slots (over the test queries) taken by the 1 % most popular "
+             "products; coverage@10 = distinct products recommended / all products. "
+             "`daemon_no_similar` is DAEMON without the co-view augmentation.", "",
+             "| method | long-tail edges | long-tail HR@10 | long-tail MRR@10 | head share@10 | coverage@10 | long-tail share@10 |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in rows:
+        lt, b = m.get("long_tail") or {}, m.get("bias") or {}
+        cells = [f"{lt['num_queries']:,.0f}" if lt.get("num_queries") is not None else "n/a"]
+        cells += [_pm(lt.get(k), (lt.get("std") or {}).get(k)) for k in ("HitRate@10", "MRR@10")]
+        cells += [_pm(b.get(k), (b.get("std") or {}).get(k), 3) for k in ("head_share@10", "coverage@10",
+                                                                         "long_tail_share@10")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cold_markdown(results: dict, run: dict) -> list[str]:
+    cold = results.get("cold_start")
+    if not cold:
+        return []
+    info = next((v["cold_start"] for v in run["seeds"].values() if "cold_start" in v), {})
+    results = {**results, "cold_start_seeds": run.get("cold_start_seeds", results["seeds"][:1])}
+    lines = ["", "## Cold start", "",
+             f"Seeds {results.get('cold_start_seeds', results['seeds'][:1])}: `cold_split(graph, {COLD_FRACTION}, 0.1, seed)` holds out {COLD_FRACTION:.0%} of the products "
+             "entirely (their co-purchase edges and co-view pairs are removed from training and message passing; "
+             "DAEMON gives them no per-product embedding and never samples them as negatives). *As query*: the cold "
+             "product's own held-out out-edges, all products ranked. *As target*: held-out edges from a known product "
+             "to a cold one: is the new product recommended? Methods marked *popularity fallback* know nothing of an "
+             "unseen product: a cold query gets the best-sellers and a cold product is never recommended."
+             + (f" Seed {results['seeds'][0]}: {info.get('cold_products', 0):,} cold products, "
+                f"{info.get('query_edges', 0):,} query edges, {info.get('target_edges', 0):,} target edges."
+                if info else ""), "",
+             "| method | query HR@5 | query HR@10 | query HR@20 | query MRR@10 | target HR@10 | target MRR@10 | train s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, m in cold.items():
+        t = m.get("as_target") or {}
+        label = name + (f" ({m['fallback']} fallback)" if m.get("fallback") else "")
+        cells = [_pm(m[k], m["std"][k]) for k in ("HitRate@5", "HitRate@10", "HitRate@20", "MRR@10")]
+        cells += [_pm(t.get(k), (t.get("std") or {}).get(k)) for k in ("HitRate@10", "MRR@10")]
+        cells.append(f"{m['train_seconds']:.1f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_results(results: dict, out: Path) -> None:

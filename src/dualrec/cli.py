@@ -226,13 +226,16 @@ def benchmark(
     encoder: str = typer.Option("minilm", help="text encoder: minilm or hash (fast, weaker)"),
     option: list[str] = typer.Option([], "--option", help="format option KEY=VALUE (repeatable), as for ingest"),
     set_: list[str] = typer.Option([], "--set", help="DAEMON TrainConfig field KEY=VALUE (repeatable), e.g. epochs=20"),
+    cold_start: bool = typer.Option(True, help="also run the cold-start section (10 % of products held out)"),
+    cold_start_seeds: int = typer.Option(1, help="how many of the seeds also run the cold-start section"),
 ):
     """Compare DAEMON with baselines on held-out co-purchase edges (same splits, same evaluator)."""
     from dualrec.benchmark import run_benchmark
 
     def body():
         opts, daemon = _key_values(option, "--option"), _key_values(set_, "--set")
-        run_benchmark(format, input, out, seeds, quick, methods, encoder, opts, daemon)  # records the command line
+        run_benchmark(format, input, out, seeds, quick, methods, encoder, opts, daemon,  # records the command line
+                      cold_start=cold_start, cold_start_seeds=cold_start_seeds)
 
     _run(body)
 

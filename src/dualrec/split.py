@@ -75,6 +75,51 @@ def edge_split(graph: ProductGraph, val_fraction: float = 0.1, test_fraction: fl
     return EdgeSplit(labels, seed, val_fraction, test_fraction)
 
 
+@dataclass
+class ColdSplit:
+    """A cold-start split: whole products held out (see :func:`cold_split`).
+
+    ``split`` labels the co-purchase edges: TRAIN / VAL among edges between two warm
+    products, TEST = every edge that touches a cold product. ``graph`` is the input graph
+    without the co-view pairs that touch a cold product (a new product has no co-view
+    history either); methods must be given this graph.
+    """
+
+    split: EdgeSplit
+    cold: torch.Tensor  # (N,) bool: the held-out products
+    graph: ProductGraph
+
+    def query_mask(self) -> torch.Tensor:
+        """TEST edges ``u -> v`` with ``u`` cold: the new product as the query."""
+        return self.split.mask(TEST) & self.cold[self.graph.cp_src]
+
+    def target_mask(self) -> torch.Tensor:
+        """TEST edges ``u -> v`` with ``v`` cold and ``u`` warm: is the new product recommended?"""
+        return self.split.mask(TEST) & self.cold[self.graph.cp_dst] & ~self.cold[self.graph.cp_src]
+
+
+def cold_split(graph: ProductGraph, fraction: float = 0.1, val_fraction: float = 0.1, seed: int = 0) -> ColdSplit:
+    """Hold out a seeded ``fraction`` of the products entirely (cold start).
+
+    Every co-purchase edge touching a held-out product becomes TEST, and the co-view pairs
+    touching one are dropped from the returned graph, so nothing about those products except
+    their metadata is seen in training. Among the remaining edges ``val_fraction`` of each
+    source's out-edges go to VAL (as :func:`edge_split`), for model selection.
+    """
+    if not 0 < fraction < 1:
+        raise DualrecError(f"the cold-start fraction must be in (0, 1), got {fraction}")
+    n = graph.num_products
+    gen = torch.Generator().manual_seed(seed + 7919)  # independent of edge_split's stream for this seed
+    cold = torch.zeros(n, dtype=torch.bool)
+    cold[torch.randperm(n, generator=gen)[: int(round(fraction * n))]] = True
+    labels = edge_split(graph, val_fraction, 0.0, seed).labels.clone()
+    labels[cold[graph.cp_src] | cold[graph.cp_dst]] = TEST
+    keep = ~(cold[graph.sim_a] | cold[graph.sim_b])
+    g = ProductGraph(graph.products, graph.cp_src, graph.cp_dst, graph.cp_weight, graph.sim_a[keep],
+                     graph.sim_b[keep], graph.sim_weight[keep], graph.report)
+    return ColdSplit(EdgeSplit(labels, seed, val_fraction, 0.0), cold, g)
+
+
 def one_way_mask(graph: ProductGraph, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """Edges src -> dst whose reverse is not a co-purchase edge anywhere in the graph."""
     return ~graph.reciprocal_mask(src, dst)

@@ -240,7 +240,8 @@ class GraphSAGEBaseline(_GNNBaseline):
         epochs, lr, batch_size, patience: optimisation (early stopping on val MRR@10).
         dim: output embedding width; ``hidden`` the hidden width; ``num_layers`` hops.
         tau, num_negatives, in_batch_negatives, sim_weight: :func:`dualrec.loss.info_nce` as in
-            DAEMON (co-purchase term + ``sim_weight`` x similarity term).
+            DAEMON, with DAEMON's defaults (co-purchase term + ``sim_weight`` x similarity term;
+            uniform negatives only).
         target_fraction: share of training edges removed from message passing per fold.
         use_similar: add the similarity pairs to the (undirected) message-passing graph.
         max_val_edges: validation subsample per epoch (speed); ``seed``: init and sampling.
@@ -249,7 +250,7 @@ class GraphSAGEBaseline(_GNNBaseline):
     name = "graphsage"
 
     def __init__(self, epochs: int = 6, lr: float = 3e-3, dim: int = 64, hidden: int = 128, num_layers: int = 2,
-                 dropout: float = 0.1, tau: float = 0.1, num_negatives: int = 1024, in_batch_negatives: bool = True,
+                 dropout: float = 0.1, tau: float = 0.1, num_negatives: int = 1024, in_batch_negatives: bool = False,
                  sim_weight: float = 0.5, use_similar: bool = True, target_fraction: float = 0.3,
                  batch_size: int = 2048, patience: int = 2, max_val_edges: int | None = 10000, seed: int = 0,
                  log: Callable[[str], None] | None = None):
