@@ -280,8 +280,7 @@ def evaluate_method(graph: ProductGraph, split: EdgeSplit, score_fn, pair_score_
     out = metrics_from_ranks(g, e, KS)
     in_degree = torch.bincount(graph.cp_dst[split.mask(TRAIN)], minlength=graph.num_products)
     tail = long_tail_targets(in_degree)[dst]
-    out["long_tail"] = ({k: v for k, v in metrics_from_ranks(g[tail], e[tail], (10,)).items()}
-                        if tail.any() else None)
+    out["long_tail"] = metrics_from_ranks(g[tail], e[tail], (10,)) if tail.any() else None
     if bias:
         out["bias"] = recommendation_bias(score_fn, src, in_degree, 10, ex_src, ex_dst)
     one_way = ~graph.reciprocal_mask(src, dst)
@@ -619,9 +618,9 @@ def _cold_markdown(results: dict, run: dict) -> list[str]:
     if not cold:
         return []
     info = next((v["cold_start"] for v in run["seeds"].values() if "cold_start" in v), {})
-    results = {**results, "cold_start_seeds": run.get("cold_start_seeds", results["seeds"][:1])}
+    cold_seeds = run.get("cold_start_seeds", results["seeds"][:1])
     lines = ["", "## Cold start", "",
-             f"Seeds {results.get('cold_start_seeds', results['seeds'][:1])}: `cold_split(graph, {COLD_FRACTION}, 0.1, seed)` holds out {COLD_FRACTION:.0%} of the products "
+             f"Seeds {cold_seeds}: `cold_split(graph, {COLD_FRACTION}, 0.1, seed)` holds out {COLD_FRACTION:.0%} of the products "
              "entirely (their co-purchase edges and co-view pairs are removed from training and message passing; "
              "DAEMON gives them no per-product embedding and never samples them as negatives). *As query*: the cold "
              "product's own held-out out-edges, all products ranked. *As target*: held-out edges from a known product "

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dualrec.evaluate import RankingEvaluator, direction_accuracy
-from dualrec.graph import DualrecError, ProductGraph
+from dualrec.graph import DualrecError, ProductGraph, csr_adjacency
 from dualrec.loss import asymmetric_loss, info_nce, two_hop_negatives
 from dualrec.model import DAEMON, DualAdjacency
 from dualrec.split import TEST, TRAIN, VAL, EdgeSplit, edge_split
@@ -212,11 +212,9 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: st
     gen = torch.Generator().manual_seed(config.seed + 1000 * start_epoch)
     if config.hard_negatives:  # training out-edges as CSR (walks) and sorted keys (known pairs)
         tr_src, tr_dst = graph.cp_src[train_mask], graph.cp_dst[train_mask]
-        hn_known = torch.sort(tr_src * n + tr_dst).values
-        order = torch.argsort(tr_src, stable=True)
-        hn_idx = tr_dst[order]
-        hn_ptr = torch.zeros(n + 1, dtype=torch.long)
-        hn_ptr[1:] = torch.cumsum(torch.bincount(tr_src, minlength=n), 0)
+        hn_known = tr_src * n + tr_dst  # sorted: cp edges are kept sorted by (src, dst)
+        tr_csr = csr_adjacency(tr_src, tr_dst, n)
+        hn_ptr, hn_idx = tr_csr.crow_indices(), tr_csr.col_indices()
     full_adj = message_passing_adjacency(graph, train_mask, config)
     # A 4096-edge batch is right for 100k+ training edges, but on a few thousand it would give 2
     # steps an epoch; the batch shrinks instead (no change where edges >= 32 x batch_size).
