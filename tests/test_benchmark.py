@@ -127,7 +127,8 @@ def test_unknown_and_missing_methods(capsys):
         resolve_methods("daemon,nonsense")
     notes = []
     got = resolve_methods(None, log=notes.append)
-    assert {"daemon", "popularity", "cooccurrence", "text_similarity", "daemon_no_similar", "daemon_no_asym",
+    assert {"daemon", "daemon_embedding", "cooccurrence_rerank", "popularity", "cooccurrence", "text_similarity",
+            "daemon_no_similar", "daemon_no_asym",
             "daemon_shared", "daemon_no_text"} <= set(got)
     for gnn in ("graphsage", "lightgcn", "directed_gnn"):  # present, or skipped with a note
         assert gnn in got or any(gnn in n for n in notes)

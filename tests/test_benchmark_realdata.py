@@ -16,17 +16,20 @@ REAL_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").res
 CELLPHONES = REAL_DATA / "amazon2014" / "cellphones"
 
 
-def test_daemon_beats_popularity_and_text_on_cellphones(tmp_path):
+def test_daemon_beats_cooccurrence_popularity_and_text_on_cellphones(tmp_path):
     if not (CELLPHONES / "product.txt.gz").is_file():
         pytest.skip(f"real data not found at {CELLPHONES} (../shared/data relative to the repo root)")
     lines = []
     res = run_benchmark("amazon2014", CELLPHONES, tmp_path / "bench", quick=True,
-                        methods="daemon,popularity,text_similarity", encoder="minilm", progress=False,
+                        methods="daemon,cooccurrence,popularity,text_similarity", encoder="minilm", progress=False,
                         daemon_config={"max_steps_per_epoch": 20},  # 8 x 20 steps: a few minutes on 2 cores
                         log=lines.append)
     print("\n".join(lines))
     m = res["methods"]
     assert res["dataset"] == "cellphones" and res["n_products"] == 10_429 and res["seeds"] == [0]
+    # the two stages (DAEMON + co-occurrence candidates, reranked) beat the strongest baseline
+    assert m["daemon"]["HitRate@10"] > m["cooccurrence"]["HitRate@10"]
+    assert m["daemon"]["MRR@10"] > m["cooccurrence"]["MRR@10"]
     assert m["daemon"]["HitRate@10"] > m["popularity"]["HitRate@10"]
     assert m["daemon"]["HitRate@10"] > m["text_similarity"]["HitRate@10"]
     assert m["text_similarity"]["direction_accuracy"] == 0.5
