@@ -56,7 +56,10 @@ def info_nce(s: Tensor, t: Tensor, src: Tensor, dst: Tensor, neg: Tensor, tau: f
         ib = ib.masked_fill(dst[None, :m] == dst[:, None], float("-inf"))
         parts.append(ib)
     if row_neg is not None and row_neg.numel():
-        hn = (q[:, None, :] * t[row_neg.clamp(min=0)]).sum(-1) / tau
+        # index_select, not t[row_neg]: the backward of 2-D advanced indexing accumulates in a
+        # thread-dependent order on the CPU (same seed, different models); index_add does not.
+        rows = t.index_select(0, row_neg.clamp(min=0).reshape(-1)).view(*row_neg.shape, -1)
+        hn = (q[:, None, :] * rows).sum(-1) / tau
         parts.append(hn.masked_fill((row_neg < 0) | (row_neg == dst[:, None]), float("-inf")))
     logits = torch.cat(parts, dim=1)
     return -F.log_softmax(logits, dim=1)[:, 0].mean()
