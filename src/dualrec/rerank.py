@@ -12,10 +12,11 @@ recommender runs both and lets a small model decide per pair:
    best; the co-occurrence score and rank; each path kind's value (``u -> w -> v``,
    ``u ~ w -> v``, ... see ``KINDS``); the cosine of the text features; log degrees of ``u``
    and ``v``.
-3. **Model**: a histogram gradient-boosted classifier (scikit-learn) fitted on the *validation*
-   edges, whose features are computed on the training graph exactly as they are at test time.
-   The query's other candidates are its negatives. Products outside the candidate set keep
-   DAEMON's order below every candidate.
+3. **Model**: LightGBM LambdaMART (``objective="binary"``: a pointwise scikit-learn
+   classifier) fitted on the *validation* edges, whose features are computed on the training
+   graph exactly as they are at test time. The query's other candidates are its negatives.
+   Products outside the candidate set keep DAEMON's order (co-occurrence's, without DAEMON)
+   below every candidate.
 
 Like every hyper-parameter of the benchmark, the reranker learns from validation edges only;
 test edges are never seen. The ``cooccurrence_rerank`` baseline is the same reranker without
@@ -73,8 +74,7 @@ class CandidateReranker:
         self.known = sp.csr_matrix((np.ones(ks.size, dtype=bool), (ks, kd)), shape=(n, n))
         self.log_in = np.log1p(np.bincount(kd, minlength=n)).astype(np.float32)
         self.log_out = np.log1p(np.bincount(ks, minlength=n)).astype(np.float32)
-        sim = cooc.S
-        self.log_sim = np.log1p(np.diff(sim.indptr)).astype(np.float32)
+        self.log_sim = np.log1p(np.diff(cooc.S.indptr)).astype(np.float32)
         self.kinds = [k for k in KINDS if k != "cf3" or cooc._cf3_ok]
         self.model = None
         self.info_: dict = {}
@@ -91,21 +91,22 @@ class CandidateReranker:
                       "daemon_source_sim"]
         return names
 
-    def _chunk(self, q: np.ndarray, extra_ex: sp.csr_matrix | None = None):
-        """Candidates of queries ``q``: (row, col, features, daemon_row_scores | None)."""
+    def _chunk(self, q: np.ndarray):
+        """Candidates of queries ``q``: (row, col, features, base rows).
+
+        The base rows (Q, N) order the products outside the candidates: DAEMON's scores, or
+        co-occurrence's for the graph-only reranker.
+        """
         cfg, n = self.cfg, self.n
         Q = q.size
         exclude = self.known[q].toarray()
-        if extra_ex is not None:
-            exclude |= extra_ex.toarray()
         exclude[np.arange(Q), q] = True
-        P = self.cooc._rows(q)
-        G = (P @ sp.diags(self.cooc._col)).toarray() + self.cooc._tb[None, :]
-        G[exclude] = -np.inf
+        G = self.cooc.score_fn(torch.from_numpy(q)).numpy()
+        Gm = np.where(exclude, -np.inf, G)
         cand = np.zeros((Q, n), dtype=bool)
         rows = np.arange(Q)[:, None]
         kg = min(cfg.n_graph, n - 1)
-        top_g = np.argpartition(-G, kg - 1, axis=1)[:, :kg]
+        top_g = np.argpartition(-Gm, kg - 1, axis=1)[:, :kg]
         cand[rows, top_g] = True
         D = None
         if self.s is not None:
@@ -120,7 +121,7 @@ class CandidateReranker:
         feats = []
         g = G[r, c]
         g_rank = _rank_in_row(r, g)
-        g_max = G.max(1)
+        g_max = Gm.max(1)
         feats += [g, np.log1p(g_rank), g - g_max[r]]
         kr = self.cooc._kind_rows(q, self.kinds)
         for k in self.kinds:
@@ -137,7 +138,7 @@ class CandidateReranker:
             feats += [(self.s[tv] * self.t[tu]).sum(-1).numpy(), (self.t[tu] * self.t[tv]).sum(-1).numpy(),
                       (self.s[tu] * self.s[tv]).sum(-1).numpy()]
         F = np.stack([np.asarray(f, dtype=np.float32) for f in feats], 1)
-        return r, c, F, D
+        return r, c, F, (G if D is None else D)
 
     # ------------------------------------------------------------------ fit
     def fit(self, val_src: torch.Tensor, val_dst: torch.Tensor, log=print) -> "CandidateReranker":
@@ -214,9 +215,8 @@ class CandidateReranker:
         step = self._rows_per_chunk()
         for a in range(0, q.size, step):
             qq = q[a:a + step]
-            r, c, F, D = self._chunk(qq)
+            r, c, F, base = self._chunk(qq)
             z = np.asarray(self._predict(F), dtype=np.float32)
-            base = D if D is not None else (self.cooc._rows(qq) @ sp.diags(self.cooc._col)).toarray() + self.cooc._tb
             base = base.astype(np.float32)
             # everything outside the candidates: below the lowest candidate, in the base order
             zmin = np.full(qq.size, 0.0, dtype=np.float32)
