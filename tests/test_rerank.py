@@ -8,7 +8,7 @@ from dualrec.baselines import Cooccurrence
 from dualrec.benchmark import RowMemo, evaluate_method
 from dualrec.features import build_features
 from dualrec.rerank import CandidateReranker, RerankConfig, _rank_in_row
-from dualrec.split import TEST, TRAIN, VAL, edge_split
+from dualrec.split import TEST, TRAIN, VAL, cold_split, edge_split
 from dualrec.synthetic import make_store
 from dualrec.train import TrainConfig, train
 
@@ -65,7 +65,7 @@ def test_candidates_outrank_the_rest_and_known_edges_are_not_candidates(setup):
         assert scores[i, cand[i]].min() > scores[i, ~cand[i]].max()
         # outside the candidates, DAEMON's order is kept
         rest = (~cand[i]).nonzero().view(-1)
-        d = torch.from_numpy(D[i])[rest]
+        d = D[i][rest]
         by_score = d[torch.argsort(scores[i, rest], descending=True)]
         assert (by_score[1:] - by_score[:-1]).max() < 1e-5  # non-increasing, up to float32 shifts
 
@@ -84,6 +84,24 @@ def test_reranker_learns_from_validation_edges(setup, objective):
     alone = evaluate_method(g, split, lambda q: res.source[q] @ res.target.T, None, TEST)["MRR@10"]
     assert two > 1.2 * alone
     assert two > 0.85 * graph
+
+
+def test_a_product_without_edges_is_ranked_by_daemon_alone(setup):
+    """A new product has none of the pair model's graph features: its row is DAEMON's scores,
+    and the other queries of the same call are reranked as usual, each row in its place."""
+    g, x, _, _, res = setup
+    cs = cold_split(g, 0.1, 0.1, seed=0)
+    tm, vm = cs.split.mask(TRAIN), cs.split.mask(VAL)
+    tg = cs.graph.subgraph_edges(tm)
+    val = (cs.graph.cp_src[vm], cs.graph.cp_dst[vm])
+    cooc = Cooccurrence(seed=0).fit(tg, torch.ones(tg.num_copurchase, dtype=torch.bool), val=val)
+    rr = CandidateReranker(cooc, res.source, res.target, x, cs.graph.cp_src[tm], cs.graph.cp_dst[tm],
+                           RerankConfig()).fit(*val, log=lambda m: None)
+    cold, warm = cs.cold.nonzero().view(-1)[:5], (~cs.cold).nonzero().view(-1)[:5]
+    got = rr.score_fn(torch.cat([warm[:2], cold, warm[2:]]))
+    torch.testing.assert_close(got[2:7], res.source[cold] @ res.target.T)
+    torch.testing.assert_close(got[[0, 1, 7, 8, 9]], rr.score_fn(warm))
+    assert not torch.allclose(got[:2], res.source[warm[:2]] @ res.target.T)  # warm rows are reranked
 
 
 def test_graph_only_reranker_has_no_daemon_features(setup):

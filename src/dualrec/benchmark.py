@@ -42,11 +42,13 @@ popularity bias (share of slots taken by the 1 % most popular products, catalogu
 ``quick``: one seed, DAEMON capped at 8 epochs (patience 3), and on datasets of more than
 10,000 products at most 5,000 test edges (a seeded subsample, the same for every method).
 
-Methods: ``daemon`` is dualrec as it ranks: DAEMON (trained with 2-hop hard negatives) and
-co-occurrence propose candidates, a LambdaMART model fitted on the VAL edges reranks them
-(:mod:`dualrec.rerank`). ``daemon_embedding`` is DAEMON alone (retrieval by ``s_u . t_v``, the
-paper's form of recommending; the ablations vary it), ``cooccurrence_rerank`` the same second
-stage without DAEMON: the control that tells what DAEMON adds to the reranker.
+Methods: ``daemon`` is dualrec as it ranks: DAEMON and co-occurrence propose candidates, a
+LambdaMART model fitted on the VAL edges reranks them (:mod:`dualrec.rerank`).
+``daemon_embedding`` is its first stage alone, the same trained DAEMON (retrieval by
+``s_u . t_v``, the paper's form of recommending; the ablations vary it), ``cooccurrence_rerank``
+the same second stage without DAEMON: the control that tells what DAEMON adds to the reranker.
+The GNN baselines train with ``GNN_BUDGET``, DAEMON with ``daemon_config`` (the scripts in
+``benchmarks/`` give every learned model a similar budget).
 
 Methods are looked up by name in a registry (:func:`register_method`); the GNN baselines of
 ``dualrec.baselines.gnn`` and the DAEMON ablations plug in by name. A method that fails is
@@ -61,7 +63,7 @@ import math
 import shlex
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -80,16 +82,27 @@ QUICK_MAX_TEST_EDGES = 5000
 QUICK_LARGE_PRODUCTS = 10_000
 QUICK_DAEMON = {"epochs": 8, "patience": 3}
 GNN_METHODS = ("graphsage", "lightgcn", "directed_gnn")
+# The benchmark's training budget for the GNN baselines: about what DAEMON gets (5 epochs via
+# benchmarks/real_data.sh, about 1.5 min on clothing), so the three datasets x 3 seeds fit in 45
+# minutes on 2 cores. Measured on clothing seed 0 (val MRR@10): LightGCN 0.240 after 8 epochs,
+# 0.267 after 20 (its default); DiGAE 0.104 vs 0.136; GraphSAGE 0.096 after 2 epochs, 0.104
+# after 6; DAEMON 0.236 after 5 epochs, 0.267 after 10. Early stopping reads 5,000 val edges.
+GNN_BUDGET = {"graphsage": {"epochs": 2, "max_val_edges": 5000},
+              "lightgcn": {"epochs": 8, "max_val_edges": 5000},
+              "directed_gnn": {"epochs": 8, "max_val_edges": 5000}}
 COLD_FRACTION = 0.1
 # Methods run in the cold-start section; a value names the fallback a graph-only method gets
 # (it has nothing to say about a product it never saw), None = the method handles new products.
-COLD_METHODS = {"daemon": None, "daemon_embedding": None, "cooccurrence_rerank": None, "daemon_paper": None,
+COLD_METHODS = {"daemon": None, "daemon_embedding": None, "daemon_paper": None,
                 "popularity": None, "text_similarity": None, "graphsage": None,
-                "cooccurrence": "popularity", "lightgcn": "popularity", "directed_gnn": "popularity"}
-# dualrec's first stage: DAEMON trained with 2-hop hard negatives, i.e. taught to separate the
-# graph's own candidates. On validation (cellphones seed 0, reranker cross-fitted on halves of
-# the val queries) two-stage HR@10 / MRR@10 0.613 / 0.303 with them, 0.605 / 0.294 without.
-STAGE_ONE_DAEMON = {"hard_negatives": 16}
+                "cooccurrence": "popularity", "cooccurrence_rerank": "popularity",
+                "lightgcn": "popularity", "directed_gnn": "popularity"}
+# dualrec's first stage is DAEMON as `dualrec train` makes it (the default TrainConfig), so
+# `daemon_embedding` is exactly that stage alone and the ablations vary it. 2-hop hard negatives
+# were measured for it (cellphones seed 0, reranker cross-fitted on halves of the val queries:
+# two-stage HR@10 / MRR@10 0.613 / 0.303 with 16 of them, 0.605 / 0.294 without; clothing 0.686 /
+# 0.382 vs 0.685 / 0.379) but cost DAEMON alone val MRR, so they stay off.
+STAGE_ONE_DAEMON: dict = {}
 DAEMON_ABLATIONS = {
     "daemon_embedding": {},  # DAEMON alone: retrieval by s_u . t_v, no second stage
     "daemon_no_similar": {"use_similar": False, "sim_weight": 0.0},  # no co-view augmentation at all
@@ -171,7 +184,7 @@ def baseline_runner(cls, **init) -> Runner:
         if ctx.quick:  # cap, never raise, the constructor's defaults
             params = inspect.signature(cls).parameters
             for k, cap in QUICK_DAEMON.items():
-                default = params[k].default if k in params else inspect.Parameter.empty
+                default = kw.get(k, params[k].default if k in params else inspect.Parameter.empty)
                 kw[k] = min(cap, default) if isinstance(default, (int, float)) else cap
         model = _call_filtered(cls, **kw)
         g = ctx.train_graph
@@ -185,15 +198,23 @@ def baseline_runner(cls, **init) -> Runner:
 
 
 def _train_daemon(ctx: BenchContext, overrides: dict, random_features: bool = False):
-    """DAEMON trained on ``ctx`` with the benchmark's settings and a variant's ``overrides``."""
+    """DAEMON trained on ``ctx`` with the benchmark's settings and a variant's ``overrides``.
+
+    Cached per seed and config: ``daemon`` (two stages) and ``daemon_embedding`` (its first stage
+    alone) share one training, as they would in production.
+    """
     from dualrec.train import TrainConfig, train
 
     d = {"seed": ctx.seed, "encoder": ctx.encoder, **(QUICK_DAEMON if ctx.quick else {}), **ctx.daemon_config}
     cfg = TrainConfig.from_dict({**d, **overrides})  # the variant's own switch wins
-    x = ctx.x
-    if random_features:
-        x = torch.randn(x.shape, generator=torch.Generator().manual_seed(ctx.seed))
-    return train(ctx.graph, x, cfg, split=ctx.split, progress=False, log=lambda m: None, unseen=ctx.unseen)
+    key = ("daemon", json.dumps(asdict(cfg), sort_keys=True), random_features)
+    if key not in ctx.cache:
+        x = ctx.x
+        if random_features:
+            x = torch.randn(x.shape, generator=torch.Generator().manual_seed(ctx.seed))
+        ctx.cache[key] = train(ctx.graph, x, cfg, split=ctx.split, progress=False, log=lambda m: None,
+                               unseen=ctx.unseen)
+    return ctx.cache[key]
 
 
 def _fit_cooccurrence(ctx: BenchContext):
@@ -305,7 +326,7 @@ def _gnn_runner(name: str) -> tuple[Runner | None, str | None]:
         return None, f"dualrec.baselines.gnn could not be imported ({type(e).__name__}: {e})"
     for obj in vars(gnn).values():
         if inspect.isclass(obj) and getattr(obj, "name", None) == name and hasattr(obj, "fit"):
-            return baseline_runner(obj), None
+            return baseline_runner(obj, **GNN_BUDGET.get(name, {})), None
     return None, f"dualrec.baselines.gnn has no class with name = {name!r}"
 
 

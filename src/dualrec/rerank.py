@@ -25,6 +25,7 @@ the DAEMON candidates and features, so the gain DAEMON brings is measured, not a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,44 +100,47 @@ class CandidateReranker:
         """
         cfg, n = self.cfg, self.n
         Q = q.size
-        exclude = self.known[q].toarray()
-        exclude[np.arange(Q), q] = True
-        G = self.cooc.score_fn(torch.from_numpy(q)).numpy()
-        Gm = np.where(exclude, -np.inf, G)
-        cand = np.zeros((Q, n), dtype=bool)
-        rows = np.arange(Q)[:, None]
-        kg = min(cfg.n_graph, n - 1)
-        top_g = np.argpartition(-Gm, kg - 1, axis=1)[:, :kg]
-        cand[rows, top_g] = True
-        D = None
+        # Dense (Q, N) work in torch: its element-wise ops and top-k use both cores.
+        kq = self.known[q]
+        exclude = torch.zeros(Q, n, dtype=torch.bool)
+        exclude[torch.from_numpy(np.repeat(np.arange(Q), np.diff(kq.indptr))), torch.from_numpy(kq.indices)] = True
+        exclude[torch.arange(Q), torch.from_numpy(q)] = True
+        G = self.cooc.score_fn(torch.from_numpy(q)).float()
+        Gm = G.masked_fill(exclude, -math.inf)
+        cand = torch.zeros(Q, n, dtype=torch.bool)
+        cand.scatter_(1, Gm.topk(min(cfg.n_graph, n - 1), dim=1).indices, True)
+        D = Dm = None
         if self.s is not None:
-            D = (self.s[torch.from_numpy(q)] @ self.t.T).numpy()
-            Dm = np.where(exclude, -np.inf, D)
-            kd = min(cfg.n_daemon, n - 1)
-            top_d = np.argpartition(-Dm, kd - 1, axis=1)[:, :kd]
-            cand[rows, top_d] = True
+            D = self.s[torch.from_numpy(q)] @ self.t.T
+            Dm = D.masked_fill(exclude, -math.inf)
+            cand.scatter_(1, Dm.topk(min(cfg.n_daemon, n - 1), dim=1).indices, True)
         cand &= ~exclude
-        r, c = np.nonzero(cand)
+        rt, ct = cand.nonzero(as_tuple=True)  # row-major: rows sorted
+        r, c = rt.numpy().copy(), ct.numpy().copy()  # writeable: scipy indexing needs it
 
         feats = []
-        g = G[r, c]
+        g = G[rt, ct].numpy()
         g_rank = _rank_in_row(r, g)
-        g_max = Gm.max(1)
+        g_max = Gm.max(1).values.numpy()
         feats += [g, np.log1p(g_rank), g - g_max[r]]
         kr = self.cooc._kind_rows(q, self.kinds)
         for k in self.kinds:
-            feats.append(np.asarray(kr[k][r, c]).ravel() / self.cooc.scales_.get(k, 1.0))
+            m = kr[k]
+            m.sort_indices()  # canonical rows: scipy looks pairs up by binary search (2-3x faster)
+            feats.append(np.asarray(m[r, c]).ravel() / self.cooc.scales_.get(k, 1.0))
         u = q[r]
         feats += [self.log_in[c], self.log_out[c], self.log_sim[c], self.log_in[u], self.log_out[u], self.log_sim[u]]
+        # Pair dot products as (Q, d) @ (d, N) products read at the candidates: cheaper than
+        # gathering two (pairs, d) matrices (the text features are 384 wide).
+        tq = torch.from_numpy(q)
         if self.x is not None:
-            feats.append((self.x[torch.from_numpy(u)] * self.x[torch.from_numpy(c)]).sum(-1).numpy())
+            feats.append((self.x[tq] @ self.x.T)[rt, ct].numpy())
         if D is not None:
-            d = D[r, c]
-            feats += [d, np.log1p(_rank_in_row(r, d)), d - Dm.max(1)[r]]
-            tu, tv = torch.from_numpy(u), torch.from_numpy(c)
+            d = D[rt, ct].numpy()
+            feats += [d, np.log1p(_rank_in_row(r, d)), d - Dm.max(1).values.numpy()[r]]
             # the other roles of the dual embeddings: v -> u (direction), and u, v as substitutes
-            feats += [(self.s[tv] * self.t[tu]).sum(-1).numpy(), (self.t[tu] * self.t[tv]).sum(-1).numpy(),
-                      (self.s[tu] * self.s[tv]).sum(-1).numpy()]
+            feats += [(self.t[tq] @ self.s.T)[rt, ct].numpy(), (self.t[tq] @ self.t.T)[rt, ct].numpy(),
+                      (self.s[tq] @ self.s.T)[rt, ct].numpy()]
         F = np.stack([np.asarray(f, dtype=np.float32) for f in feats], 1)
         return r, c, F, (G if D is None else D)
 
@@ -178,14 +182,18 @@ class CandidateReranker:
         if cfg.objective == "lambdarank":
             import lightgbm as lgb
 
-            # hold out the last 10 % of the query groups for early stopping
+            # Early stopping reads a seeded random 10 % of the query groups. (The last 10 % by
+            # product id, as before, is not a sample: on UCI retail it stopped the model after
+            # 2 to 47 rounds.)
             cut = int(len(groups) * 0.9)
             if cut < 1 or cut >= len(groups):
                 raise DualrecError(f"the reranker needs validation queries with a held-out edge among their "
                                    f"candidates; found {len(groups)} (the graph is too small)")
-            r_cut = int(groups[:cut].sum())
-            train = lgb.Dataset(X[:r_cut], y[:r_cut].astype(np.float32), group=groups[:cut])
-            valid = lgb.Dataset(X[r_cut:], y[r_cut:].astype(np.float32), group=groups[cut:], reference=train)
+            held = np.zeros(len(groups), dtype=bool)
+            held[np.random.default_rng(cfg.seed).permutation(len(groups))[cut:]] = True
+            row_held = np.repeat(held, groups)  # rows are grouped by query, in order
+            train = lgb.Dataset(X[~row_held], y[~row_held].astype(np.float32), group=groups[~held])
+            valid = lgb.Dataset(X[row_held], y[row_held].astype(np.float32), group=groups[held], reference=train)
             params = {"objective": "lambdarank", "learning_rate": cfg.learning_rate,
                       "num_leaves": cfg.max_leaf_nodes, "min_data_in_leaf": 50, "metric": "map",
                       "eval_at": [10], "lambdarank_truncation_level": 20, "verbose": -1, "seed": cfg.seed,
@@ -210,21 +218,34 @@ class CandidateReranker:
         return max(1, min(self.cfg.chunk, self.cfg.chunk_elems // max(1, self.n)))
 
     def score_fn(self, query: torch.Tensor) -> torch.Tensor:
+        """Scores ``(Q, N)``: candidates by the pair model, above the rest in the base order.
+
+        A query with no training edge and no co-view pair (a new product) has no graph
+        features; the pair model was fitted on products that have them, so such a query is
+        ranked by DAEMON alone (measured on cellphones cold queries: HR@10 0.044 through the
+        pair model, 0.072 by DAEMON).
+        """
         q = query.cpu().numpy().astype(np.int64)
-        out = np.empty((q.size, self.n), dtype=np.float32)
+        out = torch.empty(q.size, self.n)
+        isolated = (self.log_in[q] == 0) & (self.log_out[q] == 0) & (self.log_sim[q] == 0)
+        pos = None
+        if self.s is not None and isolated.any():
+            iso = np.nonzero(isolated)[0]
+            out[torch.from_numpy(iso)] = self.s[torch.from_numpy(q[iso])] @ self.t.T
+            pos = torch.from_numpy(np.nonzero(~isolated)[0])
+            q = q[pos.numpy()]
         step = self._rows_per_chunk()
         for a in range(0, q.size, step):
             qq = q[a:a + step]
             r, c, F, base = self._chunk(qq)
-            z = np.asarray(self._predict(F), dtype=np.float32)
-            base = base.astype(np.float32)
+            rt, ct = torch.from_numpy(r), torch.from_numpy(c)
+            z = torch.from_numpy(np.asarray(self._predict(F), dtype=np.float32))
             # everything outside the candidates: below the lowest candidate, in the base order
-            zmin = np.full(qq.size, 0.0, dtype=np.float32)
-            np.minimum.at(zmin, r, z)
-            block = base - base.max(1, keepdims=True) + zmin[:, None] - 1.0
-            block[r, c] = z
-            out[a:a + qq.size] = block
-        return torch.from_numpy(out)
+            zmin = torch.zeros(qq.size).scatter_reduce(0, rt, z, "amin")
+            block = base - base.max(1, keepdim=True).values + zmin[:, None] - 1.0
+            block[rt, ct] = z
+            out[slice(a, a + qq.size) if pos is None else pos[a:a + qq.size]] = block
+        return out
 
 
 def _rank_in_row(r: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# What benchmarks/real_data.sh leaves out, with the same DAEMON budget:
+#  * control/: the second stage without DAEMON (cooccurrence_rerank), 3 seeds; co-occurrence is
+#    run again as the anchor (it must match real_data.sh's to the digit);
+#  * cold_start/: 10 % of the products held out with all their edges (seed 0);
+#  * ablations/: DAEMON variants (seed 0) next to daemon_embedding, the model they vary.
+# Usage: bash benchmarks/extras.sh [DATA_DIR]   (default ../shared/data)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data}
+R=benchmarks/results
+DR=${DUALREC:-.venv/bin/dualrec}
+DAEMON=(--set epochs=5 --set patience=3 --set max_val_edges=5000)
+RETAIL=(--option min_support=5 --option min_basket_support=10)
+CTRL=cooccurrence_rerank,cooccurrence
+COLD=daemon,daemon_embedding,popularity,text_similarity,cooccurrence,graphsage
+ABL=daemon_embedding,daemon_paper,daemon_no_similar,daemon_no_asym,daemon_shared,daemon_no_text
+start=$SECONDS
+$DR benchmark -f amazon2014 -i "$DATA/amazon2014/cellphones" -o $R/control/cellphones --seeds 3 --no-cold-start --methods $CTRL
+$DR benchmark -f amazon2014 -i "$DATA/amazon2014/clothing" -o $R/control/clothing --seeds 3 --no-cold-start --methods $CTRL
+$DR benchmark -f orders -i "$DATA/uci_online_retail/online_retail.parquet" -o $R/control/uci_retail --seeds 3 --no-cold-start --methods $CTRL "${RETAIL[@]}"
+$DR benchmark -f amazon2014 -i "$DATA/amazon2014/cellphones" -o $R/cold_start/cellphones --seeds 1 --methods $COLD "${DAEMON[@]}"
+$DR benchmark -f amazon2014 -i "$DATA/amazon2014/clothing" -o $R/cold_start/clothing --seeds 1 --methods $COLD "${DAEMON[@]}"
+$DR benchmark -f amazon2014 -i "$DATA/amazon2014/cellphones" -o $R/ablations/cellphones --seeds 1 --no-cold-start --methods $ABL "${DAEMON[@]}"
+$DR benchmark -f amazon2014 -i "$DATA/amazon2014/clothing" -o $R/ablations/clothing --seeds 1 --no-cold-start --methods daemon_embedding,daemon_paper,daemon_no_similar "${DAEMON[@]}"
+echo "extras.sh: $((SECONDS - start)) s in all"
