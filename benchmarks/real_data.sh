@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The real-data benchmark (issue 3): every issue method on amazon2014 clothing, cellphones and UCI
-# retail, 3 seeds each, from the raw files (ingest and text features included). About 40 minutes
-# on 2 cores. Results land in benchmarks/results/<dataset>/.
+# retail, 3 seeds each, from the raw files (ingest and text features included). 2,052 s on
+# the idle 2-core machine. Results land in benchmarks/results/<dataset>/.
 # The graph-only control, the cold-start section and the DAEMON ablations are in
-# benchmarks/extras.sh (about 20 more minutes).
+# benchmarks/extras.sh.
 # Usage: bash benchmarks/real_data.sh [DATA_DIR]   (default ../shared/data)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -82,9 +82,9 @@ QUICK_MAX_TEST_EDGES = 5000
 QUICK_LARGE_PRODUCTS = 10_000
 QUICK_DAEMON = {"epochs": 8, "patience": 3}
 GNN_METHODS = ("graphsage", "lightgcn", "directed_gnn")
-# The benchmark's training budget for the GNN baselines: about what DAEMON gets (5 epochs via
-# benchmarks/real_data.sh, about 1.5 min on clothing), so the three datasets x 3 seeds fit in 45
-# minutes on 2 cores. Measured on clothing seed 0 (val MRR@10): LightGCN 0.240 after 8 epochs,
+# The benchmark's training budget for the GNN baselines (about 40 s per fit on clothing; DAEMON
+# gets 5 epochs via benchmarks/real_data.sh, about 1.5 min), so the three datasets x 3 seeds fit
+# in 45 minutes on 2 cores. Measured on clothing seed 0 (val MRR@10): LightGCN 0.240 after 8 epochs,
 # 0.267 after 20 (its default); DiGAE 0.104 vs 0.136; GraphSAGE 0.096 after 2 epochs, 0.104
 # after 6; DAEMON 0.236 after 5 epochs, 0.267 after 10. Early stopping reads 5,000 val edges.
 GNN_BUDGET = {"graphsage": {"epochs": 2, "max_val_edges": 5000},
@@ -97,14 +97,13 @@ COLD_METHODS = {"daemon": None, "daemon_embedding": None, "daemon_paper": None,
                 "popularity": None, "text_similarity": None, "graphsage": None,
                 "cooccurrence": "popularity", "cooccurrence_rerank": "popularity",
                 "lightgcn": "popularity", "directed_gnn": "popularity"}
-# dualrec's first stage is DAEMON as `dualrec train` makes it (the default TrainConfig), so
-# `daemon_embedding` is exactly that stage alone and the ablations vary it. 2-hop hard negatives
-# were measured for it (cellphones seed 0, reranker cross-fitted on halves of the val queries:
-# two-stage HR@10 / MRR@10 0.613 / 0.303 with 16 of them, 0.605 / 0.294 without; clothing 0.686 /
-# 0.382 vs 0.685 / 0.379) but cost DAEMON alone val MRR, so they stay off.
-STAGE_ONE_DAEMON: dict = {}
 DAEMON_ABLATIONS = {
-    "daemon_embedding": {},  # DAEMON alone: retrieval by s_u . t_v, no second stage
+    # DAEMON alone (retrieval by s_u . t_v), and dualrec's first stage: the default TrainConfig,
+    # as `dualrec train` makes it, so the ablations vary exactly that stage. 2-hop hard negatives
+    # were measured for the first stage (cellphones seed 0, reranker cross-fitted on halves of the
+    # val queries: two-stage HR@10 / MRR@10 0.613 / 0.303 with 16 of them, 0.605 / 0.294 without;
+    # clothing 0.686 / 0.382 vs 0.685 / 0.379) but cost DAEMON alone val MRR, so they stay off.
+    "daemon_embedding": {},
     "daemon_no_similar": {"use_similar": False, "sim_weight": 0.0},  # no co-view augmentation at all
     "daemon_no_asym": {"asym_weight": 0.0},
     "daemon_shared": {"dual": False},
@@ -127,7 +126,7 @@ class BenchContext:
     encoder: str
     daemon_config: dict = field(default_factory=dict)  # TrainConfig overrides for every DAEMON variant
     unseen: torch.Tensor | None = None  # cold-start run: products that do not exist at training time
-    cache: dict = field(default_factory=dict)  # models shared by methods of one seed (the co-occurrence fit)
+    cache: dict = field(default_factory=dict)  # models shared by methods of one seed (co-occurrence, DAEMON)
 
     @property
     def train_mask(self) -> torch.Tensor:
@@ -283,7 +282,7 @@ def _rerank_runner(with_daemon: bool) -> Runner:
         s = t = None
         info: dict = {"cooccurrence_seconds": round(secs, 3)}
         if with_daemon:
-            res = _train_daemon(ctx, STAGE_ONE_DAEMON)
+            res = _train_daemon(ctx, DAEMON_ABLATIONS["daemon_embedding"])  # shared: one training
             s, t, secs = res.source, res.target, secs + res.seconds
             info.update(best_epoch=res.best_epoch, epochs_run=len(res.history),
                         daemon_val_MRR_at_10=res.val_metrics.get("MRR@10"), daemon_seconds=round(res.seconds, 3))
