@@ -132,7 +132,8 @@ def main() -> None:
         wait_ready(base, proc)
         startup = time.time() - t0
         health = httpx.get(base + "/health").json()
-        print(f"server ready in {startup:.1f} s: {health['num_products']} products, index {health['index']['kind']}",
+        print(f"server ready in {startup:.1f} s: {health['num_products']} products, ranker {health.get('ranker')}, "
+              f"index {health['index']['kind']}",
               flush=True)
         res = asyncio.run(load(base, ids, a.clients, a.requests, a.warmup, a.k, a.seed))
     finally:
@@ -149,7 +150,8 @@ def main() -> None:
            "loadavg_at_start": load_before, "date": time.strftime("%Y-%m-%d %H:%M"),
            "server": "uvicorn, 1 worker process, FastAPI sync endpoints (thread pool), faiss 1 thread per search",
            "model": str(a.model) if a.model else f"demo: {a.products} products, hash features, {a.epochs} epochs",
-           "num_products": health["num_products"], "index": health["index"]["kind"],
+           "num_products": health["num_products"], "ranker": health.get("ranker", "daemon"),
+           "index": health["index"]["kind"],
            "clients": a.clients, "warmup_requests": a.warmup, "startup_seconds": round(startup, 1), **res}
     print(json.dumps(out, indent=2))
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -195,9 +195,11 @@ def test_end_to_end_ingest_train_evaluate_recommend(store, csv_source, tmp_path)
     r = invoke("train", ds, "--out", model, "--encoder", "hash", "--epochs", "3", "--quiet")
     assert r.exit_code == 0, (r.output, r.exception)
     assert "Traceback" not in r.output
-    assert "validation (best epoch" in r.stdout and f"model written to {model}" in r.stdout
-    for f in ("source.npy", "target.npy", "products.parquet", "best.pt", "model.json"):
+    assert "validation, DAEMON alone (best epoch" in r.stdout and f"model written to {model}" in r.stdout
+    assert "ranker: two-stage" in r.stdout
+    for f in ("source.npy", "target.npy", "products.parquet", "best.pt", "model.json", "rerank.pkl"):
         assert (model / f).exists(), f
+    assert json.loads((model / "model.json").read_text())["ranker"] == "two-stage"
     assert (ds / "features-hash.npy").exists()  # features were cached in the dataset folder
     src = np.load(model / "source.npy")
     assert src.shape[0] == store.num_products and np.isfinite(src).all()
@@ -206,10 +208,13 @@ def test_end_to_end_ingest_train_evaluate_recommend(store, csv_source, tmp_path)
     r = invoke("evaluate", model, "--json", metrics_path)
     assert r.exit_code == 0, (r.output, r.exception)
     assert "HitRate@10" in r.stdout and "MRR@10" in r.stdout
+    assert "test, two-stage" in r.stdout and "test, DAEMON alone" in r.stdout
     hr10 = float(next(ln for ln in r.stdout.splitlines() if "HitRate@10" in ln).split()[1])
     m = json.loads(metrics_path.read_text())
+    assert m["ranker"] == "two-stage"
     assert m["HitRate@10"] == pytest.approx(hr10, abs=1e-4)
     assert 0.0 <= m["MRR@10"] <= m["HitRate@10"] <= m["HitRate@20"] <= 1.0
+    assert 0.0 <= m["daemon_alone"]["MRR@10"] <= m["daemon_alone"]["HitRate@10"] <= 1.0
     from dualrec.pipeline import load_split
     from dualrec.split import TEST
 

@@ -7,6 +7,7 @@ import torch
 from dualrec.baselines import Cooccurrence
 from dualrec.benchmark import RowMemo, evaluate_method
 from dualrec.features import build_features
+from dualrec.graph import DualrecError
 from dualrec.rerank import CandidateReranker, RerankConfig, _rank_in_row
 from dualrec.split import TEST, TRAIN, VAL, cold_split, edge_split
 from dualrec.synthetic import make_store
@@ -34,6 +35,12 @@ def _reranker(setup, with_daemon=True, **cfg):
     return rr.fit(g.cp_src[split.mask(VAL)], g.cp_dst[split.mask(VAL)], log=lambda m: None)
 
 
+@pytest.fixture(scope="module")
+def small_rr(setup):
+    """A fitted reranker with 20 + 20 candidates, shared by the contract tests (they do not change it)."""
+    return _reranker(setup, n_daemon=20, n_graph=20)
+
+
 def test_rank_in_row_matches_brute_force():
     rng = np.random.default_rng(0)
     r = np.sort(rng.integers(0, 5, 60))
@@ -47,9 +54,9 @@ def test_rank_in_row_matches_brute_force():
             assert np.all(ranks[vals > vals[a]] < ranks[a])  # anything strictly better ranks before
 
 
-def test_candidates_outrank_the_rest_and_known_edges_are_not_candidates(setup):
+def test_candidates_outrank_the_rest_and_known_edges_are_not_candidates(setup, small_rr):
     g, x, split, cooc, res = setup
-    rr = _reranker(setup, n_daemon=20, n_graph=20)
+    rr = small_rr
     q = torch.unique(g.cp_src[split.mask(TEST)])[:50]
     scores = rr.score_fn(q)
     assert scores.shape == (50, g.num_products) and torch.isfinite(scores).all()
@@ -138,3 +145,63 @@ def test_row_memo_does_not_change_the_evaluation(setup):
     for d in (plain, cached):  # no pair function given: nan, which never compares equal
         assert np.isnan(d.pop("direction_accuracy"))
     assert cached == plain
+
+
+def test_save_load_gives_the_same_scores(setup, tmp_path, small_rr):
+    g, x, _, _, res = setup
+    rr = small_rr
+    rr.save(tmp_path / "rerank.pkl")
+    back = CandidateReranker.load(tmp_path / "rerank.pkl", res.source, res.target, x)
+    q = torch.arange(0, g.num_products, 97)
+    torch.testing.assert_close(back.score_fn(q), rr.score_fn(q), rtol=0, atol=0)
+    with pytest.raises(DualrecError, match="fitted with DAEMON"):
+        CandidateReranker.load(tmp_path / "rerank.pkl", None, None, x)
+    (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(DualrecError, match="cannot read the reranker"):
+        CandidateReranker.load(tmp_path / "junk.pkl", res.source, res.target, x)
+
+
+def test_known_first_puts_known_copurchases_on_top_and_keeps_the_rest(setup, small_rr):
+    """For a shop, the query's training out-neighbours come first (DAEMON's order among them);
+    every other product keeps its place from the evaluation order."""
+    g, _, split, _, res = setup
+    rr = small_rr
+    tm = split.mask(TRAIN)
+    q = torch.unique(g.cp_src[tm])[:40]
+    plain, shop = rr.score_fn(q), rr.score_fn(q, known_first=True)
+    for i, u in enumerate(q.tolist()):
+        known = g.cp_dst[tm][g.cp_src[tm] == u].unique()
+        rest = torch.ones(g.num_products, dtype=torch.bool)
+        rest[known] = False
+        assert shop[i, known].min() > shop[i, rest].max()
+        torch.testing.assert_close(shop[i, rest], plain[i, rest])
+        d = res.source[u] @ res.target[known].T
+        assert torch.equal(torch.argsort(shop[i, known], descending=True), torch.argsort(d, descending=True))
+
+
+def test_products_added_after_the_fit_are_ranked_by_daemon(setup, small_rr):
+    """After cold start the embeddings have more rows than the fitted catalogue: a new product as
+    query is ranked by DAEMON alone; an old query ranks the new products below its candidates,
+    in DAEMON's order, and its other scores do not change."""
+    g, _, _, _, res = setup
+    rr = small_rr
+    n = g.num_products
+    before = rr.score_fn(torch.tensor([3, 4]))
+    gen = torch.Generator().manual_seed(0)
+    s_new, t_new = torch.randn(5, res.source.shape[1], generator=gen), torch.randn(5, res.target.shape[1], generator=gen)
+    rr.s, rr.t = torch.cat([res.source, s_new]), torch.cat([res.target, t_new])
+    try:
+        got = rr.score_fn(torch.tensor([3, n + 1, 4]))
+        assert got.shape == (3, n + 5)
+        torch.testing.assert_close(got[1], s_new[1] @ rr.t.T)
+        # the old products keep their order (scores outside the candidates may shift by a constant)
+        assert torch.equal(got[[0, 2], :n].argsort(dim=1, stable=True), before.argsort(dim=1, stable=True))
+        new_part = got[[0, 2], n:]
+        z = before.topk(20, dim=1).values[:, -1]  # the lowest candidate (there are at least 20)
+        assert (new_part.max(1).values < z).all()
+        d = res.source[[3, 4]] @ t_new.T
+        assert torch.equal(new_part.argsort(1), d.argsort(1))
+        with pytest.raises(DualrecError, match="query rows"):
+            rr.score_fn(torch.tensor([n + 5]))
+    finally:
+        rr.s, rr.t = res.source, res.target

@@ -159,3 +159,125 @@ def test_load_non_model_folder_raises(tmp_path):
     with pytest.raises(DualrecError, match="not a trained dualrec model") as ei:
         Recommender.load(tmp_path)
     assert "target.npy" in str(ei.value) and "dualrec train" in str(ei.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained model folder with its second stage (what `dualrec train` writes by default)
+
+@pytest.fixture(scope="module")
+def two_stage(tmp_path_factory):
+    from dualrec.pipeline import train_dataset
+    from dualrec.synthetic import make_store
+    from dualrec.train import TrainConfig
+
+    root = tmp_path_factory.mktemp("two_stage")
+    g = make_store(n_products=500, seed=2)
+    g.save(root / "dataset")
+    train_dataset(root / "dataset", root / "model", TrainConfig(encoder="hash", epochs=3, seed=0),
+                  progress=False, log=lambda m: None)
+    return root, g
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_two_stage_model_recommends_reranked_candidates_known_first(two_stage):
+    from dualrec.pipeline import evaluate_model, load_split
+    from dualrec.split import TRAIN
+
+    root, g = two_stage
+    rec = Recommender.load(root / "model")
+    assert rec.ranker == "two-stage"
+    one = Recommender.load(root / "model", two_stage=False)
+    assert one.ranker == "daemon" and one.reranker is None
+    split = load_split(root / "model")
+    tm = split.labels == TRAIN
+    u = int(torch.bincount(g.cp_src[tm]).argmax())  # the product with most known co-purchases
+    known = set(g.ids[g.cp_dst[tm][g.cp_src[tm] == u].numpy()].tolist())
+    k = len(known) + 5
+    r = rec.recommend([g.ids[u]], k)[0]
+    assert set(r.ids[:len(known)]) == known  # what the shop logged comes first ...
+    assert len(r.ids) == k and g.ids[u] not in r.ids and len(set(r.ids)) == k
+    assert r.scores == sorted(r.scores, reverse=True)
+    # ... then the reranker's new candidates, exactly its score order
+    row = rec.reranker.score_fn(torch.tensor([u]), known_first=True)[0]
+    row[u] = -np.inf
+    assert r.ids == g.ids[row.topk(k).indices.numpy()].tolist()
+    # the one-stage recommender is DAEMON's cosine order
+    r1 = one.recommend([g.ids[u]], 5)[0]
+    assert r1.ids == [str(g.ids[i]) for i in brute_force(one, u, 5)]
+    m = evaluate_model(root / "model", "test", progress=False)
+    assert m["ranker"] == "two-stage" and set(m["daemon_alone"]) >= {"HitRate@10", "MRR@10"}
+
+
+def test_two_stage_after_add_products(two_stage, tmp_path):
+    """A product added after training: as a query it is ranked by DAEMON alone; for the others
+    it ranks below the reranked candidates (it has no purchase features until retraining)."""
+    from dualrec.coldstart import add_products
+
+    root, g = two_stage
+    mdir = _copy(root / "model", tmp_path / "model")
+    before = Recommender.load(mdir)
+    new = g.products.iloc[[0]].drop(columns=["role", "category_id"]).assign(id="NEW-1", title="new thing")
+    add_products(mdir, new)
+    after = Recommender.load(mdir)
+    assert after.ranker == "two-stage" and after.num_products == g.num_products + 1
+    r = after.recommend(["NEW-1"], 5)[0]
+    qi = after.num_products - 1
+    assert r.ids == [str(after.products["id"][i]) for i in brute_force(after, qi, 5)]
+    q = [str(i) for i in g.ids[:20]]
+    old, new_recs = before.recommend(q, 10), after.recommend(q, 10)
+    for a, b in zip(old, new_recs):
+        # the new product is never above a candidate, and nothing else moves (ids may swap only
+        # among equal scores: the boosted trees give ties, and top-k orders ties arbitrarily)
+        assert "NEW-1" not in b.ids and b.scores == a.scores
+
+
+def test_two_stage_is_served_and_exported(two_stage, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dualrec.serve.app import create_app
+    from dualrec.serve.export import export_recommendations
+
+    root, g = two_stage
+    client = TestClient(create_app(root / "model"))
+    assert client.get("/health").json()["ranker"] == "two-stage"
+    rec = Recommender.load(root / "model")
+    for pid in (str(g.ids[3]), str(g.ids[40])):
+        got = client.get(f"/products/{pid}/related", params={"k": 7}).json()
+        assert [x["id"] for x in got["results"]] == rec.recommend([pid], 7)[0].ids
+    batch = client.post("/related", json={"ids": [str(g.ids[3]), str(g.ids[40])], "k": 7}).json()
+    assert [x["id"] for x in batch["results"][1]["results"]] == rec.recommend([str(g.ids[40])], 7)[0].ids
+    rep = export_recommendations(root / "model", tmp_path / "recs.parquet", k=7, batch=64, progress=False)
+    assert rep["ranker"] == "two-stage" and rep["rows"] == 7 * g.num_products
+    recs = pd.read_parquet(tmp_path / "recs.parquet")
+    for pid in (str(g.ids[3]), str(g.ids[40])):
+        assert recs[recs["id"] == pid].sort_values("rank")["related_id"].tolist() == rec.recommend([pid], 7)[0].ids
+
+
+def test_two_stage_errors_and_retraining_without_it(two_stage, tmp_path):
+    import json
+    import shutil
+
+    from dualrec.pipeline import train_dataset
+    from dualrec.train import TrainConfig
+
+    root, g = two_stage
+    ds = _copy(root / "dataset", tmp_path / "dataset")
+    mdir = _copy(root / "model", tmp_path / "model")
+    info = json.loads((mdir / "model.json").read_text())
+    (mdir / "model.json").write_text(json.dumps({**info, "dataset": str(ds)}))
+    assert Recommender.load(mdir).ranker == "two-stage"
+    shutil.rmtree(ds)  # the second stage reads the dataset's text features: a clear error, not a crash
+    with pytest.raises(DualrecError, match="delete .*rerank.pkl"):
+        Recommender.load(mdir)
+    assert Recommender.load(mdir, two_stage=False).ranker == "daemon"
+    # retraining into the folder with rerank=False must not leave the old second stage behind
+    train_dataset(root / "dataset", mdir, TrainConfig(encoder="hash", epochs=1, seed=0), progress=False,
+                  log=lambda m: None, rerank=False)
+    assert not (mdir / "rerank.pkl").exists() and Recommender.load(mdir).ranker == "daemon"
+    assert json.loads((mdir / "model.json").read_text())["ranker"] == "daemon"

@@ -276,7 +276,7 @@ def _rerank_runner(with_daemon: bool) -> Runner:
 
     def run(ctx: BenchContext) -> Fitted:
         from dualrec.evaluate import pair_fn_from_score_fn
-        from dualrec.rerank import CandidateReranker, RerankConfig
+        from dualrec.rerank import fit_two_stage
 
         cooc, secs = _fit_cooccurrence(ctx)
         s = t = None
@@ -287,9 +287,8 @@ def _rerank_runner(with_daemon: bool) -> Runner:
             info.update(best_epoch=res.best_epoch, epochs_run=len(res.history),
                         daemon_val_MRR_at_10=res.val_metrics.get("MRR@10"), daemon_seconds=round(res.seconds, 3))
         t0 = time.perf_counter()
-        tm = ctx.train_mask
-        rr = CandidateReranker(cooc, s, t, ctx.x, ctx.graph.cp_src[tm], ctx.graph.cp_dst[tm],
-                               RerankConfig(seed=ctx.seed)).fit(*ctx.val, log=lambda m: None)
+        rr = fit_two_stage(ctx.graph, ctx.train_mask, *ctx.val, ctx.x, s, t, seed=ctx.seed, cooc=cooc,
+                           log=lambda m: None)
         secs += time.perf_counter() - t0
         info["reranker"] = rr.info_
         score_fn = RowMemo(rr.score_fn, ctx.graph.num_products)

@@ -106,9 +106,13 @@ def train(
     seed: int = typer.Option(None, help="random seed (split, init, sampling)"),
     resume: bool = typer.Option(False, help="continue from OUT/last.pt"),
     quiet: bool = typer.Option(False, help="no progress bars"),
+    rerank: bool = typer.Option(True, help="also fit the second stage (co-occurrence candidates + a "
+                                "LambdaMART reranker learned from the validation edges); "
+                                "--no-rerank ranks by DAEMON alone"),
 ):
-    """Train the DAEMON model; prints one line per epoch and the validation metrics."""
+    """Train the DAEMON model (and the second stage); prints one line per epoch and the validation metrics."""
     from dualrec.pipeline import train_dataset
+    from dualrec.rerank import RERANK_FILE
     from dualrec.train import TrainConfig
 
     def body():
@@ -125,9 +129,11 @@ def train(
             if v is not None:
                 d[k] = v
         cfg = TrainConfig.from_dict(d)
-        res = train_dataset(dataset, out, cfg, resume=resume, progress=not quiet)
-        _print_metrics(res.val_metrics, f"validation (best epoch {res.best_epoch}):")
-        typer.echo(f"model written to {out}")
+        res = train_dataset(dataset, out, cfg, resume=resume, progress=not quiet, rerank=rerank)
+        _print_metrics(res.val_metrics, f"validation, DAEMON alone (best epoch {res.best_epoch}):")
+        two = (out / RERANK_FILE).exists()
+        typer.echo(f"model written to {out} (ranker: {'two-stage' if two else 'DAEMON alone'}; "
+                   "`dualrec evaluate` gives its test metrics)")
 
     _run(body)
 
@@ -144,7 +150,10 @@ def evaluate(
 
     def body():
         m = evaluate_model(model, part, dataset)
-        _print_metrics(m, f"{part} ({m['num_queries']} held-out edges, all products ranked):")
+        _print_metrics(m, f"{part}, {m['ranker']} ({m['num_queries']} held-out edges, all products ranked):")
+        if "daemon_alone" in m:
+            note = " (the reranker learned from these edges: optimistic)" if part == "val" else ""
+            _print_metrics(m["daemon_alone"], f"{part}, DAEMON alone, the first stage{note}:")
         if json_out:
             json_out.write_text(json.dumps(m, indent=2))
 
@@ -160,12 +169,15 @@ def recommend(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     exclude_linked: bool = typer.Option(False, help="leave out products the query already links to "
                                         "(its co-purchase out-neighbours in the dataset)"),
+    two_stage: bool = typer.Option(True, "--two-stage/--one-stage",
+                                   help="rerank with the model's second stage when it has one (its known "
+                                   "co-purchases first); --one-stage ranks by DAEMON alone"),
 ):
     """Top-k related products for each given product id."""
     from dualrec.retrieval import Recommender, linked_products
 
     def body():
-        rec = Recommender.load(model)
+        rec = Recommender.load(model, two_stage=two_stage)
         exclude = linked_products(model, ids) if exclude_linked else None
         recs = rec.recommend(ids, k, exclude=exclude)
         if as_json:

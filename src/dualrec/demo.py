@@ -11,7 +11,8 @@ import typer
 from dualrec.baselines import Popularity
 from dualrec.evaluate import RankingEvaluator, direction_accuracy
 from dualrec.graph import ProductGraph
-from dualrec.pipeline import train_dataset
+from dualrec.pipeline import evaluate_model, train_dataset
+from dualrec.rerank import RERANK_FILE
 from dualrec.retrieval import Recommender
 from dualrec.split import TEST, TRAIN
 from dualrec.synthetic import make_store
@@ -45,8 +46,13 @@ def run_demo(out: Path, n_products: int = 5000, epochs: int = 30, seed: int = 0)
     role = graph.products["role"].to_numpy()
     m2a = torch.as_tensor((role[src.numpy()] == "main") & (role[dst.numpy()] == "accessory")) & one_way
     acc_m2a = direction_accuracy(lambda u, v: (res.source[u] * res.target[v]).sum(-1), src[m2a], dst[m2a])
+    rows = [("DAEMON", daemon), ("popularity", popm)]
+    two = None
+    if (out / "model" / RERANK_FILE).exists():  # dualrec's default: DAEMON + the second stage
+        two = evaluate_model(out / "model", "test", progress=False)
+        rows.insert(0, ("two-stage", two))
     echo(f"     {'method':<12}{'HR@5':>8}{'HR@10':>8}{'HR@20':>8}{'MRR@10':>8}{'dir-acc':>9}")
-    for name, m in (("DAEMON", daemon), ("popularity", popm)):
+    for name, m in rows:
         echo(f"     {name:<12}{m['HitRate@5']:8.4f}{m['HitRate@10']:8.4f}{m['HitRate@20']:8.4f}"
              f"{m['MRR@10']:8.4f}{m['direction_accuracy']:9.3f}")
     echo(f"     direction accuracy on main -> accessory test edges: {acc_m2a:.3f} ({int(m2a.sum())} edges)")
@@ -64,4 +70,4 @@ def run_demo(out: Path, n_products: int = 5000, epochs: int = 30, seed: int = 0)
         for i, (pid, sc) in enumerate(zip(rr.ids, rr.scores), 1):
             echo(f"        {i}. {pid} [{meta.loc[pid, 'role']:<9}] {sc:+.3f}  {meta.loc[pid, 'title']}")
     echo(f"model in {out / 'model'}; try: dualrec recommend {out / 'model'} {q}")
-    return {"daemon": daemon, "popularity": popm, "direction_accuracy_main_to_accessory": acc_m2a}
+    return {"daemon": daemon, "two_stage": two, "popularity": popm, "direction_accuracy_main_to_accessory": acc_m2a}

@@ -14,22 +14,43 @@ import torch
 
 from dualrec.features import feature_spec, load_or_build_features
 from dualrec.graph import DualrecError, ProductGraph
-from dualrec.split import TEST, VAL, EdgeSplit
+from dualrec.rerank import RERANK_FILE, fit_two_stage, load_model_reranker
+from dualrec.split import TEST, TRAIN, VAL, EdgeSplit
 from dualrec.train import TrainConfig, TrainResult, evaluate_embeddings, train
 
 
 def train_dataset(dataset_dir: str | Path, model_dir: str | Path, config: TrainConfig | None = None,
-                  resume: bool = False, progress: bool = True, log=print) -> TrainResult:
-    """Train on a dataset folder made by ``dualrec ingest`` and write a model folder."""
+                  resume: bool = False, progress: bool = True, log=print, rerank: bool = True) -> TrainResult:
+    """Train on a dataset folder made by ``dualrec ingest`` and write a model folder.
+
+    ``rerank`` (default) also fits the second stage (:mod:`dualrec.rerank`: co-occurrence
+    candidates and a LambdaMART pair model, learned from the validation edges) and writes it
+    as ``MODEL_DIR/rerank.pkl``; ``recommend``, ``evaluate`` and ``serve`` then use it.
+    """
     config = config or TrainConfig()
     graph = ProductGraph.load(dataset_dir)
     x = load_or_build_features(graph.products, dataset_dir, config.encoder, show_progress=progress)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / RERANK_FILE).unlink(missing_ok=True)  # a stale second stage must not outlive its model
     result = train(graph, x, config, model_dir, resume=resume, progress=progress, log=log)
     info = {"dataset": str(Path(dataset_dir).resolve()), "encoder": config.encoder,
             "num_products": graph.num_products, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "best_epoch": result.best_epoch, "train_seconds": result.seconds}
+            "best_epoch": result.best_epoch, "train_seconds": result.seconds, "ranker": "daemon"}
+    if rerank:
+        split = result.split
+        vm = split.mask(VAL)
+        t0 = time.time()
+        try:
+            rr = fit_two_stage(graph, split.mask(TRAIN), graph.cp_src[vm], graph.cp_dst[vm], x,
+                               result.source, result.target, seed=config.seed, log=log)
+        except DualrecError as e:  # e.g. too few validation edges on a toy graph: say so, keep DAEMON
+            log(f"second stage not fitted ({e}); recommendations rank by DAEMON alone")
+            info["rerank_error"] = str(e)
+        else:
+            rr.save(model_dir / RERANK_FILE)
+            info.update(ranker="two-stage", rerank_seconds=round(time.time() - t0, 3),
+                        rerank={k: v for k, v in rr.info_.items() if k != "features"})
     (model_dir / "model.json").write_text(json.dumps(info, indent=2))
     # How features were built: new products (cold start) are encoded the same way.
     (model_dir / "features.json").write_text(json.dumps(feature_spec(graph.products, config.encoder), indent=2))
@@ -62,4 +83,20 @@ def evaluate_model(model_dir: str | Path, part: str = "test", dataset_dir: str |
         raise DualrecError(f"the dataset at {dataset_dir} changed since this model was trained")
     s = torch.from_numpy(np.load(model_dir / "source.npy"))
     t = torch.from_numpy(np.load(model_dir / "target.npy"))
-    return evaluate_embeddings(graph, split, s, t, TEST if part == "test" else VAL, show_progress=progress)
+    # Products added since training (cold start) have no held-out edges: rank the trained ones.
+    n = graph.num_products
+    s, t = s[:n], t[:n]
+    p = TEST if part == "test" else VAL
+    rr = load_model_reranker(model_dir, s, t, progress=progress)
+    if rr is None:
+        return evaluate_embeddings(graph, split, s, t, p, show_progress=progress) | {"ranker": "daemon"}
+    from dualrec.benchmark import RowMemo, evaluate_method
+    from dualrec.evaluate import pair_fn_from_score_fn
+
+    score_fn = RowMemo(rr.score_fn, n)  # direction accuracy reads the same rows again
+    out = evaluate_method(graph, split, score_fn, pair_fn_from_score_fn(score_fn, n), p)
+    out["ranker"] = "two-stage"
+    # the first stage alone, for comparison (on VAL the reranker was fitted: optimistic there)
+    out["daemon_alone"] = {k: v for k, v in evaluate_embeddings(graph, split, s, t, p).items()
+                           if k.startswith(("HitRate", "MRR"))}
+    return out

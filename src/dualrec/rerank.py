@@ -26,7 +26,9 @@ the DAEMON candidates and features, so the gain DAEMON brings is measured, not a
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,6 +36,11 @@ import torch
 
 from dualrec.baselines.cooccurrence import KINDS, Cooccurrence
 from dualrec.graph import DualrecError
+
+#: version of the file :meth:`CandidateReranker.save` writes
+RERANK_FORMAT = 1
+#: the second stage's file in a model folder (written by ``dualrec train``)
+RERANK_FILE = "rerank.pkl"
 
 
 @dataclass
@@ -109,9 +116,12 @@ class CandidateReranker:
         Gm = G.masked_fill(exclude, -math.inf)
         cand = torch.zeros(Q, n, dtype=torch.bool)
         cand.scatter_(1, Gm.topk(min(cfg.n_graph, n - 1), dim=1).indices, True)
-        D = Dm = None
+        D = Dm = base = None
         if self.s is not None:
-            D = self.s[torch.from_numpy(q)] @ self.t.T
+            # Products added after the fit (cold start) are columns n.. of the embeddings: they
+            # are never candidates (no graph features), but keep DAEMON's order in the base rows.
+            base = self.s[torch.from_numpy(q)] @ self.t.T
+            D = base[:, :n]
             Dm = D.masked_fill(exclude, -math.inf)
             cand.scatter_(1, Dm.topk(min(cfg.n_daemon, n - 1), dim=1).indices, True)
         cand &= ~exclude
@@ -139,10 +149,11 @@ class CandidateReranker:
             d = D[rt, ct].numpy()
             feats += [d, np.log1p(_rank_in_row(r, d)), d - Dm.max(1).values.numpy()[r]]
             # the other roles of the dual embeddings: v -> u (direction), and u, v as substitutes
-            feats += [(self.t[tq] @ self.s.T)[rt, ct].numpy(), (self.t[tq] @ self.t.T)[rt, ct].numpy(),
-                      (self.s[tq] @ self.s.T)[rt, ct].numpy()]
+            s, t = self.s[:n], self.t[:n]
+            feats += [(t[tq] @ s.T)[rt, ct].numpy(), (t[tq] @ t.T)[rt, ct].numpy(),
+                      (s[tq] @ s.T)[rt, ct].numpy()]
         F = np.stack([np.asarray(f, dtype=np.float32) for f in feats], 1)
-        return r, c, F, (G if D is None else D)
+        return r, c, F, (G if base is None else base)
 
     # ------------------------------------------------------------------ fit
     def fit(self, val_src: torch.Tensor, val_dst: torch.Tensor, log=print) -> "CandidateReranker":
@@ -201,7 +212,6 @@ class CandidateReranker:
             self.model = lgb.train(params, train, cfg.max_iter, valid_sets=[valid],
                                    callbacks=[lgb.early_stopping(20, verbose=False)])
             self.info_["iterations"] = int(self.model.best_iteration)
-            self._predict = lambda F: self.model.predict(F, num_iteration=self.model.best_iteration)
         else:
             from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -210,24 +220,44 @@ class CandidateReranker:
                 early_stopping=True, validation_fraction=0.1, n_iter_no_change=20, random_state=cfg.seed)
             self.model.fit(X, y)
             self.info_["iterations"] = int(self.model.n_iter_)
-            self._predict = self.model.decision_function
+
+    def _predict(self, F: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise DualrecError("the reranker is not fitted; call fit() first")
+        if hasattr(self.model, "decision_function"):  # scikit-learn (objective="binary")
+            return self.model.decision_function(F)
+        return self.model.predict(F, num_iteration=self.model.best_iteration)
 
     # ------------------------------------------------------------------ scoring
     def _rows_per_chunk(self) -> int:
         """A chunk holds about a dozen dense (rows x N) arrays: bound the rows by ``chunk_elems``."""
         return max(1, min(self.cfg.chunk, self.cfg.chunk_elems // max(1, self.n)))
 
-    def score_fn(self, query: torch.Tensor) -> torch.Tensor:
+    @property
+    def num_products(self) -> int:
+        """Products scored: the fitted catalogue plus any added since (rows of the embeddings)."""
+        return self.n if self.t is None else self.t.shape[0]
+
+    def score_fn(self, query: torch.Tensor, known_first: bool = False) -> torch.Tensor:
         """Scores ``(Q, N)``: candidates by the pair model, above the rest in the base order.
 
         A query with no training edge and no co-view pair (a new product) has no graph
         features; the pair model was fitted on products that have them, so such a query is
         ranked by DAEMON alone (measured on cellphones cold queries: HR@10 0.044 through the
-        pair model, 0.072 by DAEMON).
+        pair model, 0.072 by DAEMON). So is a product added after the fit (row ``>= n``).
+
+        ``known_first``: the query's known co-purchases (training out-neighbours) are never
+        candidates, since the model learns to find *new* edges. The evaluation excludes them;
+        a shop shows them, so with this flag they are ranked above every candidate, in
+        DAEMON's (or co-occurrence's) order.
         """
         q = query.cpu().numpy().astype(np.int64)
-        out = torch.empty(q.size, self.n)
-        isolated = (self.log_in[q] == 0) & (self.log_out[q] == 0) & (self.log_sim[q] == 0)
+        n_all = self.num_products
+        if q.size and (q.min() < 0 or q.max() >= n_all):
+            raise DualrecError(f"query rows must be in 0..{n_all - 1}")
+        out = torch.empty(q.size, n_all)
+        qc = np.minimum(q, self.n - 1)  # rows >= n are isolated by definition (masked just below)
+        isolated = (q >= self.n) | ((self.log_in[qc] == 0) & (self.log_out[qc] == 0) & (self.log_sim[qc] == 0))
         pos = None
         if self.s is not None and isolated.any():
             iso = np.nonzero(isolated)[0]
@@ -244,8 +274,124 @@ class CandidateReranker:
             zmin = torch.zeros(qq.size).scatter_reduce(0, rt, z, "amin")
             block = base - base.max(1, keepdim=True).values + zmin[:, None] - 1.0
             block[rt, ct] = z
+            if known_first:
+                kq = self.known[qq]
+                kr = torch.from_numpy(np.repeat(np.arange(qq.size), np.diff(kq.indptr)))
+                kc = torch.from_numpy(kq.indices.astype(np.int64))
+                if kc.numel():
+                    zmax = torch.zeros(qq.size).scatter_reduce(0, rt, z, "amax")
+                    kb = base[kr, kc]
+                    kmin = torch.full((qq.size,), math.inf).scatter_reduce(0, kr, kb, "amin")
+                    block[kr, kc] = kb - kmin[kr] + zmax[kr] + 1.0
             out[slice(a, a + qq.size) if pos is None else pos[a:a + qq.size]] = block
         return out
+
+    def top_k(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, indexes), each (Q, min(k, N - 1)): what a shop shows for query ``rows``:
+        known co-purchases first, then the reranked candidates; never the query itself."""
+        kk = min(k, self.num_products - 1)
+        if kk <= 0:
+            return np.zeros((len(rows), 0), np.float32), np.zeros((len(rows), 0), np.int64)
+        q = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        sc = self.score_fn(q, known_first=True)
+        sc[torch.arange(q.numel()), q] = -math.inf
+        top = sc.topk(kk, dim=1)
+        return top.values.numpy(), top.indices.numpy()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Write the fitted reranker (co-occurrence matrices, pair model, config) to ``path``.
+
+        The embeddings and text features are not stored: they live in the model folder and the
+        dataset's feature cache, and :meth:`load` takes them back.
+        """
+        if self.model is None:
+            raise DualrecError("the reranker is not fitted; call fit() first")
+        state = {k: v for k, v in self.__dict__.items() if k not in ("s", "t", "x")}
+        state["format"] = RERANK_FORMAT
+        state["has_daemon"] = self.s is not None
+        state["has_text"] = self.x is not None
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)  # atomic: a reader never sees half a file
+
+    @classmethod
+    def load(cls, path: str | Path, source: torch.Tensor | None, target: torch.Tensor | None,
+             x: torch.Tensor | None) -> "CandidateReranker":
+        """A reranker written by :meth:`save`, with its embeddings (which may have gained rows
+        for products added since, see :mod:`dualrec.coldstart`) and text features."""
+        try:
+            with open(path, "rb") as f:
+                state = pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as e:
+            raise DualrecError(f"cannot read the reranker {path}: {e}") from e
+        if not isinstance(state, dict) or state.get("format") != RERANK_FORMAT:
+            raise DualrecError(f"{path} is not a reranker of this dualrec version (format {RERANK_FORMAT}); "
+                               "train the model again")
+        n = state["n"]
+        if state["has_daemon"] != (source is not None):
+            raise DualrecError(f"{path} was fitted {'with' if state['has_daemon'] else 'without'} DAEMON embeddings")
+        if source is not None and (source.shape != target.shape or source.shape[0] < n):
+            raise DualrecError(f"{path} covers {n} products; the embeddings have {source.shape[0]} rows")
+        if state["has_text"] and (x is None or x.shape[0] < n):
+            raise DualrecError(f"{path} needs the text features of its {n} products")
+        rr = cls.__new__(cls)
+        rr.__dict__.update({k: v for k, v in state.items() if k not in ("format", "has_daemon", "has_text")})
+        rr.s = None if source is None else source.detach().float()
+        rr.t = None if target is None else target.detach().float()
+        rr.x = (torch.nn.functional.normalize(torch.as_tensor(x[:n]).float(), dim=1)
+                if state["has_text"] else None)
+        return rr
+
+
+def fit_two_stage(graph, train_mask: torch.Tensor, val_src: torch.Tensor, val_dst: torch.Tensor,
+                  x: torch.Tensor | None, source: torch.Tensor | None, target: torch.Tensor | None,
+                  seed: int = 0, cooc: Cooccurrence | None = None, config: RerankConfig | None = None,
+                  log=print) -> CandidateReranker:
+    """Fit dualrec's second stage on a graph's training edges and validation edges.
+
+    Co-occurrence is fitted on the training co-purchase edges (and every co-view pair) and tuned
+    on the validation edges, unless a fitted ``cooc`` is given; then the reranker learns from the
+    same validation edges. ``source``/``target`` ``None`` gives the graph-only control.
+    """
+    if cooc is None:
+        cooc = Cooccurrence(seed=seed).fit(graph, train_mask, val=(val_src, val_dst))
+    cfg = config or RerankConfig(seed=seed)
+    rr = CandidateReranker(cooc, source, target, x, graph.cp_src[train_mask], graph.cp_dst[train_mask], cfg)
+    return rr.fit(val_src, val_dst, log=log)
+
+
+def load_model_reranker(model_dir: str | Path, source: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
+                        progress: bool = False) -> CandidateReranker | None:
+    """The second stage of a model folder (``MODEL_DIR/rerank.pkl``), or ``None`` if it has none.
+
+    Its text features come from the dataset the model was trained on (``model.json``), from the
+    feature cache ``dualrec train`` left there.
+    """
+    import json
+
+    from dualrec.features import load_or_build_features
+    from dualrec.graph import ProductGraph
+
+    d = Path(model_dir)
+    p = d / RERANK_FILE
+    if not p.exists():
+        return None
+    try:
+        info = json.loads((d / "model.json").read_text())
+        encoder = json.loads((d / "features.json").read_text())["encoder"]
+        dataset = info["dataset"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DualrecError(f"{d} has a reranker but no readable model.json/features.json ({e}); "
+                           "train the model again") from e
+    if not Path(dataset).is_dir():
+        raise DualrecError(f"the reranker of {d} reads the text features of its dataset, {dataset}, which is "
+                           f"gone; restore it, or delete {p} to rank by DAEMON alone")
+    products = ProductGraph.load(dataset).products
+    x = load_or_build_features(products, dataset, encoder, show_progress=progress)
+    return CandidateReranker.load(p, torch.as_tensor(source), torch.as_tensor(target), x)
 
 
 def _rank_in_row(r: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -261,4 +407,4 @@ def _rank_in_row(r: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["CandidateReranker", "RerankConfig"]
+__all__ = ["CandidateReranker", "RerankConfig", "RERANK_FILE", "RERANK_FORMAT", "fit_two_stage", "load_model_reranker"]

@@ -1,7 +1,10 @@
-"""Top-k related products: the k nearest target embeddings to a query's source embedding.
+"""Top-k related products: the k nearest target embeddings to a query's source embedding,
+reranked by the second stage when the model folder has one.
 
 :class:`Recommender` is exact (a chunked matrix product + ``topk``), so a batch of queries
-against 1M products never materialises more than ``chunk_elems`` scores at once.
+against 1M products never materialises more than ``chunk_elems`` scores at once. With a
+second stage (``MODEL_DIR/rerank.pkl``, see :mod:`dualrec.rerank`) each query's DAEMON and
+co-occurrence candidates are reranked by the pair model; its known co-purchases come first.
 """
 
 from __future__ import annotations
@@ -32,23 +35,31 @@ class Recommender:
         products: DataFrame with an ``id`` column, row-aligned with the embeddings.
         source, target: (N, d) float tensors (normalised by the model, so scores are cosines).
         chunk_elems: at most this many scores are held in memory at once.
+        reranker: the model's second stage (:class:`~dualrec.rerank.CandidateReranker`), or
+            ``None`` to rank by DAEMON alone. Its scores are the pair model's, not cosines.
     """
 
     def __init__(self, products: pd.DataFrame, source: torch.Tensor, target: torch.Tensor,
-                 chunk_elems: int = 2**24):
+                 chunk_elems: int = 2**24, reranker=None):
         if source.shape != target.shape or source.shape[0] != len(products):
             raise DualrecError("source/target embeddings and products do not line up")
         self.products = products.reset_index(drop=True)
         self.source, self.target = source.float(), target.float()
         self.chunk_elems = chunk_elems
+        self.reranker = reranker
         self._index = pd.Index(self.products["id"].astype(str))
+
+    @property
+    def ranker(self) -> str:
+        return "daemon" if self.reranker is None else "two-stage"
 
     @property
     def num_products(self) -> int:
         return len(self.products)
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "Recommender":
+    def load(cls, model_dir: str | Path, two_stage: bool = True) -> "Recommender":
+        """The model folder's recommender; ``two_stage=False`` ignores its second stage."""
         d = Path(model_dir)
         need = ["source.npy", "target.npy", "products.parquet"]
         if not d.is_dir():
@@ -57,8 +68,13 @@ class Recommender:
         if missing:
             raise DualrecError(f"{d} is not a trained dualrec model (missing {', '.join(missing)}); "
                                "train one with `dualrec train`")
-        return cls(pd.read_parquet(d / "products.parquet"), torch.from_numpy(np.load(d / "source.npy")),
-                   torch.from_numpy(np.load(d / "target.npy")))
+        source, target = torch.from_numpy(np.load(d / "source.npy")), torch.from_numpy(np.load(d / "target.npy"))
+        reranker = None
+        if two_stage:
+            from dualrec.rerank import load_model_reranker
+
+            reranker = load_model_reranker(d, source, target)
+        return cls(pd.read_parquet(d / "products.parquet"), source, target, reranker=reranker)
 
     def index_of(self, ids: Sequence[str]) -> torch.Tensor:
         ids = [str(i) for i in ids]
@@ -83,7 +99,10 @@ class Recommender:
         out_s, out_i = [], []
         for lo in range(0, query.numel(), rows):
             q = query[lo:lo + rows]
-            scores = self.source[q] @ self.target.T
+            if self.reranker is None:
+                scores = self.source[q] @ self.target.T
+            else:
+                scores = self.reranker.score_fn(q, known_first=True)
             scores[torch.arange(q.numel()), q] = float("-inf")
             if exclude is not None:
                 ex = exclude[lo:lo + rows]

@@ -3,7 +3,9 @@
 Endpoints (k and limit are 1..1000; an unknown id is a 404 that names it; a malformed body or
 parameter is a 422; any :class:`~dualrec.graph.DualrecError` is a 400):
 
-    GET  /products/{id}/related?k=10   top-k recommended products (ids, scores, metadata)
+    GET  /products/{id}/related?k=10   top-k recommended products (ids, scores, metadata): the second
+                                       stage's reranked candidates when the model has one
+                                       (known co-purchases first), else the index's top-k
     POST /related                      {"ids": [...], "k": 10} -> one result list per id
     GET  /products/{id}                the product's catalogue row
     GET  /products/{id}/incoming?k=10  products that recommend it (top sources by s_u . t_id)
@@ -105,6 +107,7 @@ class HealthResponse(BaseModel):
     model_version: str
     num_products: int
     dim: int
+    ranker: str = Field("daemon", description="'two-stage' (reranked candidates) or 'daemon' (the index's top-k)")
     index: IndexInfo
 
 

@@ -1,10 +1,12 @@
 """Bulk export: every product's top-k related products to one Parquet file.
 
 Columns ``id`` (query product), ``rank`` (1 = best), ``related_id``, ``score``. Queries go
-through the model's retrieval index (``MODEL_DIR/index`` when present, else exact) in chunks of
-``batch`` products, each chunk written as its own row group, so memory stays bounded by the
-chunk (about ``batch x (k + 1)`` results) plus the embeddings. The file is written under a
-temporary name and renamed into place when complete.
+through the model's second stage when it has one (``MODEL_DIR/rerank.pkl``: the same lists as
+``dualrec recommend`` and ``serve``), else its retrieval index (``MODEL_DIR/index`` when
+present, else exact), in chunks of ``batch`` products, each chunk written as its own row group,
+so memory stays bounded by the chunk plus the embeddings. (The second stage scores a chunk
+densely, so its chunks are cut to about 16M scores.) The file is written under a temporary
+name and renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tqdm import tqdm
 
 from dualrec.graph import DualrecError
 from dualrec.index import load_embeddings, load_model_index
+from dualrec.rerank import load_model_reranker
 
 __all__ = ["export_recommendations", "SCHEMA"]
 
@@ -42,6 +45,9 @@ def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, 
     if len(ids) != len(target):
         raise DualrecError(f"{model_dir}: {len(ids)} products but {len(target)} embeddings")
     index = load_model_index(model_dir, source, target, log=log)
+    reranker = load_model_reranker(model_dir, source, target)
+    if reranker is not None:
+        batch = max(1, min(batch, (1 << 24) // max(1, len(ids))))
     ids_pa = pa.array(ids.to_numpy(dtype=object), type=pa.string())
     n = len(ids)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +59,10 @@ def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, 
                 tqdm(total=n, desc="export", unit="product", disable=not progress) as bar:
             for lo in range(0, n, batch):
                 q = np.arange(lo, min(n, lo + batch), dtype=np.int64)
-                scores, idx = index.recommend(q, k)
+                if reranker is None:
+                    scores, idx = index.recommend(q, k)
+                else:
+                    scores, idx = reranker.top_k(q, k)
                 kk = idx.shape[1]
                 valid = (idx >= 0).ravel()
                 qi = np.repeat(q, kk)[valid]
@@ -69,5 +78,7 @@ def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {"out": str(out), "products": n, "k": int(kk), "rows": int(rows_written), "index": index.kind,
+    return {"out": str(out), "products": n, "k": int(kk), "rows": int(rows_written),
+            "ranker": "daemon" if reranker is None else "two-stage", "index": index.kind,
             "index_recall_at_10": index.recall_at_10, "seconds": round(time.time() - t0, 2)}
+

@@ -72,7 +72,7 @@ class RecommenderService:
     """Answers queries about one model folder; build with :meth:`load`."""
 
     def __init__(self, model_dir: Path, products: pd.DataFrame, source: np.ndarray, target: np.ndarray,
-                 index: RetrievalIndex, info: dict | None = None):
+                 index: RetrievalIndex, info: dict | None = None, reranker=None):
         if source.shape != target.shape or len(products) != len(target):
             raise DualrecError(f"{model_dir}: products ({len(products)}), source {source.shape} and "
                                f"target {target.shape} do not line up")
@@ -81,6 +81,9 @@ class RecommenderService:
         self.model_dir = Path(model_dir)
         self.products = products.reset_index(drop=True)
         self.source, self.target, self.index = source, target, index
+        # The second stage (dualrec.rerank), when the model folder has one: related products are
+        # its reranked candidates (known co-purchases first); without it, the index's top-k.
+        self.reranker = reranker
         self.info = dict(info or {})
         ids = self.products["id"].astype(str)
         self.ids = ids.to_numpy(dtype=object)
@@ -114,7 +117,10 @@ class RecommenderService:
             except json.JSONDecodeError:
                 info = {}
         index = load_model_index(d, source, target, log=log)
-        return cls(d, products, source, target, index, info)
+        from dualrec.rerank import load_model_reranker
+
+        reranker = load_model_reranker(d, source, target)
+        return cls(d, products, source, target, index, info, reranker)
 
     # -- properties --------------------------------------------------------------------------------
     @property
@@ -172,7 +178,10 @@ class RecommenderService:
         if len(ids) == 0:
             raise DualrecError("ids must not be empty")
         rows = self.rows(ids)
-        scores, idx = self.index.recommend(rows, k)
+        if self.reranker is None:
+            scores, idx = self.index.recommend(rows, k)
+        else:
+            scores, idx = self.reranker.top_k(rows, k)
         results = [{"id": self.ids[r], "k": k, "results": self._results(s, i)}
                    for r, s, i in zip(rows.tolist(), scores, idx)]
         return {"k": k, "model_version": self.model_version, "results": results}
@@ -231,6 +240,7 @@ class RecommenderService:
         ix = self.index
         return {"status": "ok", "model_dir": str(self.model_dir), "model_version": self.model_version,
                 "loaded_at": self.loaded_at, "num_products": self.num_products, "dim": int(self.target.shape[1]),
+                "ranker": "daemon" if self.reranker is None else "two-stage",
                 "index": {"kind": ix.kind, "params": jsonable(ix.params), "n": ix.n,
                           "recall_at_10": jsonable(ix.recall_at_10),
                           "stored": not ix.meta.get("in_memory", False),
