@@ -4,7 +4,7 @@
 # model without rerank.pkl). DAEMON gets the benchmark's budget (5 epochs) so the numbers line
 # up with benchmarks/results/clothing/ seed 0.
 # Usage: bash benchmarks/cli_clothing.sh [DATA_DIR] [WORK_DIR]   (defaults ../shared/data, a temp dir)
-# Writes benchmarks/results/cli_clothing/{model.json,evaluate.json,serve_load_*.json,log.txt}.
+# Writes benchmarks/results/cli_clothing/{model.json,evaluate.json,serve_load_*.json,query_latency.json,log.txt}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
@@ -29,6 +29,7 @@ $PY benchmarks/serve_load.py --model "$WORK/model" --clients 8 --requests 1000 -
 cp -r "$WORK/model" "$WORK/model_one_stage" && rm "$WORK/model_one_stage/rerank.pkl"
 $PY benchmarks/serve_load.py --model "$WORK/model_one_stage" --clients 8 --requests 1000 --warmup 50 \
   --out "$OUT/serve_load_one_stage.json" | tail -1
+$PY benchmarks/query_latency.py "$WORK/model" --out "$OUT/query_latency.json"
 cp "$WORK/model/model.json" "$OUT/model.json"
 echo "cli_clothing.sh: $((SECONDS - start)) s in all"
 } 2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$\|it\]$" | tee "$OUT/log.txt"

@@ -205,3 +205,18 @@ def test_products_added_after_the_fit_are_ranked_by_daemon(setup, small_rr):
             rr.score_fn(torch.tensor([n + 5]))
     finally:
         rr.s, rr.t = res.source, res.target
+
+
+def test_top_k_is_the_same_in_small_chunks(setup, small_rr):
+    g = setup[0]
+    rows = np.arange(0, g.num_products, 37)
+    want = small_rr.top_k(rows, 10)
+    old = small_rr.cfg.chunk_elems
+    small_rr.cfg.chunk_elems = 3 * g.num_products  # three rows per dense block
+    try:
+        got = small_rr.top_k(rows, 10)
+    finally:
+        small_rr.cfg.chunk_elems = old
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-5)  # matmuls of other shapes: float noise
+    assert want[1].shape == (rows.size, 10) and not (want[1] == rows[:, None]).any()

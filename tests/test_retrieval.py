@@ -197,7 +197,9 @@ def test_two_stage_model_recommends_reranked_candidates_known_first(two_stage):
     split = load_split(root / "model")
     tm = split.labels == TRAIN
     u = int(torch.bincount(g.cp_src[tm]).argmax())  # the product with most known co-purchases
-    known = set(g.ids[g.cp_dst[tm][g.cp_src[tm] == u].numpy()].tolist())
+    # every logged co-purchase of u comes first: training ones and those held out for val/test
+    known = set(g.ids[g.cp_dst[g.cp_src == u].numpy()].tolist())
+    assert len(known) > int((g.cp_src[tm] == u).sum())
     k = len(known) + 5
     r = rec.recommend([g.ids[u]], k)[0]
     assert set(r.ids[:len(known)]) == known  # what the shop logged comes first ...
@@ -264,6 +266,7 @@ def test_two_stage_errors_and_retraining_without_it(two_stage, tmp_path):
     import shutil
 
     from dualrec.pipeline import train_dataset
+    from dualrec.synthetic import make_store
     from dualrec.train import TrainConfig
 
     root, g = two_stage
@@ -272,6 +275,12 @@ def test_two_stage_errors_and_retraining_without_it(two_stage, tmp_path):
     info = json.loads((mdir / "model.json").read_text())
     (mdir / "model.json").write_text(json.dumps({**info, "dataset": str(ds)}))
     assert Recommender.load(mdir).ranker == "two-stage"
+    other = tmp_path / "other"
+    make_store(n_products=520, seed=5).save(other)  # another catalogue
+    (mdir / "model.json").write_text(json.dumps({**info, "dataset": str(other)}))
+    with pytest.raises(DualrecError, match="not the one the model .* was trained on"):
+        Recommender.load(mdir)
+    (mdir / "model.json").write_text(json.dumps({**info, "dataset": str(ds)}))
     shutil.rmtree(ds)  # the second stage reads the dataset's text features: a clear error, not a crash
     with pytest.raises(DualrecError, match="delete .*rerank.pkl"):
         Recommender.load(mdir)
@@ -281,3 +290,29 @@ def test_two_stage_errors_and_retraining_without_it(two_stage, tmp_path):
                   log=lambda m: None, rerank=False)
     assert not (mdir / "rerank.pkl").exists() and Recommender.load(mdir).ranker == "daemon"
     assert json.loads((mdir / "model.json").read_text())["ranker"] == "daemon"
+
+
+def test_a_failed_second_stage_keeps_a_complete_daemon_model(tmp_path, monkeypatch):
+    """If the second stage cannot be fitted (too few validation edges, or anything unexpected),
+    train says so and still writes a complete one-stage model folder."""
+    import json
+
+    import dualrec.pipeline
+    from dualrec.pipeline import train_dataset
+    from dualrec.synthetic import make_store
+    from dualrec.train import TrainConfig
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(dualrec.pipeline, "fit_two_stage", boom)
+    make_store(n_products=60, seed=0).save(tmp_path / "dataset")
+    logs = []
+    train_dataset(tmp_path / "dataset", tmp_path / "model", TrainConfig(encoder="hash", epochs=1, seed=0),
+                  progress=False, log=logs.append)
+    info = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert info["ranker"] == "daemon" and info["rerank_error"] == "RuntimeError: simulated failure"
+    assert any("second stage not fitted" in m for m in logs)
+    assert not (tmp_path / "model" / "rerank.pkl").exists()
+    assert (tmp_path / "model" / "features.json").exists()
+    assert Recommender.load(tmp_path / "model").ranker == "daemon"

@@ -314,7 +314,8 @@ def export(
     batch: int = typer.Option(4096, min=1, help="products per chunk (bounds memory)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ):
-    """Every product's top-k related products to one Parquet file, via the model's index."""
+    """Every product's top-k related products to one Parquet file (the second stage's lists when
+    the model has one, else the retrieval index's)."""
     from dualrec.serve.export import export_recommendations
 
     def body():

@@ -44,9 +44,11 @@ def train_dataset(dataset_dir: str | Path, model_dir: str | Path, config: TrainC
         try:
             rr = fit_two_stage(graph, split.mask(TRAIN), graph.cp_src[vm], graph.cp_dst[vm], x,
                                result.source, result.target, seed=config.seed, log=log)
-        except DualrecError as e:  # e.g. too few validation edges on a toy graph: say so, keep DAEMON
-            log(f"second stage not fitted ({e}); recommendations rank by DAEMON alone")
-            info["rerank_error"] = str(e)
+        except Exception as e:  # e.g. too few validation edges on a toy graph: say so, keep DAEMON
+            # (DAEMON is already written; the folder must still get model.json / features.json)
+            msg = str(e) if isinstance(e, DualrecError) else f"{type(e).__name__}: {e}"
+            log(f"second stage not fitted ({msg}); recommendations rank by DAEMON alone")
+            info["rerank_error"] = msg
         else:
             rr.save(model_dir / RERANK_FILE)
             info.update(ranker="two-stage", rerank_seconds=round(time.time() - t0, 3),
@@ -87,7 +89,7 @@ def evaluate_model(model_dir: str | Path, part: str = "test", dataset_dir: str |
     n = graph.num_products
     s, t = s[:n], t[:n]
     p = TEST if part == "test" else VAL
-    rr = load_model_reranker(model_dir, s, t, progress=progress)
+    rr = load_model_reranker(model_dir, s, t, progress=progress, dataset_dir=dataset_dir)
     if rr is None:
         return evaluate_embeddings(graph, split, s, t, p, show_progress=progress) | {"ranker": "daemon"}
     from dualrec.benchmark import RowMemo, evaluate_method

@@ -86,6 +86,7 @@ class CandidateReranker:
         self.kinds = [k for k in KINDS if k != "cf3" or cooc._cf3_ok]
         self.model = None
         self.info_: dict = {}
+        self.shown = None  # logged co-purchases put first by score_fn(known_first=True); None: `known`
 
     # ------------------------------------------------------------------ features
     @property
@@ -159,6 +160,9 @@ class CandidateReranker:
     def fit(self, val_src: torch.Tensor, val_dst: torch.Tensor, log=print) -> "CandidateReranker":
         cfg, n = self.cfg, self.n
         vs, vd = val_src.numpy(), val_dst.numpy()
+        if vs.size == 0:
+            raise DualrecError("the reranker needs validation edges to learn from; the split has none "
+                               "(the graph is too small)")
         pos = sp.csr_matrix((np.ones(vs.size, dtype=bool), (vs, vd)), shape=(n, n))
         uq = np.unique(vs)
         rng = np.random.default_rng(cfg.seed)
@@ -243,13 +247,16 @@ class CandidateReranker:
 
         A query with no training edge and no co-view pair (a new product) has no graph
         features; the pair model was fitted on products that have them, so such a query is
-        ranked by DAEMON alone (measured on cellphones cold queries: HR@10 0.044 through the
-        pair model, 0.072 by DAEMON). So is a product added after the fit (row ``>= n``).
+        ranked by DAEMON alone (measured on cellphones cold queries, DAEMON at 10 epochs: HR@10
+        0.044 through the pair model, 0.072 by DAEMON). So is a product added after the fit
+        (row ``>= n``).
 
         ``known_first``: the query's known co-purchases (training out-neighbours) are never
         candidates, since the model learns to find *new* edges. The evaluation excludes them;
         a shop shows them, so with this flag they are ranked above every candidate, in
-        DAEMON's (or co-occurrence's) order.
+        DAEMON's (or co-occurrence's) order. So are the other logged ones in :attr:`shown`
+        (set by :func:`load_model_reranker`: every co-purchase edge of the dataset, and those
+        given to ``add-products``), when it is set.
         """
         q = query.cpu().numpy().astype(np.int64)
         n_all = self.num_products
@@ -275,7 +282,7 @@ class CandidateReranker:
             block = base - base.max(1, keepdim=True).values + zmin[:, None] - 1.0
             block[rt, ct] = z
             if known_first:
-                kq = self.known[qq]
+                kq = (self.known if getattr(self, "shown", None) is None else self.shown)[qq]
                 kr = torch.from_numpy(np.repeat(np.arange(qq.size), np.diff(kq.indptr)))
                 kc = torch.from_numpy(kq.indices.astype(np.int64))
                 if kc.numel():
@@ -292,11 +299,17 @@ class CandidateReranker:
         kk = min(k, self.num_products - 1)
         if kk <= 0:
             return np.zeros((len(rows), 0), np.float32), np.zeros((len(rows), 0), np.int64)
-        q = torch.as_tensor(np.asarray(rows, dtype=np.int64))
-        sc = self.score_fn(q, known_first=True)
-        sc[torch.arange(q.numel()), q] = -math.inf
-        top = sc.topk(kk, dim=1)
-        return top.values.numpy(), top.indices.numpy()
+        rows = np.asarray(rows, dtype=np.int64)
+        step = max(1, self.cfg.chunk_elems // max(1, self.num_products))  # bounded dense rows
+        vals, idx = [], []
+        for a in range(0, rows.size, step):
+            q = torch.from_numpy(rows[a:a + step])
+            sc = self.score_fn(q, known_first=True)
+            sc[torch.arange(q.numel()), q] = -math.inf
+            top = sc.topk(kk, dim=1)
+            vals.append(top.values.numpy())
+            idx.append(top.indices.numpy())
+        return np.concatenate(vals), np.concatenate(idx)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
@@ -307,7 +320,8 @@ class CandidateReranker:
         """
         if self.model is None:
             raise DualrecError("the reranker is not fitted; call fit() first")
-        state = {k: v for k, v in self.__dict__.items() if k not in ("s", "t", "x")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("s", "t", "x", "shown", "_needs_text")}
+        state["shown"] = None
         state["format"] = RERANK_FORMAT
         state["has_daemon"] = self.s is not None
         state["has_text"] = self.x is not None
@@ -319,14 +333,15 @@ class CandidateReranker:
 
     @classmethod
     def load(cls, path: str | Path, source: torch.Tensor | None, target: torch.Tensor | None,
-             x: torch.Tensor | None) -> "CandidateReranker":
+             x: torch.Tensor | None, check_text: bool = True) -> "CandidateReranker":
         """A reranker written by :meth:`save`, with its embeddings (which may have gained rows
         for products added since, see :mod:`dualrec.coldstart`) and text features."""
         try:
+            # A pickle runs code when loaded: trust a model folder as you trust its best.pt.
             with open(path, "rb") as f:
                 state = pickle.load(f)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as e:
-            raise DualrecError(f"cannot read the reranker {path}: {e}") from e
+        except Exception as e:  # corrupt, truncated or from another version: a clear error, not a trace
+            raise DualrecError(f"cannot read the reranker {path}: {type(e).__name__}: {e}") from e
         if not isinstance(state, dict) or state.get("format") != RERANK_FORMAT:
             raise DualrecError(f"{path} is not a reranker of this dualrec version (format {RERANK_FORMAT}); "
                                "train the model again")
@@ -335,15 +350,22 @@ class CandidateReranker:
             raise DualrecError(f"{path} was fitted {'with' if state['has_daemon'] else 'without'} DAEMON embeddings")
         if source is not None and (source.shape != target.shape or source.shape[0] < n):
             raise DualrecError(f"{path} covers {n} products; the embeddings have {source.shape[0]} rows")
-        if state["has_text"] and (x is None or x.shape[0] < n):
-            raise DualrecError(f"{path} needs the text features of its {n} products")
         rr = cls.__new__(cls)
         rr.__dict__.update({k: v for k, v in state.items() if k not in ("format", "has_daemon", "has_text")})
         rr.s = None if source is None else source.detach().float()
         rr.t = None if target is None else target.detach().float()
-        rr.x = (torch.nn.functional.normalize(torch.as_tensor(x[:n]).float(), dim=1)
-                if state["has_text"] else None)
+        rr.x, rr._needs_text, rr.shown = None, state["has_text"], None
+        if check_text or x is not None:
+            rr.set_text_features(x)
         return rr
+
+    def set_text_features(self, x: torch.Tensor | None) -> None:
+        """The (unnormalised) text features of the fitted catalogue, as at fit time."""
+        if not getattr(self, "_needs_text", self.x is not None):
+            return
+        if x is None or x.shape[0] < self.n:
+            raise DualrecError(f"the reranker needs the text features of its {self.n} products")
+        self.x = torch.nn.functional.normalize(torch.as_tensor(x[:self.n]).float(), dim=1)
 
 
 def fit_two_stage(graph, train_mask: torch.Tensor, val_src: torch.Tensor, val_dst: torch.Tensor,
@@ -364,13 +386,16 @@ def fit_two_stage(graph, train_mask: torch.Tensor, val_src: torch.Tensor, val_ds
 
 
 def load_model_reranker(model_dir: str | Path, source: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
-                        progress: bool = False) -> CandidateReranker | None:
+                        progress: bool = False, dataset_dir: str | Path | None = None) -> CandidateReranker | None:
     """The second stage of a model folder (``MODEL_DIR/rerank.pkl``), or ``None`` if it has none.
 
-    Its text features come from the dataset the model was trained on (``model.json``), from the
-    feature cache ``dualrec train`` left there.
+    It reads the dataset the model was trained on (``model.json``, or ``dataset_dir``): the text
+    features cached there by ``dualrec train``, and every logged co-purchase edge, which
+    :meth:`CandidateReranker.score_fn` puts first (with those given to ``add-products``).
     """
     import json
+
+    import pandas as pd
 
     from dualrec.features import load_or_build_features
     from dualrec.graph import ProductGraph
@@ -382,16 +407,36 @@ def load_model_reranker(model_dir: str | Path, source: torch.Tensor | np.ndarray
     try:
         info = json.loads((d / "model.json").read_text())
         encoder = json.loads((d / "features.json").read_text())["encoder"]
-        dataset = info["dataset"]
+        dataset = Path(dataset_dir or info["dataset"])
     except (OSError, ValueError, KeyError) as e:
         raise DualrecError(f"{d} has a reranker but no readable model.json/features.json ({e}); "
                            "train the model again") from e
-    if not Path(dataset).is_dir():
+    fallback = f"restore it, or delete {p} to rank by DAEMON alone"
+    if not dataset.is_dir():
         raise DualrecError(f"the reranker of {d} reads the text features of its dataset, {dataset}, which is "
-                           f"gone; restore it, or delete {p} to rank by DAEMON alone")
-    products = ProductGraph.load(dataset).products
-    x = load_or_build_features(products, dataset, encoder, show_progress=progress)
-    return CandidateReranker.load(p, torch.as_tensor(source), torch.as_tensor(target), x)
+                           f"gone; {fallback}")
+    rr = CandidateReranker.load(p, torch.as_tensor(source), torch.as_tensor(target), None, check_text=False)
+    graph = ProductGraph.load(dataset)
+    ids = pd.read_parquet(d / "products.parquet", columns=["id"])["id"].astype(str).to_numpy()
+    if graph.num_products != rr.n or not np.array_equal(graph.products["id"].astype(str).to_numpy(), ids[:rr.n]):
+        raise DualrecError(f"the dataset at {dataset} is not the one the model in {d} was trained on "
+                           f"(its products changed); {fallback}")
+    try:
+        x = load_or_build_features(graph.products, dataset, encoder, show_progress=progress)
+    except OSError as e:  # e.g. a read-only dataset folder without the feature cache
+        raise DualrecError(f"cannot read or rebuild the text features in {dataset}: {e}; {fallback}") from e
+    rr.set_text_features(x)
+    # Every logged co-purchase goes first: the dataset's edges (val/test ones too) and added ones.
+    src, dst = graph.cp_src.numpy(), graph.cp_dst.numpy()
+    added = d / "added_edges.parquet"  # dualrec.coldstart.ADDED_EDGES (not imported: a cycle)
+    if added.exists():
+        e = pd.read_parquet(added)
+        e = e[e["kind"] == "copurchase"]
+        src = np.concatenate([src, e["a"].to_numpy(np.int64)])
+        dst = np.concatenate([dst, e["b"].to_numpy(np.int64)])
+    n_all = rr.num_products
+    rr.shown = sp.csr_matrix((np.ones(src.size, dtype=bool), (src, dst)), shape=(n_all, n_all))
+    return rr
 
 
 def _rank_in_row(r: np.ndarray, v: np.ndarray) -> np.ndarray:

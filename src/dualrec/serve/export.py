@@ -4,9 +4,9 @@ Columns ``id`` (query product), ``rank`` (1 = best), ``related_id``, ``score``. 
 through the model's second stage when it has one (``MODEL_DIR/rerank.pkl``: the same lists as
 ``dualrec recommend`` and ``serve``), else its retrieval index (``MODEL_DIR/index`` when
 present, else exact), in chunks of ``batch`` products, each chunk written as its own row group,
-so memory stays bounded by the chunk plus the embeddings. (The second stage scores a chunk
-densely, so its chunks are cut to about 16M scores.) The file is written under a temporary
-name and renamed into place when complete.
+so memory stays bounded by the chunk plus the embeddings (the second stage cuts each chunk
+further, to about 16M dense scores at a time). The file is written under a temporary name and
+renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -44,10 +44,8 @@ def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, 
     ids = pd.read_parquet(model_dir / "products.parquet", columns=["id"])["id"].astype(str)
     if len(ids) != len(target):
         raise DualrecError(f"{model_dir}: {len(ids)} products but {len(target)} embeddings")
-    index = load_model_index(model_dir, source, target, log=log)
     reranker = load_model_reranker(model_dir, source, target)
-    if reranker is not None:
-        batch = max(1, min(batch, (1 << 24) // max(1, len(ids))))
+    index = None if reranker is not None else load_model_index(model_dir, source, target, log=log)
     ids_pa = pa.array(ids.to_numpy(dtype=object), type=pa.string())
     n = len(ids)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +77,5 @@ def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, 
         tmp.unlink(missing_ok=True)
         raise
     return {"out": str(out), "products": n, "k": int(kk), "rows": int(rows_written),
-            "ranker": "daemon" if reranker is None else "two-stage", "index": index.kind,
-            "index_recall_at_10": index.recall_at_10, "seconds": round(time.time() - t0, 2)}
-
+            "ranker": "daemon" if reranker is None else "two-stage", "index": None if index is None else index.kind,
+            "index_recall_at_10": None if index is None else index.recall_at_10, "seconds": round(time.time() - t0, 2)}
