@@ -89,7 +89,7 @@ def evaluate_model(model_dir: str | Path, part: str = "test", dataset_dir: str |
     n = graph.num_products
     s, t = s[:n], t[:n]
     p = TEST if part == "test" else VAL
-    rr = load_model_reranker(model_dir, s, t, progress=progress, dataset_dir=dataset_dir)
+    rr = load_model_reranker(model_dir, s, t, progress=progress, dataset_dir=dataset_dir, graph=graph)
     if rr is None:
         return evaluate_embeddings(graph, split, s, t, p, show_progress=progress) | {"ranker": "daemon"}
     from dualrec.benchmark import RowMemo, evaluate_method

@@ -87,6 +87,7 @@ class CandidateReranker:
         self.model = None
         self.info_: dict = {}
         self.shown = None  # logged co-purchases put first by score_fn(known_first=True); None: `known`
+        self._needs_text = self.x is not None  # after load(), until set_text_features()
 
     # ------------------------------------------------------------------ features
     @property
@@ -282,7 +283,7 @@ class CandidateReranker:
             block = base - base.max(1, keepdim=True).values + zmin[:, None] - 1.0
             block[rt, ct] = z
             if known_first:
-                kq = (self.known if getattr(self, "shown", None) is None else self.shown)[qq]
+                kq = (self.known if self.shown is None else self.shown)[qq]
                 kr = torch.from_numpy(np.repeat(np.arange(qq.size), np.diff(kq.indptr)))
                 kc = torch.from_numpy(kq.indices.astype(np.int64))
                 if kc.numel():
@@ -321,10 +322,9 @@ class CandidateReranker:
         if self.model is None:
             raise DualrecError("the reranker is not fitted; call fit() first")
         state = {k: v for k, v in self.__dict__.items() if k not in ("s", "t", "x", "shown", "_needs_text")}
-        state["shown"] = None
         state["format"] = RERANK_FORMAT
         state["has_daemon"] = self.s is not None
-        state["has_text"] = self.x is not None
+        state["has_text"] = self._needs_text
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "wb") as f:
@@ -361,11 +361,16 @@ class CandidateReranker:
 
     def set_text_features(self, x: torch.Tensor | None) -> None:
         """The (unnormalised) text features of the fitted catalogue, as at fit time."""
-        if not getattr(self, "_needs_text", self.x is not None):
+        if not self._needs_text:
             return
         if x is None or x.shape[0] < self.n:
             raise DualrecError(f"the reranker needs the text features of its {self.n} products")
         self.x = torch.nn.functional.normalize(torch.as_tensor(x[:self.n]).float(), dim=1)
+
+
+def ranker_name(reranker: CandidateReranker | None) -> str:
+    """How a model ranks: ``"two-stage"`` with its second stage, ``"daemon"`` without."""
+    return "daemon" if reranker is None else "two-stage"
 
 
 def fit_two_stage(graph, train_mask: torch.Tensor, val_src: torch.Tensor, val_dst: torch.Tensor,
@@ -386,24 +391,27 @@ def fit_two_stage(graph, train_mask: torch.Tensor, val_src: torch.Tensor, val_ds
 
 
 def load_model_reranker(model_dir: str | Path, source: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
-                        progress: bool = False, dataset_dir: str | Path | None = None) -> CandidateReranker | None:
+                        progress: bool = False, dataset_dir: str | Path | None = None,
+                        graph=None) -> CandidateReranker | None:
     """The second stage of a model folder (``MODEL_DIR/rerank.pkl``), or ``None`` if it has none.
 
     It reads the dataset the model was trained on (``model.json``, or ``dataset_dir``): the text
     features cached there by ``dualrec train``, and every logged co-purchase edge, which
     :meth:`CandidateReranker.score_fn` puts first (with those given to ``add-products``).
+    ``graph``: that dataset, when the caller has already loaded it.
     """
     import json
 
     import pandas as pd
 
-    from dualrec.features import load_or_build_features
-    from dualrec.graph import ProductGraph
-
     d = Path(model_dir)
     p = d / RERANK_FILE
     if not p.exists():
         return None
+    from dualrec.coldstart import ADDED_EDGES
+    from dualrec.features import load_or_build_features
+    from dualrec.graph import ProductGraph
+
     try:
         info = json.loads((d / "model.json").read_text())
         encoder = json.loads((d / "features.json").read_text())["encoder"]
@@ -416,7 +424,7 @@ def load_model_reranker(model_dir: str | Path, source: torch.Tensor | np.ndarray
         raise DualrecError(f"the reranker of {d} reads the text features of its dataset, {dataset}, which is "
                            f"gone; {fallback}")
     rr = CandidateReranker.load(p, torch.as_tensor(source), torch.as_tensor(target), None, check_text=False)
-    graph = ProductGraph.load(dataset)
+    graph = graph if graph is not None else ProductGraph.load(dataset)
     ids = pd.read_parquet(d / "products.parquet", columns=["id"])["id"].astype(str).to_numpy()
     if graph.num_products != rr.n or not np.array_equal(graph.products["id"].astype(str).to_numpy(), ids[:rr.n]):
         raise DualrecError(f"the dataset at {dataset} is not the one the model in {d} was trained on "
@@ -428,7 +436,7 @@ def load_model_reranker(model_dir: str | Path, source: torch.Tensor | np.ndarray
     rr.set_text_features(x)
     # Every logged co-purchase goes first: the dataset's edges (val/test ones too) and added ones.
     src, dst = graph.cp_src.numpy(), graph.cp_dst.numpy()
-    added = d / "added_edges.parquet"  # dualrec.coldstart.ADDED_EDGES (not imported: a cycle)
+    added = d / ADDED_EDGES
     if added.exists():
         e = pd.read_parquet(added)
         e = e[e["kind"] == "copurchase"]
@@ -452,4 +460,5 @@ def _rank_in_row(r: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["CandidateReranker", "RerankConfig", "RERANK_FILE", "RERANK_FORMAT", "fit_two_stage", "load_model_reranker"]
+__all__ = ["CandidateReranker", "RerankConfig", "RERANK_FILE", "RERANK_FORMAT", "fit_two_stage", "load_model_reranker",
+           "ranker_name"]

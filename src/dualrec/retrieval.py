@@ -51,7 +51,9 @@ class Recommender:
 
     @property
     def ranker(self) -> str:
-        return "daemon" if self.reranker is None else "two-stage"
+        from dualrec.rerank import ranker_name
+
+        return ranker_name(self.reranker)
 
     @property
     def num_products(self) -> int:

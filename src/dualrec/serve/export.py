@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from dualrec.graph import DualrecError
 from dualrec.index import load_embeddings, load_model_index
-from dualrec.rerank import load_model_reranker
+from dualrec.rerank import load_model_reranker, ranker_name
 
 __all__ = ["export_recommendations", "SCHEMA"]
 
@@ -77,5 +77,5 @@ def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, 
         tmp.unlink(missing_ok=True)
         raise
     return {"out": str(out), "products": n, "k": int(kk), "rows": int(rows_written),
-            "ranker": "daemon" if reranker is None else "two-stage", "index": None if index is None else index.kind,
+            "ranker": ranker_name(reranker), "index": None if index is None else index.kind,
             "index_recall_at_10": None if index is None else index.recall_at_10, "seconds": round(time.time() - t0, 2)}

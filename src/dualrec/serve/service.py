@@ -26,6 +26,7 @@ import pandas as pd
 
 from dualrec.graph import DualrecError, UnknownProductError
 from dualrec.index import RetrievalIndex, load_embeddings, load_model_index
+from dualrec.rerank import load_model_reranker, ranker_name
 
 __all__ = ["RecommenderService", "ServiceHolder", "MAX_K", "META_COLUMNS", "jsonable"]
 
@@ -117,8 +118,6 @@ class RecommenderService:
             except json.JSONDecodeError:
                 info = {}
         index = load_model_index(d, source, target, log=log)
-        from dualrec.rerank import load_model_reranker
-
         reranker = load_model_reranker(d, source, target)
         return cls(d, products, source, target, index, info, reranker)
 
@@ -240,7 +239,7 @@ class RecommenderService:
         ix = self.index
         return {"status": "ok", "model_dir": str(self.model_dir), "model_version": self.model_version,
                 "loaded_at": self.loaded_at, "num_products": self.num_products, "dim": int(self.target.shape[1]),
-                "ranker": "daemon" if self.reranker is None else "two-stage",
+                "ranker": ranker_name(self.reranker),
                 "index": {"kind": ix.kind, "params": jsonable(ix.params), "n": ix.n,
                           "recall_at_10": jsonable(ix.recall_at_10),
                           "stored": not ix.meta.get("in_memory", False),
