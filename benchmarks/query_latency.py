@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dualrec.index import load_embeddings, load_model_index
+from dualrec.index import load_model_index
 from dualrec.rerank import load_model_reranker
+from dualrec.store import open_version
 
 
 def per_query_ms(fn, rows: np.ndarray) -> list[float]:
@@ -37,18 +38,19 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    source, target = load_embeddings(a.model)
+    v = open_version(a.model)
+    source, target = (np.ascontiguousarray(x, dtype=np.float32) for x in v.embeddings())
     rows = np.random.default_rng(0).integers(0, len(source), a.queries)
-    index = load_model_index(a.model, source, target)
+    index = load_model_index(v, source, target)
     res = {"model": str(a.model), "num_products": int(len(source)), "queries": a.queries, "k": a.k,
            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads": torch.get_num_threads(),
            "date": time.strftime("%Y-%m-%d %H:%M"),
            "command": f"python benchmarks/query_latency.py {a.model} --queries {a.queries}"}
     runs = {"daemon_index": lambda q: index.recommend(q, a.k)}
-    rr = load_model_reranker(a.model, source, target)
+    rr = load_model_reranker(v, source, target)
     if rr is not None:
         runs["two_stage"] = lambda q: rr.top_k(q, a.k)
-        res["rerank_pkl_bytes"] = (a.model / "rerank.pkl").stat().st_size
+        res["rerank_bytes"] = sum(m["bytes"] for f, m in v.files.items() if f.startswith("rerank/"))
     for name, fn in runs.items():
         ms = np.array(per_query_ms(fn, rows))
         res[name] = {"p50_ms": round(float(np.median(ms)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),

@@ -120,7 +120,9 @@ def main() -> None:
     if model is None:
         print(f"training a demo model ({a.products} products, hash features, {a.epochs} epochs)", flush=True)
         model = demo_model(Path(tmp.name), a.products, a.epochs)
-    ids = pd.read_parquet(model / "products.parquet", columns=["id"])["id"].astype(str).tolist()
+    from dualrec.store import open_version
+
+    ids = open_version(model).ids().tolist()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(Path(tmp.name) / "server.log", "w")

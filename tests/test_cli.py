@@ -62,13 +62,18 @@ def small_dataset(tmp_path_factory) -> Path:
 @pytest.fixture
 def fake_model(tmp_path) -> Path:
     """The files `recommend` needs, without training (random embeddings)."""
+    from dualrec.store import ModelStore
+
     rng = np.random.default_rng(0)
     n = 12
-    for name in ("source", "target"):
-        x = rng.standard_normal((n, 4)).astype(np.float32)
-        np.save(tmp_path / f"{name}.npy", x / np.linalg.norm(x, axis=1, keepdims=True))
-    pd.DataFrame({"id": [f"Q{i}" for i in range(n)], "title": [f"thing {i}" for i in range(n)]}).to_parquet(
-        tmp_path / "products.parquet")
+    store = ModelStore(tmp_path)
+    with store.lock(0), store.writer(None) as w:
+        for name in ("source", "target"):
+            x = rng.standard_normal((n, 4)).astype(np.float32)
+            w.save_array(f"{name}.npy", x / np.linalg.norm(x, axis=1, keepdims=True))
+        w.save_parquet("products.parquet", pd.DataFrame({"id": [f"Q{i}" for i in range(n)],
+                                                         "title": [f"thing {i}" for i in range(n)]}))
+        w.commit({"ranker": "daemon", "num_products": n})
     return tmp_path
 
 
@@ -106,7 +111,7 @@ def test_bad_set_key(small_dataset, tmp_path):
     assert_clean_error(r, "no_such_option")
     r = invoke("train", small_dataset, "--out", tmp_path / "m", "--set", "epochs", "--quiet")
     assert_clean_error(r, "KEY=VALUE")
-    assert not (tmp_path / "m" / "best.pt").exists()
+    assert not (tmp_path / "m" / "CURRENT").exists()
 
 
 def test_train_unknown_encoder(small_dataset, tmp_path):
@@ -195,13 +200,17 @@ def test_end_to_end_ingest_train_evaluate_recommend(store, csv_source, tmp_path)
     r = invoke("train", ds, "--out", model, "--encoder", "hash", "--epochs", "3", "--quiet")
     assert r.exit_code == 0, (r.output, r.exception)
     assert "Traceback" not in r.output
-    assert "validation, DAEMON alone (best epoch" in r.stdout and f"model written to {model}" in r.stdout
+    assert "validation, DAEMON alone (best epoch" in r.stdout
+    assert f"model version v000001 written to {model}" in r.stdout
     assert "ranker: two-stage" in r.stdout
-    for f in ("source.npy", "target.npy", "products.parquet", "best.pt", "model.json", "rerank.pkl"):
-        assert (model / f).exists(), f
-    assert json.loads((model / "model.json").read_text())["ranker"] == "two-stage"
+    from dualrec.store import open_version
+
+    v = open_version(model)
+    for f in ("source.npy", "target.npy", "products.parquet", "weights.safetensors", "model.json", "rerank/booster.txt"):
+        assert v.has(f), f
+    assert v.info["ranker"] == "two-stage"
     assert (ds / "features-hash.npy").exists()  # features were cached in the dataset folder
-    src = np.load(model / "source.npy")
+    src = v.array("source.npy")
     assert src.shape[0] == store.num_products and np.isfinite(src).all()
 
     metrics_path = tmp_path / "metrics.json"
@@ -215,10 +224,9 @@ def test_end_to_end_ingest_train_evaluate_recommend(store, csv_source, tmp_path)
     assert m["HitRate@10"] == pytest.approx(hr10, abs=1e-4)
     assert 0.0 <= m["MRR@10"] <= m["HitRate@10"] <= m["HitRate@20"] <= 1.0
     assert 0.0 <= m["daemon_alone"]["MRR@10"] <= m["daemon_alone"]["HitRate@10"] <= 1.0
-    from dualrec.pipeline import load_split
     from dualrec.split import TEST
 
-    assert m["num_queries"] == int((load_split(model).labels == TEST).sum()) > 0
+    assert m["num_queries"] == int((v.split().labels == TEST).sum()) > 0
 
     query = str(store.ids[1])
     r = invoke("recommend", model, query, "--k", "5", "--json")
@@ -268,3 +276,14 @@ def test_recommend_exclude_linked(tmp_path):
     assert r.exit_code == 0, r.output
     got = set(_json.loads(r.output)[0]["ids"])
     assert not (got & linked) and len(got) == 299 - len(linked)
+
+
+def test_serve_help_names_the_write_endpoints_and_refuses_a_weak_token(tmp_path, monkeypatch):
+    r = invoke("serve", "--help")
+    assert r.exit_code == 0
+    text = " ".join(r.output.split())
+    assert "POST /products" in text and "POST /admin/reload" in text and "DUALREC_ADMIN_TOKEN" in text
+    assert "--admin-token-file" in text and "--admin-token " not in text  # never on the command line
+    monkeypatch.setenv("DUALREC_ADMIN_TOKEN", "short")
+    r = invoke("serve", tmp_path, "--host", "0.0.0.0")
+    assert_clean_error(r, "under 16 characters")

@@ -125,15 +125,17 @@ def test_add_products_keeps_the_retrieval_index(model, tmp_path):
     """An index built before add-products stays; the loader appends the new rows."""
     import shutil
 
-    from dualrec.index import load_model_index, load_embeddings, write_model_index
+    from dualrec.index import load_model_index, write_model_index
+    from dualrec.store import open_version
 
     root, g = model
     mdir = tmp_path / "model"
     shutil.copytree(root / "model", mdir)
     write_model_index(mdir, "exact")
     add_products(mdir, _new_accessory(g, 2, "IDX-NEW"))
-    assert (mdir / "index").exists()
-    s, t = load_embeddings(mdir)
-    idx = load_model_index(mdir, s, t)
+    v = open_version(mdir)
+    assert v.has("index/faiss.index")
+    s, t = v.embeddings()
+    idx = load_model_index(v, s, t)
     assert idx.n == g.num_products + 1 and idx.meta.get("appended_rows") == 1
     assert not idx.meta.get("in_memory")

@@ -5,7 +5,8 @@
     dualrec train DATASET --out MODEL
     dualrec evaluate MODEL
     dualrec recommend MODEL ID [ID ...] --k 10
-    dualrec index MODEL --kind hnsw               # faiss index in MODEL/index
+    dualrec index MODEL --kind hnsw               # faiss index (a new model version)
+    dualrec rollback MODEL                        # the previous model version becomes current
     dualrec serve MODEL --port 8000               # HTTP API (FastAPI)
     dualrec export MODEL --k 20 --out recs.parquet
     dualrec benchmark --format amazon2014 --input DIR --out RESULTS [--quick]
@@ -20,7 +21,7 @@ from typing import Optional
 
 import typer
 
-from dualrec.graph import DualrecError
+from dualrec.errors import DualrecError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -109,30 +110,35 @@ def train(
     rerank: bool = typer.Option(True, help="also fit the second stage (co-occurrence candidates + a "
                                 "LambdaMART reranker learned from the validation edges); "
                                 "--no-rerank ranks by DAEMON alone"),
+    keep: int = typer.Option(3, min=1, help="model versions kept in OUT (older ones are deleted)"),
 ):
     """Train the DAEMON model (and the second stage); prints one line per epoch and the validation metrics."""
     from dualrec.pipeline import train_dataset
-    from dualrec.rerank import RERANK_FILE
     from dualrec.train import TrainConfig
 
     def body():
         d = {}
         if config is not None:
-            if not config.exists():
+            if not config.is_file():
                 raise DualrecError(f"config file not found: {config}")
             try:
-                d.update(json.loads(config.read_text()))
-            except json.JSONDecodeError as e:
+                loaded = json.loads(config.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise DualrecError(f"{config} is not valid JSON: {e}") from e
+            if not isinstance(loaded, dict):
+                raise DualrecError(f"{config} must hold a JSON object of TrainConfig fields")
+            d.update(loaded)
         d.update(_key_values(set_, "--set"))
         for k, v in (("epochs", epochs), ("encoder", encoder), ("seed", seed)):
             if v is not None:
                 d[k] = v
         cfg = TrainConfig.from_dict(d)
-        res = train_dataset(dataset, out, cfg, resume=resume, progress=not quiet, rerank=rerank)
+        res = train_dataset(dataset, out, cfg, resume=resume, progress=not quiet, rerank=rerank, keep=keep)
         _print_metrics(res.val_metrics, f"validation, DAEMON alone (best epoch {res.best_epoch}):")
-        two = (out / RERANK_FILE).exists()
-        typer.echo(f"model written to {out} (ranker: {'two-stage' if two else 'DAEMON alone'}; "
+        from dualrec.store import open_version
+
+        two = open_version(out, res.version, verify=False).has_reranker
+        typer.echo(f"model version {res.version} written to {out} (ranker: {'two-stage' if two else 'DAEMON alone'}; "
                    "`dualrec evaluate` gives its test metrics)")
 
     _run(body)
@@ -142,14 +148,16 @@ def train(
 def evaluate(
     model: Path = typer.Argument(..., help="model folder made by `dualrec train`"),
     part: str = typer.Option("test", help="test or val"),
-    dataset: Optional[Path] = typer.Option(None, help="dataset folder (default: the one the model was trained on)"),
+    dataset: Optional[Path] = typer.Option(None, help="check that this dataset folder is still the one the model "
+                                           "was trained on (the model folder holds its graph)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the metrics to this JSON file"),
+    version: Optional[str] = typer.Option(None, "--version", help="a model version (default: the current one)"),
 ):
     """HitRate@k / MRR@k (k = 5, 10, 20) on held-out co-purchase edges, ranking all products."""
     from dualrec.pipeline import evaluate_model
 
     def body():
-        m = evaluate_model(model, part, dataset)
+        m = evaluate_model(model, part, dataset, version=version)
         _print_metrics(m, f"{part}, {m['ranker']} ({m['num_queries']} held-out edges, all products ranked):")
         if "daemon_alone" in m:
             note = " (the reranker learned from these edges: optimistic)" if part == "val" else ""
@@ -172,13 +180,14 @@ def recommend(
     two_stage: bool = typer.Option(True, "--two-stage/--one-stage",
                                    help="rerank with the model's second stage when it has one (its known "
                                    "co-purchases first); --one-stage ranks by DAEMON alone"),
+    version: Optional[str] = typer.Option(None, "--version", help="a model version (default: the current one)"),
 ):
     """Top-k related products for each given product id."""
     from dualrec.retrieval import Recommender, linked_products
 
     def body():
-        rec = Recommender.load(model, two_stage=two_stage)
-        exclude = linked_products(model, ids) if exclude_linked else None
+        rec = Recommender.load(model, two_stage=two_stage, version=version)
+        exclude = linked_products(rec.version, ids) if exclude_linked else None
         recs = rec.recommend(ids, k, exclude=exclude)
         if as_json:
             typer.echo(json.dumps([r.__dict__ for r in recs], indent=2))
@@ -200,15 +209,18 @@ def add_products_cmd(
     products: Path = typer.Argument(..., help="new products (.csv/.parquet/.jsonl): `id` + metadata columns"),
     copurchase: Optional[Path] = typer.Option(None, help="optional co-purchase edges of the new products (src, dst)"),
     similar: Optional[Path] = typer.Option(None, help="optional similarity edges of the new products (a, b)"),
+    wait: float = typer.Option(60.0, min=0, help="seconds to wait for another writer of the model folder"),
+    keep: int = typer.Option(3, min=1, help="model versions kept (older ones are deleted)"),
 ):
-    """Cold start: embed new products from their metadata (and edges, if given) without retraining."""
+    """Cold start: embed new products from their metadata (and edges, if given) without retraining;
+    writes a new model version."""
     from dualrec.coldstart import _read_table, add_products
 
     def body():
         new = _read_table(products)
         cp = _read_table(copurchase) if copurchase else None
         sim = _read_table(similar) if similar else None
-        ids = add_products(model, new, cp, sim, progress=True)
+        ids = add_products(model, new, cp, sim, progress=True, wait=wait, keep=keep)
         typer.echo(f"added {len(ids)} product(s) to {model}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}")
 
     _run(body)
@@ -263,7 +275,7 @@ def index_cmd(
                                     "hnsw M, efConstruction, efSearch; ivf nlist, nprobe"),
     seed: int = typer.Option(0),
 ):
-    """Build the retrieval index of a model folder into MODEL/index/ (written atomically)."""
+    """Build the retrieval index of a model folder (written as a new model version)."""
     from dualrec.index import write_model_index
 
     def body():
@@ -275,7 +287,7 @@ def index_cmd(
                                  log=lambda m: typer.echo("  " + m), **params)
         meta.pop("target_fingerprint", None)
         typer.echo(json.dumps(meta, indent=2))
-        typer.echo(f"index written to {model / 'index'}")
+        typer.echo(f"index written to a new version of {model}")
         if not meta.get("target_met", True):
             typer.secho(f"warning: measured recall@10 {meta['recall_at_10']} is below the target {target_recall}; "
                         "serve with --kind exact, or try --param M=64 / a larger efConstruction or nlist",
@@ -289,19 +301,76 @@ def serve(
     model: Path = typer.Argument(..., help="model folder made by `dualrec train`"),
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0 for all)"),
     port: int = typer.Option(8000, min=1, max=65535),
-    admin_token: Optional[str] = typer.Option(None, envvar="DUALREC_ADMIN_TOKEN",
-                                              help="require this X-Admin-Token for POST /products and /admin/reload"),
+    admin_token_file: Optional[Path] = typer.Option(
+        None, envvar="DUALREC_ADMIN_TOKEN_FILE",
+        help="file whose first line is the admin token (or set DUALREC_ADMIN_TOKEN). Without a token the "
+             "two write endpoints, POST /products and POST /admin/reload, answer 403"),
+    allowed_host: list[str] = typer.Option(
+        [], "--allowed-host", envvar="DUALREC_ALLOWED_HOSTS",
+        help="Host header names accepted (repeatable; default: loopback names, plus this machine's "
+             "names when binding another interface; '*' for any, e.g. behind a proxy that checks it)"),
+    version: Optional[str] = typer.Option(None, "--version", help="serve this model version (default: the current one)"),
     faiss_threads: int = typer.Option(1, min=1, help="OpenMP threads per faiss search (1 suits concurrent requests)"),
 ):
-    """Serve the model over HTTP (FastAPI + uvicorn); API docs at /docs."""
+    """Serve the model over HTTP (FastAPI + uvicorn); API docs at /docs.
+
+    Read endpoints are open to any client that reaches the port. The write endpoints (POST
+    /products: add products; POST /admin/reload: serve another version) need the X-Admin-Token
+    header and are off unless an admin token is configured (DUALREC_ADMIN_TOKEN or
+    --admin-token-file; never on the command line, where `ps` shows it). See SECURITY.md.
+    """
 
     def body():
+        import os
+        import socket
+
         import uvicorn
 
-        from dualrec.serve.app import create_app
+        from dualrec.serve.app import LOOPBACK_HOSTS, admin_token_from_env, create_app
 
-        api = create_app(model, admin_token=admin_token, faiss_threads=faiss_threads)
-        uvicorn.run(api, host=host, port=port, log_level="info")
+        if admin_token_file is not None:
+            os.environ.setdefault("DUALREC_ADMIN_TOKEN_FILE", str(admin_token_file))
+        token = admin_token_from_env()
+        loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+        if not loopback and token is not None and len(token) < 16:
+            raise DualrecError(f"refusing to serve writes on {host} with an admin token under 16 characters; "
+                               "use a long random token (e.g. `python -c 'import secrets; "
+                               "print(secrets.token_urlsafe(32))'`)")
+        hosts = [h for item in allowed_host for h in item.split(",") if h.strip()]
+        if not hosts:
+            hosts = list(LOOPBACK_HOSTS)
+            if not loopback:
+                hosts += [h for h in {socket.gethostname(), socket.getfqdn()} if h]
+                if host not in ("0.0.0.0", "::"):
+                    hosts.append(host)
+        typer.echo(f"writes: {'on (X-Admin-Token required)' if token else 'off (no admin token configured)'}; "
+                   f"allowed Host names: {', '.join(hosts)}", err=True)
+        api = create_app(model, admin_token=token, faiss_threads=faiss_threads, allowed_hosts=hosts, version=version)
+        uvicorn.run(api, host=host, port=port, log_level="info", server_header=False)
+
+    _run(body)
+
+
+@app.command()
+def rollback(
+    model: Path = typer.Argument(..., help="model folder made by `dualrec train`"),
+    to: Optional[str] = typer.Option(None, "--to", help="version to make current (default: the one before it)"),
+    list_: bool = typer.Option(False, "--list", help="only list the versions"),
+):
+    """Make an earlier model version current again (servers pick it up on POST /admin/reload)."""
+    from dualrec.store import ModelStore
+
+    def body():
+        store = ModelStore(model)
+        cur = store.current_name()
+        if list_:
+            for name in store.versions():
+                info = store.version(name, verify=False).info
+                typer.echo(f"{'*' if name == cur else ' '} {name}  {info.get('written', '')}  "
+                           f"{info.get('num_products')} products  ranker {info.get('ranker')}")
+            return
+        name = store.rollback(to)
+        typer.echo(f"{model}: current version {cur} -> {name}")
 
     _run(body)
 
@@ -313,6 +382,7 @@ def export(
     k: int = typer.Option(20, "--k", "-k", min=1, max=1000, help="related products per product"),
     batch: int = typer.Option(4096, min=1, help="products per chunk (bounds memory)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    version: Optional[str] = typer.Option(None, "--version", help="a model version (default: the current one)"),
 ):
     """Every product's top-k related products to one Parquet file (the second stage's lists when
     the model has one, else the retrieval index's)."""
@@ -320,7 +390,7 @@ def export(
 
     def body():
         rep = export_recommendations(model, out, k=k, batch=batch, progress=not quiet,
-                                     log=lambda m: typer.echo(m, err=True))
+                                     log=lambda m: typer.echo(m, err=True), version=version)
         typer.echo(json.dumps(rep, indent=2))
 
     _run(body)

@@ -6,32 +6,27 @@ and from any co-purchase / similarity edges it already has to known products. It
 per-product embedding (``e_v = 0``): the model was trained with ID dropout for that case.
 
 Old products keep their embeddings, so their recommendations change only where a new product
-enters their top-k. The model folder is updated atomically: the new folder is staged next to
-the old one and swapped in with two renames; a reader sees either the old or the new folder.
-A retrieval index in the folder stays valid: it covers the old rows, and the loader
-(:func:`dualrec.index.load_model_index`) appends the added rows when it opens the index.
+enters their top-k. Each call writes a new model version (:mod:`dualrec.store`) under the
+folder's writer lock, so concurrent calls serialise and a reader sees the old or the new
+version whole. A retrieval index in the folder stays valid: it covers the old rows, and the
+loader (:func:`dualrec.index.load_model_index`) appends the added rows when it opens the index.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import uuid
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from dualrec.features import build_features, load_or_build_features
-from dualrec.graph import DualrecError, ProductGraph, UnknownProductError
+from dualrec.errors import DualrecError, UnknownProductError
+from dualrec.features import build_features
 from dualrec.model import DualAdjacency
+from dualrec.pipeline import load_daemon
 from dualrec.split import TRAIN
-from dualrec.train import TrainConfig, build_model
-
-ADDED_EDGES = "added_edges.parquet"   # kind ("copurchase"|"similar"), a, b: row indexes
-ADDED_FEATURES = "added_features.npy"
+from dualrec.store import ADDED_EDGES, DEFAULT_KEEP, ModelStore, ModelVersion
 
 
 def _read_table(path: str | Path) -> pd.DataFrame:
@@ -47,46 +42,27 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     raise DualrecError(f"{p}: unsupported file type (use .csv, .parquet, .json or .jsonl)")
 
 
-def load_model(model_dir: Path):
-    """(config, model, checkpoint, info) of a model folder."""
-    best = model_dir / "best.pt"
-    if not best.exists():
-        raise DualrecError(f"{model_dir} is not a trained dualrec model (no best.pt); train one with `dualrec train`")
-    ck = torch.load(best, weights_only=False)
-    cfg = TrainConfig.from_dict(ck["config"])
-    model = build_model(cfg, ck["in_channels"], ck["num_nodes"])
-    model.load_state_dict(ck["model"])
-    model.eval()
-    info = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
-    return cfg, model, ck, info
-
-
-def embed_new_products(model_dir: str | Path, new_products: pd.DataFrame, copurchase: pd.DataFrame | None = None,
+def embed_new_products(version: ModelVersion, new_products: pd.DataFrame, copurchase: pd.DataFrame | None = None,
                        similar: pd.DataFrame | None = None, progress: bool = False):
-    """Embeddings of new products; returns (products_all, source_new, target_new, edges_all, features_added)."""
-    d = Path(model_dir)
-    cfg, model, ck, info = load_model(d)
-    if "dataset" not in info:
-        raise DualrecError(f"{d}/model.json does not name the dataset the model was trained on")
-    graph = ProductGraph.load(info["dataset"])
-    known = pd.read_parquet(d / "products.parquet")
+    """Embeddings of new products; returns (products_all, source_new, target_new, edges_all, x_new)."""
+    cfg, model, meta = load_daemon(version)
+    graph = version.graph()
+    known = version.products()
     new = _check_new_products(new_products, known)
-    spec_path = d / "features.json"
-    if not spec_path.exists():
-        raise DualrecError(f"{d} has no features.json (trained with an older dualrec?); retrain to add products")
-    spec = json.loads(spec_path.read_text())
-
-    x_graph = load_or_build_features(graph.products, info["dataset"], spec["encoder"], show_progress=progress)
-    x_added = np.load(d / ADDED_FEATURES) if (d / ADDED_FEATURES).exists() else np.zeros((0, x_graph.shape[1]), np.float32)
+    spec = version.json("features.json")
+    x_all = np.asarray(version.features(), dtype=np.float32)  # trained catalogue + products added before
     x_new = build_features(new, spec=spec, show_progress=progress)
-    x = torch.cat([x_graph, torch.from_numpy(x_added), torch.from_numpy(x_new)])
+    if x_new.shape[1] != x_all.shape[1]:
+        raise DualrecError("the new products' features do not match the model's (was it trained by another dualrec?)")
+    x = torch.from_numpy(np.concatenate([x_all, x_new]))
     all_products = pd.concat([known, new], ignore_index=True)
     n_all = len(all_products)
     index = pd.Index(all_products["id"].astype(str))
 
     def map_ids(frame, a, b, kind):
         if frame is None or len(frame) == 0:
-            return pd.DataFrame({"kind": [], "a": [], "b": []}).astype({"a": np.int64, "b": np.int64})
+            return pd.DataFrame({"kind": pd.Series([], dtype=str), "a": pd.Series([], dtype=np.int64),
+                                 "b": pd.Series([], dtype=np.int64)})
         for c in (a, b):
             if c not in frame.columns:
                 raise DualrecError(f"{kind} edges need columns {a!r} and {b!r} (found: {list(frame.columns)})")
@@ -101,11 +77,10 @@ def embed_new_products(model_dir: str | Path, new_products: pd.DataFrame, copurc
 
     edges_new = pd.concat([map_ids(copurchase, "src", "dst", "copurchase"), map_ids(similar, "a", "b", "similar")],
                           ignore_index=True)
-    edges_old = pd.read_parquet(d / ADDED_EDGES) if (d / ADDED_EDGES).exists() else edges_new.iloc[:0]
-    edges = pd.concat([edges_old, edges_new], ignore_index=True)
+    edges = pd.concat([version.added_edges(), edges_new], ignore_index=True)
 
     # Message passing over the training graph plus every edge that came with added products.
-    train = ck["split"]["labels"] == TRAIN
+    train = version.split().mask(TRAIN)
     cp = edges[edges["kind"] == "copurchase"]
     sm = edges[edges["kind"] == "similar"]
     t = lambda s: torch.from_numpy(s.to_numpy(dtype=np.int64, copy=True))  # noqa: E731
@@ -121,7 +96,7 @@ def embed_new_products(model_dir: str | Path, new_products: pd.DataFrame, copurc
     with torch.no_grad():
         s, tt = model(x, adj, node_ids)
     k = len(new)
-    return all_products, s[-k:], tt[-k:], edges, np.concatenate([x_added, x_new])
+    return all_products, s[-k:], tt[-k:], edges, x_new
 
 
 def _check_new_products(new: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
@@ -147,33 +122,31 @@ def _check_new_products(new: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
 
 
 def add_products(model_dir: str | Path, new_products: pd.DataFrame, copurchase: pd.DataFrame | None = None,
-                 similar: pd.DataFrame | None = None, progress: bool = False) -> list[str]:
-    """Add products to a trained model folder (no retraining); returns their ids.
+                 similar: pd.DataFrame | None = None, progress: bool = False, wait: float = 60.0,
+                 keep: int = DEFAULT_KEEP) -> list[str]:
+    """Add products to a trained model folder (no retraining) as a new version; returns their ids.
 
     ``copurchase`` (columns ``src``, ``dst``) and ``similar`` (``a``, ``b``) may give edges
-    between the new products and known or new products.
+    between the new products and known or new products. Writers are serialised: this waits up
+    to ``wait`` seconds for another writer, then fails with
+    :class:`~dualrec.errors.ModelBusyError`.
     """
-    d = Path(model_dir)
-    products, s_new, t_new, edges, x_added = embed_new_products(d, new_products, copurchase, similar, progress)
-    source = np.concatenate([np.load(d / "source.npy"), s_new.numpy()])
-    target = np.concatenate([np.load(d / "target.npy"), t_new.numpy()])
-
-    staging = d.parent / f".{d.name}.staging-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(d, staging, copy_function=os.link)  # hard links: cheap; every changed file is rewritten
-    try:
-        for name in ("source.npy", "target.npy", "products.parquet", ADDED_EDGES, ADDED_FEATURES):
-            (staging / name).unlink(missing_ok=True)  # break the hard link before writing
-        np.save(staging / "source.npy", source)
-        np.save(staging / "target.npy", target)
-        products.to_parquet(staging / "products.parquet", index=False)
-        edges.to_parquet(staging / ADDED_EDGES, index=False)
-        np.save(staging / ADDED_FEATURES, x_added)
-        old = d.parent / f".{d.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(d, old)
-        os.rename(staging, d)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    store = ModelStore(model_dir)
+    store.check_model()
+    with store.lock(wait, "dualrec add-products"):
+        parent = store.version()  # read under the lock: the latest version, whoever wrote it
+        products, s_new, t_new, edges, x_new = embed_new_products(parent, new_products, copurchase, similar, progress)
+        source, target = parent.embeddings()
+        with store.writer(parent) as w:
+            w.link_all(except_={"source.npy", "target.npy", "products.parquet", "features.npy", ADDED_EDGES,
+                                "model.json"})
+            w.save_array("source.npy", np.concatenate([source, s_new.numpy()]))
+            w.save_array("target.npy", np.concatenate([target, t_new.numpy()]))
+            w.save_parquet("products.parquet", products)
+            w.save_array("features.npy", np.concatenate([np.asarray(parent.features(), np.float32), x_new]))
+            w.save_parquet(ADDED_EDGES, edges)
+            info = {**parent.info, "num_products": len(products),
+                    "added_products": len(products) - int(parent.info["trained_products"]),
+                    "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            w.commit(info, keep=keep)
     return new_products["id"].astype(str).tolist()
-

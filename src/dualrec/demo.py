@@ -12,8 +12,8 @@ from dualrec.baselines import Popularity
 from dualrec.evaluate import RankingEvaluator, direction_accuracy
 from dualrec.graph import ProductGraph
 from dualrec.pipeline import evaluate_model, train_dataset
-from dualrec.rerank import RERANK_FILE
 from dualrec.retrieval import Recommender
+from dualrec.store import open_version
 from dualrec.split import TEST, TRAIN
 from dualrec.synthetic import make_store
 from dualrec.train import TrainConfig, evaluate_embeddings
@@ -48,7 +48,7 @@ def run_demo(out: Path, n_products: int = 5000, epochs: int = 30, seed: int = 0)
     acc_m2a = direction_accuracy(lambda u, v: (res.source[u] * res.target[v]).sum(-1), src[m2a], dst[m2a])
     rows = [("DAEMON", daemon), ("popularity", popm)]
     two = None
-    if (out / "model" / RERANK_FILE).exists():  # dualrec's default: DAEMON + the second stage
+    if open_version(out / "model", verify=False).has_reranker:  # dualrec's default: DAEMON + the second stage
         two = evaluate_model(out / "model", "test", progress=False)
         rows.insert(0, ("two-stage", two))
     echo(f"     {'method':<12}{'HR@5':>8}{'HR@10':>8}{'HR@20':>8}{'MRR@10':>8}{'dir-acc':>9}")

@@ -26,24 +26,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dualrec.errors import DualrecError, UnknownProductError  # noqa: F401  (re-exported)
+
 FORMAT_VERSION = 1
-
-
-class DualrecError(Exception):
-    """A user-facing error: the CLI prints its message without a stack trace."""
-
-
-class UnknownProductError(DualrecError, KeyError):
-    """One or more product ids are not in the graph."""
-
-    def __init__(self, missing: Sequence[str]):
-        self.missing = list(missing)
-        shown = ", ".join(repr(m) for m in self.missing[:5])
-        more = f" (and {len(self.missing) - 5} more)" if len(self.missing) > 5 else ""
-        super().__init__(f"unknown product id(s): {shown}{more}")
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return self.args[0]
 
 
 @dataclass
@@ -68,10 +53,15 @@ def _as_long(x) -> torch.Tensor:
 def _as_weight(w, n: int) -> torch.Tensor:
     if w is None:
         return torch.ones(n, dtype=torch.float32)
-    w = torch.as_tensor(np.asarray(w, dtype=np.float32)).reshape(-1)
-    if w.numel() != n:
-        raise DualrecError(f"weight has {w.numel()} entries but there are {n} edges")
-    return w
+    w64 = np.asarray(w, dtype=np.float64).reshape(-1)
+    if w64.size != n:
+        raise DualrecError(f"weight has {w64.size} entries but there are {n} edges")
+    bad = ~np.isfinite(w64) | (w64 < 0) | (w64 > 1e9)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DualrecError(f"{int(bad.sum())} edge weight(s) are not numbers in [0, 1e9], e.g. {w64[i]!r} "
+                           f"(edge {i}); weights that large overflow in training")
+    return torch.as_tensor(w64.astype(np.float32))
 
 
 def _merge_duplicates(src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor, n: int):

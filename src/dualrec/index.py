@@ -12,9 +12,9 @@ on a sample of real queries (the model's source embeddings) and raises the searc
 (``efSearch`` / ``nprobe``) until the recall reaches ``target_recall`` (default 0.95); the
 measured recall is stored in ``index.json`` next to ``faiss.index``.
 
-A model folder's index lives in ``MODEL_DIR/index/`` (``dualrec index MODEL_DIR``, written
-atomically by :func:`write_model_index`). :func:`load_model_index` opens it when it matches the
-model's embeddings (rows added later by cold start are appended in memory), else builds an
+A model version's index lives in its ``index/`` folder (``dualrec index MODEL_DIR`` writes a new
+version with it, :func:`write_model_index`). :func:`load_model_index` opens it when it matches
+the model's embeddings (rows added later by cold start are appended in memory), else builds an
 exact index in memory.
 """
 
@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -35,8 +32,7 @@ import numpy as np
 
 from dualrec.graph import DualrecError
 
-__all__ = ["RetrievalIndex", "KINDS", "recall_at_k", "load_model_index", "write_model_index",
-           "load_embeddings", "INDEX_DIRNAME"]
+__all__ = ["RetrievalIndex", "KINDS", "recall_at_k", "load_model_index", "write_model_index", "INDEX_DIRNAME"]
 
 KINDS = ("exact", "hnsw", "ivf")
 INDEX_DIRNAME = "index"
@@ -302,8 +298,8 @@ class RetrievalIndex:
 
     @classmethod
     def load(cls, directory: str | Path, source=None, mmap: bool = False) -> "RetrievalIndex":
-        """Read an index written by :meth:`save`. ``source``: the model's source embeddings; by
-        default ``directory/../source.npy`` when the index sits in a model folder."""
+        """Read an index written by :meth:`save`. ``source``: the model's source embeddings (for
+        :meth:`recommend`)."""
         d = Path(directory)
         if not (d / INDEX_FILE).exists() or not (d / META_FILE).exists():
             raise DualrecError(f"{d} is not a dualrec index (needs {INDEX_FILE} and {META_FILE}); "
@@ -319,8 +315,6 @@ class RetrievalIndex:
             raise DualrecError(f"cannot read {d / INDEX_FILE}: {str(e).splitlines()[0]}") from e
         if index.ntotal != meta.get("n") or index.d != meta.get("dim"):
             raise DualrecError(f"{d}: {INDEX_FILE} and {META_FILE} disagree (stale or partial index)")
-        if source is None and (d.parent / "source.npy").exists():
-            source = np.load(d.parent / "source.npy", mmap_mode="r")
         return cls(index, meta["kind"], meta.get("params"), meta, source=source)
 
 
@@ -338,59 +332,35 @@ def _set_knob(index, kind: str, value: int) -> None:
 
 # -- model folders ---------------------------------------------------------------------------------
 
-def load_embeddings(model_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(source, target) of a model folder, float32; a clear error when it is not a model."""
-    d = Path(model_dir)
-    if not d.is_dir():
-        raise DualrecError(f"model folder not found: {d}")
-    missing = [f for f in ("source.npy", "target.npy", "products.parquet") if not (d / f).exists()]
-    if missing:
-        raise DualrecError(f"{d} is not a trained dualrec model (missing {', '.join(missing)}); "
-                           "train one with `dualrec train`")
-    s, t = _f32(np.load(d / "source.npy")), _f32(np.load(d / "target.npy"))
-    if s.shape != t.shape:
-        raise DualrecError(f"{d}: source and target embeddings differ in shape ({s.shape} vs {t.shape})")
-    return s, t
-
-
 def write_model_index(model_dir: str | Path, kind: str = "exact", target_recall: float = 0.95,
-                      sample: int = 1000, seed: int = 0, log=None, **params) -> dict:
-    """Build the index of a model folder and write ``MODEL_DIR/index/`` atomically: into a
-    temporary folder next to it, then renamed into place (an existing index is moved aside first
-    and removed after). Returns the index metadata."""
-    d = Path(model_dir)
-    source, target = load_embeddings(d)
-    idx = RetrievalIndex.build(target, kind, source=source, target_recall=target_recall, sample=sample,
-                               seed=seed, log=log, **params)
-    tmp = Path(tempfile.mkdtemp(prefix=".index.tmp-", dir=d))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the index is as readable as the model
-        idx.save(tmp)
-        final = d / INDEX_DIRNAME
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=".index.old-", dir=d))
-            os.rmdir(old)
-            os.rename(final, old)
-        os.rename(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return json.loads((d / INDEX_DIRNAME / META_FILE).read_text())
+                      sample: int = 1000, seed: int = 0, log=None, wait: float = 60.0, **params) -> dict:
+    """Build the index of a model folder's current version and write it as a new version
+    (the same files plus ``index/``, see :mod:`dualrec.store`). Returns the index metadata."""
+    from dualrec.store import DEFAULT_KEEP, ModelStore
+
+    store = ModelStore(model_dir)
+    store.check_model()
+    with store.lock(wait, "dualrec index"):
+        parent = store.version()
+        source, target = (_f32(a) for a in parent.embeddings())
+        idx = RetrievalIndex.build(target, kind, source=source, target_recall=target_recall, sample=sample,
+                                   seed=seed, log=log, **params)
+        with store.writer(parent) as w:
+            w.link_all(except_={"model.json", INDEX_DIRNAME + "/"})
+            idx.save(w.new_path(f"{INDEX_DIRNAME}/{META_FILE}").parent)
+            v = w.commit({**parent.info, "index": idx.kind}, keep=DEFAULT_KEEP)
+    return v.json(f"{INDEX_DIRNAME}/{META_FILE}")
 
 
-def load_model_index(model_dir: str | Path, source: np.ndarray, target: np.ndarray, log=None
-                     ) -> RetrievalIndex:
-    """The index for a model's embeddings: ``MODEL_DIR/index`` when present and built for these
-    embeddings (rows appended since, e.g. by cold start, are added in memory), otherwise an exact
-    ``IndexFlatIP`` built in memory. ``log`` receives a line saying why a stored index was not used."""
+def load_model_index(version, source: np.ndarray, target: np.ndarray, log=None) -> RetrievalIndex:
+    """The index for a model version's embeddings: its ``index/`` when present and built for
+    these embeddings (rows appended since, e.g. by cold start, are added in memory), otherwise an
+    exact ``IndexFlatIP`` built in memory. ``log`` receives a line saying why a stored index was
+    not used."""
     log = log or (lambda m: None)
-    d = Path(model_dir) / INDEX_DIRNAME
-    if d.exists():
+    if version is not None and version.has(f"{INDEX_DIRNAME}/{INDEX_FILE}"):
         try:
-            idx = RetrievalIndex.load(d, source=source)
+            idx = RetrievalIndex.load(version.path(f"{INDEX_DIRNAME}/{INDEX_FILE}").parent, source=source)
             n0 = idx.n
             if idx.dim != target.shape[1]:
                 raise DualrecError(f"index dimension {idx.dim} != embedding dimension {target.shape[1]}")
@@ -404,7 +374,7 @@ def load_model_index(model_dir: str | Path, source: np.ndarray, target: np.ndarr
                 idx.meta["appended_rows"] = int(len(target) - n0)
             return idx
         except DualrecError as e:
-            log(f"ignoring {d}: {e}; using exact search (rebuild with `dualrec index {Path(model_dir)}`)")
+            log(f"ignoring the stored index: {e}; using exact search (rebuild with `dualrec index MODEL`)")
     idx = RetrievalIndex.build(target, "exact", source=source)
     idx.meta["in_memory"] = True
     return idx

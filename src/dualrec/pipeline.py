@@ -1,104 +1,152 @@
 """Library-level pipeline: dataset folder -> features -> trained model folder -> metrics.
 
-The CLI is a thin face over these functions; benchmarks and tests call them directly.
+The CLI is a thin face over these functions; benchmarks and tests call them directly. Model
+folders are read and written only through :mod:`dualrec.store`.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dualrec.features import feature_spec, load_or_build_features
-from dualrec.graph import DualrecError, ProductGraph
-from dualrec.rerank import RERANK_FILE, fit_two_stage, load_model_reranker
-from dualrec.split import TEST, TRAIN, VAL, EdgeSplit
+from dualrec.errors import DualrecError
+from dualrec.features import feature_spec, fingerprint, load_or_build_features
+from dualrec.graph import ProductGraph
+from dualrec.rerank import RERANK_DIR, fit_two_stage, load_model_reranker
+from dualrec.split import TEST, TRAIN, VAL
+from dualrec.store import DEFAULT_KEEP, ModelStore, ModelVersion, open_version, save_trained
 from dualrec.train import TrainConfig, TrainResult, evaluate_embeddings, train
 
 
+def data_fingerprint(graph: ProductGraph, encoder: str) -> str:
+    """Products, metadata and edges of a dataset: what a resumed training must see again."""
+    h = hashlib.sha256(fingerprint(graph.products, encoder).encode())
+    for t in (graph.cp_src, graph.cp_dst, graph.cp_weight, graph.sim_a, graph.sim_b, graph.sim_weight):
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def train_dataset(dataset_dir: str | Path, model_dir: str | Path, config: TrainConfig | None = None,
-                  resume: bool = False, progress: bool = True, log=print, rerank: bool = True) -> TrainResult:
-    """Train on a dataset folder made by ``dualrec ingest`` and write a model folder.
+                  resume: bool = False, progress: bool = True, log=print, rerank: bool = True,
+                  keep: int = DEFAULT_KEEP) -> TrainResult:
+    """Train on a dataset folder made by ``dualrec ingest`` and write a new model version.
 
     ``rerank`` (default) also fits the second stage (:mod:`dualrec.rerank`: co-occurrence
-    candidates and a LambdaMART pair model, learned from the validation edges) and writes it
-    as ``MODEL_DIR/rerank.pkl``; ``recommend``, ``evaluate`` and ``serve`` then use it.
+    candidates and a LambdaMART pair model, learned from the validation edges); ``recommend``,
+    ``evaluate`` and ``serve`` then use it. The folder is locked for the whole run; the version
+    it serves changes only when the new one is complete (see :mod:`dualrec.store`).
     """
-    config = config or TrainConfig()
+    config = (config or TrainConfig()).validate()
+    if keep < 1:
+        raise DualrecError("keep must be at least 1")
+    store = ModelStore(model_dir)
+    store.prepare_new()
     graph = ProductGraph.load(dataset_dir)
-    x = load_or_build_features(graph.products, dataset_dir, config.encoder, show_progress=progress)
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / RERANK_FILE).unlink(missing_ok=True)  # a stale second stage must not outlive its model
-    result = train(graph, x, config, model_dir, resume=resume, progress=progress, log=log)
-    info = {"dataset": str(Path(dataset_dir).resolve()), "encoder": config.encoder,
-            "num_products": graph.num_products, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "best_epoch": result.best_epoch, "train_seconds": result.seconds, "ranker": "daemon"}
-    if rerank:
-        split = result.split
-        vm = split.mask(VAL)
-        t0 = time.time()
-        try:
-            rr = fit_two_stage(graph, split.mask(TRAIN), graph.cp_src[vm], graph.cp_dst[vm], x,
-                               result.source, result.target, seed=config.seed, log=log)
-        except Exception as e:  # e.g. too few validation edges on a toy graph: say so, keep DAEMON
-            # (DAEMON is already written; the folder must still get model.json / features.json)
-            msg = str(e) if isinstance(e, DualrecError) else f"{type(e).__name__}: {e}"
-            log(f"second stage not fitted ({msg}); recommendations rank by DAEMON alone")
-            info["rerank_error"] = msg
-        else:
-            rr.save(model_dir / RERANK_FILE)
-            info.update(ranker="two-stage", rerank_seconds=round(time.time() - t0, 3),
-                        rerank={k: v for k, v in rr.info_.items() if k != "features"})
-    (model_dir / "model.json").write_text(json.dumps(info, indent=2))
-    # How features were built: new products (cold start) are encoded the same way.
-    (model_dir / "features.json").write_text(json.dumps(feature_spec(graph.products, config.encoder), indent=2))
+    created = not store.root.exists()
+    try:
+        return _train_into(store, graph, dataset_dir, config, resume, progress, log, rerank, keep)
+    except BaseException:
+        # a first training that failed before its first epoch leaves no empty folder behind (with
+        # a checkpoint, the folder stays for --resume)
+        if created and not store.is_model() and not (store.checkpoint_dir / "last.pt").exists():
+            shutil.rmtree(store.root, ignore_errors=True)
+        raise
+
+
+def _train_into(store: ModelStore, graph: ProductGraph, dataset_dir, config: TrainConfig, resume: bool,
+                progress: bool, log, rerank: bool, keep: int) -> TrainResult:
+    with store.lock(0, f"dualrec train {Path(dataset_dir).name}"):
+        x = load_or_build_features(graph.products, dataset_dir, config.encoder, show_progress=progress)
+        store.checkpoint_dir.mkdir(exist_ok=True)
+        result = train(graph, x, config, store.checkpoint_dir, resume=resume, progress=progress, log=log,
+                       data_fingerprint=data_fingerprint(graph, config.encoder))
+        info = {"dataset": Path(dataset_dir).name, "encoder": config.encoder, "num_products": graph.num_products,
+                "trained_products": graph.num_products, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "best_epoch": result.best_epoch, "train_seconds": result.seconds, "ranker": "daemon"}
+        with store.writer(None) as w:
+            save_trained(w, config=asdict(config), state_dict=result.model.state_dict(), in_channels=x.shape[1],
+                         split=result.split, graph=graph, features=x.numpy(),
+                         feature_spec=feature_spec(graph.products, config.encoder), source=result.source.numpy(),
+                         target=result.target.numpy(), history=result.history, best_epoch=result.best_epoch,
+                         val_metrics=result.val_metrics)
+            if rerank:
+                split = result.split
+                vm = split.mask(VAL)
+                t0 = time.time()
+                try:
+                    rr = fit_two_stage(graph, split.mask(TRAIN), graph.cp_src[vm], graph.cp_dst[vm], x,
+                                       result.source, result.target, seed=config.seed, log=log)
+                    rr.save(w, RERANK_DIR)
+                except Exception as e:  # e.g. too few validation edges on a toy graph: say so, keep DAEMON
+                    msg = str(e) if isinstance(e, DualrecError) else f"{type(e).__name__}: {e}"
+                    log(f"second stage not fitted ({msg}); recommendations rank by DAEMON alone")
+                    info["rerank_error"] = msg
+                    for p in (w.dir / RERANK_DIR).glob("*"):
+                        p.unlink()
+                else:
+                    info.update(ranker="two-stage", rerank_seconds=round(time.time() - t0, 3),
+                                rerank={k: v for k, v in rr.info_.items() if k != "features"})
+            v = w.commit(info, keep=keep)
+        log(f"model version {v.name} written to {store.root}")
+    result.version = v.name
     return result
 
 
-def load_split(model_dir: str | Path) -> EdgeSplit:
-    p = Path(model_dir) / "best.pt"
-    if not p.exists():
-        raise DualrecError(f"{model_dir} is not a trained dualrec model (no best.pt); train one with `dualrec train`")
-    return EdgeSplit.from_state_dict(torch.load(p, weights_only=False)["split"])
-
-
 def evaluate_model(model_dir: str | Path, part: str = "test", dataset_dir: str | Path | None = None,
-                   progress: bool = True) -> dict:
-    """Metrics of a model folder on its held-out ``test`` (or ``val``) edges, ranking all products."""
+                   progress: bool = True, version: str | None = None) -> dict:
+    """Metrics of a model version on its held-out ``test`` (or ``val``) edges, ranking all products.
+
+    The version holds the graph and split it was trained on; ``dataset_dir`` (optional) checks
+    that a dataset folder is still that graph.
+    """
     if part not in ("test", "val"):
         raise DualrecError("part must be 'test' or 'val'")
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise DualrecError(f"model folder not found: {model_dir}")
-    split = load_split(model_dir)  # first: a folder that is not a model is reported as such
-    info_path = model_dir / "model.json"
-    if dataset_dir is None:
-        if not info_path.exists():
-            raise DualrecError(f"{model_dir} has no model.json; pass the dataset folder explicitly")
-        dataset_dir = json.loads(info_path.read_text())["dataset"]
-    graph = ProductGraph.load(dataset_dir)
-    if split.labels.numel() != graph.num_copurchase:
-        raise DualrecError(f"the dataset at {dataset_dir} changed since this model was trained")
-    s = torch.from_numpy(np.load(model_dir / "source.npy"))
-    t = torch.from_numpy(np.load(model_dir / "target.npy"))
+    v = open_version(model_dir, version)
+    graph, split = v.graph(), v.split()
+    if dataset_dir is not None:
+        other = ProductGraph.load(dataset_dir)
+        same = (other.num_products == graph.num_products and other.num_copurchase == graph.num_copurchase
+                and torch.equal(other.cp_src, graph.cp_src) and torch.equal(other.cp_dst, graph.cp_dst))
+        if not same:
+            raise DualrecError(f"the dataset at {dataset_dir} is not the one this model was trained on")
+    s, t = (torch.from_numpy(np.asarray(a)) for a in v.embeddings())
     # Products added since training (cold start) have no held-out edges: rank the trained ones.
     n = graph.num_products
     s, t = s[:n], t[:n]
     p = TEST if part == "test" else VAL
-    rr = load_model_reranker(model_dir, s, t, progress=progress, dataset_dir=dataset_dir, graph=graph)
+    rr = load_model_reranker(v, s, t)
     if rr is None:
-        return evaluate_embeddings(graph, split, s, t, p, show_progress=progress) | {"ranker": "daemon"}
+        return evaluate_embeddings(graph, split, s, t, p, show_progress=progress) | {"ranker": "daemon",
+                                                                                   "version": v.name}
     from dualrec.benchmark import RowMemo, evaluate_method
     from dualrec.evaluate import pair_fn_from_score_fn
 
     score_fn = RowMemo(rr.score_fn, n)  # direction accuracy reads the same rows again
     out = evaluate_method(graph, split, score_fn, pair_fn_from_score_fn(score_fn, n), p)
     out["ranker"] = "two-stage"
+    out["version"] = v.name
     # the first stage alone, for comparison (on VAL the reranker was fitted: optimistic there)
-    out["daemon_alone"] = {k: v for k, v in evaluate_embeddings(graph, split, s, t, p).items()
+    out["daemon_alone"] = {k: v_ for k, v_ in evaluate_embeddings(graph, split, s, t, p).items()
                            if k.startswith(("HitRate", "MRR"))}
     return out
+
+
+def load_daemon(version: ModelVersion):
+    """(config, DAEMON in eval mode, config.json) of a model version; weights read without pickle."""
+    from dualrec.train import build_model
+
+    meta = version.json("config.json")
+    cfg = TrainConfig.from_dict(meta["train"])
+    model = build_model(cfg, int(meta["in_channels"]), int(meta["num_nodes"]))
+    try:
+        model.load_state_dict(version.state_dict())
+    except RuntimeError as e:
+        raise DualrecError(f"model version {version.name}: weights do not fit its config ({str(e)[:200]})") from e
+    model.eval()
+    return cfg, model, meta

@@ -26,8 +26,7 @@ the DAEMON candidates and features, so the gain DAEMON brings is measured, not a
 from __future__ import annotations
 
 import math
-import pickle
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +36,10 @@ import torch
 from dualrec.baselines.cooccurrence import KINDS, Cooccurrence
 from dualrec.graph import DualrecError
 
-#: version of the file :meth:`CandidateReranker.save` writes
-RERANK_FORMAT = 1
-#: the second stage's file in a model folder (written by ``dualrec train``)
-RERANK_FILE = "rerank.pkl"
+#: version of what :meth:`CandidateReranker.save` writes
+RERANK_FORMAT = 2
+#: the second stage's folder in a model version (written by ``dualrec train``)
+RERANK_DIR = "rerank"
 
 
 @dataclass
@@ -87,7 +86,7 @@ class CandidateReranker:
         self.model = None
         self.info_: dict = {}
         self.shown = None  # logged co-purchases put first by score_fn(known_first=True); None: `known`
-        self._needs_text = self.x is not None  # after load(), until set_text_features()
+        self._needs_text = self.x is not None  # whether it was fitted with text features
 
     # ------------------------------------------------------------------ features
     @property
@@ -313,49 +312,61 @@ class CandidateReranker:
         return np.concatenate(vals), np.concatenate(idx)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> None:
-        """Write the fitted reranker (co-occurrence matrices, pair model, config) to ``path``.
+    def save(self, writer, prefix: str = RERANK_DIR) -> None:
+        """Write the fitted reranker into a model version (:class:`~dualrec.store.VersionWriter`):
+        the pair model in LightGBM's text format, everything else as JSON. Nothing is pickled.
 
-        The embeddings and text features are not stored: they live in the model folder and the
-        dataset's feature cache, and :meth:`load` takes them back.
+        The co-occurrence matrices, embeddings and text features are not stored: they are the
+        version's training graph, ``source``/``target`` and ``features.npy``, and :meth:`load`
+        takes them back.
         """
         if self.model is None:
             raise DualrecError("the reranker is not fitted; call fit() first")
-        state = {k: v for k, v in self.__dict__.items() if k not in ("s", "t", "x", "shown", "_needs_text")}
-        state["format"] = RERANK_FORMAT
-        state["has_daemon"] = self.s is not None
-        state["has_text"] = self._needs_text
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(path)  # atomic: a reader never sees half a file
+        if not hasattr(self.model, "model_to_string"):
+            raise DualrecError("only the LightGBM reranker (objective='lambdarank') can be saved in a model folder")
+        text = self.model.model_to_string(num_iteration=self.model.best_iteration)
+        writer.new_path(f"{prefix}/booster.txt").write_text(text)
+        writer.save_json(f"{prefix}/rerank.json", {
+            "format": RERANK_FORMAT, "config": asdict(self.cfg), "n": int(self.n), "kinds": self.kinds,
+            "has_daemon": self.s is not None, "has_text": bool(self._needs_text), "info": self.info_,
+            "cooccurrence": self.cooc.state()})
 
     @classmethod
-    def load(cls, path: str | Path, source: torch.Tensor | None, target: torch.Tensor | None,
-             x: torch.Tensor | None, check_text: bool = True) -> "CandidateReranker":
-        """A reranker written by :meth:`save`, with its embeddings (which may have gained rows
-        for products added since, see :mod:`dualrec.coldstart`) and text features."""
-        try:
-            # A pickle runs code when loaded: trust a model folder as you trust its best.pt.
-            with open(path, "rb") as f:
-                state = pickle.load(f)
-        except Exception as e:  # corrupt, truncated or from another version: a clear error, not a trace
-            raise DualrecError(f"cannot read the reranker {path}: {type(e).__name__}: {e}") from e
-        if not isinstance(state, dict) or state.get("format") != RERANK_FORMAT:
-            raise DualrecError(f"{path} is not a reranker of this dualrec version (format {RERANK_FORMAT}); "
-                               "train the model again")
-        n = state["n"]
+    def load(cls, version, source: torch.Tensor | None, target: torch.Tensor | None,
+             x: torch.Tensor | None, prefix: str = RERANK_DIR) -> "CandidateReranker":
+        """The reranker of a model version (:class:`~dualrec.store.ModelVersion`), with its
+        embeddings (which may have gained rows for products added since, see
+        :mod:`dualrec.coldstart`) and the text features of its catalogue."""
+        import lightgbm as lgb
+
+        from dualrec.split import TRAIN
+
+        state = version.json(f"{prefix}/rerank.json")
+        if state.get("format") != RERANK_FORMAT:
+            raise DualrecError(f"the second stage of version {version.name} has format {state.get('format')!r}; "
+                               f"this dualrec reads {RERANK_FORMAT}: train the model again")
+        n = int(state["n"])
         if state["has_daemon"] != (source is not None):
-            raise DualrecError(f"{path} was fitted {'with' if state['has_daemon'] else 'without'} DAEMON embeddings")
+            raise DualrecError(f"the second stage was fitted {'with' if state['has_daemon'] else 'without'} "
+                               "DAEMON embeddings")
         if source is not None and (source.shape != target.shape or source.shape[0] < n):
-            raise DualrecError(f"{path} covers {n} products; the embeddings have {source.shape[0]} rows")
-        rr = cls.__new__(cls)
-        rr.__dict__.update({k: v for k, v in state.items() if k not in ("format", "has_daemon", "has_text")})
-        rr.s = None if source is None else source.detach().float()
-        rr.t = None if target is None else target.detach().float()
-        rr.x, rr._needs_text, rr.shown = None, state["has_text"], None
-        if check_text or x is not None:
+            raise DualrecError(f"the second stage covers {n} products; the embeddings have {source.shape[0]} rows")
+        graph = version.graph()
+        if graph.num_products != n:
+            raise DualrecError(f"the second stage covers {n} products, the training graph {graph.num_products}")
+        train = version.split().mask(TRAIN)
+        cooc = Cooccurrence.from_state(graph, train, state["cooccurrence"])
+        known = ({k: v for k, v in state["config"].items() if k in {f.name for f in fields(RerankConfig)}})
+        rr = cls(cooc, source, target, None, graph.cp_src[train], graph.cp_dst[train], RerankConfig(**known))
+        if rr.kinds != list(state["kinds"]):
+            raise DualrecError("the second stage's path kinds do not match its co-occurrence model")
+        try:
+            rr.model = lgb.Booster(model_str=version.path(f"{prefix}/booster.txt").read_text())
+        except lgb.basic.LightGBMError as e:
+            raise DualrecError(f"cannot read the second stage's pair model ({str(e)[:200]})") from e
+        rr.info_ = dict(state.get("info", {}))
+        rr._needs_text = bool(state["has_text"])
+        if rr._needs_text:
             rr.set_text_features(x)
         return rr
 
@@ -390,58 +401,25 @@ def fit_two_stage(graph, train_mask: torch.Tensor, val_src: torch.Tensor, val_ds
     return rr.fit(val_src, val_dst, log=log)
 
 
-def load_model_reranker(model_dir: str | Path, source: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
-                        progress: bool = False, dataset_dir: str | Path | None = None,
-                        graph=None) -> CandidateReranker | None:
-    """The second stage of a model folder (``MODEL_DIR/rerank.pkl``), or ``None`` if it has none.
+def load_model_reranker(version, source: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
+                        ) -> CandidateReranker | None:
+    """The second stage of a model version (:class:`~dualrec.store.ModelVersion`), or ``None``
+    when it has none.
 
-    It reads the dataset the model was trained on (``model.json``, or ``dataset_dir``): the text
-    features cached there by ``dualrec train``, and every logged co-purchase edge, which
-    :meth:`CandidateReranker.score_fn` puts first (with those given to ``add-products``).
-    ``graph``: that dataset, when the caller has already loaded it.
+    Everything it reads is in the version: the training graph and split, the features of the
+    catalogue, and every logged co-purchase edge, which :meth:`CandidateReranker.score_fn`
+    puts first (the dataset's, val/test included, and those given to ``add-products``).
     """
-    import json
-
-    import pandas as pd
-
-    d = Path(model_dir)
-    p = d / RERANK_FILE
-    if not p.exists():
+    if not version.has_reranker:
         return None
-    from dualrec.coldstart import ADDED_EDGES
-    from dualrec.features import load_or_build_features
-    from dualrec.graph import ProductGraph
-
-    try:
-        info = json.loads((d / "model.json").read_text())
-        encoder = json.loads((d / "features.json").read_text())["encoder"]
-        dataset = Path(dataset_dir or info["dataset"])
-    except (OSError, ValueError, KeyError) as e:
-        raise DualrecError(f"{d} has a reranker but no readable model.json/features.json ({e}); "
-                           "train the model again") from e
-    fallback = f"restore it, or delete {p} to rank by DAEMON alone"
-    if not dataset.is_dir():
-        raise DualrecError(f"the reranker of {d} reads the text features of its dataset, {dataset}, which is "
-                           f"gone; {fallback}")
-    rr = CandidateReranker.load(p, torch.as_tensor(source), torch.as_tensor(target), None, check_text=False)
-    graph = graph if graph is not None else ProductGraph.load(dataset)
-    ids = pd.read_parquet(d / "products.parquet", columns=["id"])["id"].astype(str).to_numpy()
-    if graph.num_products != rr.n or not np.array_equal(graph.products["id"].astype(str).to_numpy(), ids[:rr.n]):
-        raise DualrecError(f"the dataset at {dataset} is not the one the model in {d} was trained on "
-                           f"(its products changed); {fallback}")
-    try:
-        x = load_or_build_features(graph.products, dataset, encoder, show_progress=progress)
-    except OSError as e:  # e.g. a read-only dataset folder without the feature cache
-        raise DualrecError(f"cannot read or rebuild the text features in {dataset}: {e}; {fallback}") from e
-    rr.set_text_features(x)
-    # Every logged co-purchase goes first: the dataset's edges (val/test ones too) and added ones.
+    x = torch.from_numpy(np.asarray(version.features(), dtype=np.float32))
+    rr = CandidateReranker.load(version, torch.as_tensor(np.asarray(source)), torch.as_tensor(np.asarray(target)), x)
+    graph = version.graph()
     src, dst = graph.cp_src.numpy(), graph.cp_dst.numpy()
-    added = d / ADDED_EDGES
-    if added.exists():
-        e = pd.read_parquet(added)
-        e = e[e["kind"] == "copurchase"]
-        src = np.concatenate([src, e["a"].to_numpy(np.int64)])
-        dst = np.concatenate([dst, e["b"].to_numpy(np.int64)])
+    e = version.added_edges()
+    e = e[e["kind"] == "copurchase"]
+    src = np.concatenate([src, e["a"].to_numpy(np.int64)])
+    dst = np.concatenate([dst, e["b"].to_numpy(np.int64)])
     n_all = rr.num_products
     rr.shown = sp.csr_matrix((np.ones(src.size, dtype=bool), (src, dst)), shape=(n_all, n_all))
     return rr
@@ -460,5 +438,5 @@ def _rank_in_row(r: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["CandidateReranker", "RerankConfig", "RERANK_FILE", "RERANK_FORMAT", "fit_two_stage", "load_model_reranker",
+__all__ = ["CandidateReranker", "RerankConfig", "RERANK_DIR", "RERANK_FORMAT", "fit_two_stage", "load_model_reranker",
            "ranker_name"]

@@ -3,13 +3,12 @@ reranked by the second stage when the model folder has one.
 
 :class:`Recommender` is exact (a chunked matrix product + ``topk``), so a batch of queries
 against 1M products never materialises more than ``chunk_elems`` scores at once. With a
-second stage (``MODEL_DIR/rerank.pkl``, see :mod:`dualrec.rerank`) each query's DAEMON and
+second stage (see :mod:`dualrec.rerank`) each query's DAEMON and
 co-occurrence candidates are reranked by the pair model; its known co-purchases come first.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dualrec.graph import DualrecError, UnknownProductError
+from dualrec.errors import DualrecError, UnknownProductError
 
 
 @dataclass
@@ -48,6 +47,7 @@ class Recommender:
         self.chunk_elems = chunk_elems
         self.reranker = reranker
         self._index = pd.Index(self.products["id"].astype(str))
+        self.version = None  # the ModelVersion it was loaded from, if any
 
     @property
     def ranker(self) -> str:
@@ -60,23 +60,21 @@ class Recommender:
         return len(self.products)
 
     @classmethod
-    def load(cls, model_dir: str | Path, two_stage: bool = True) -> "Recommender":
-        """The model folder's recommender; ``two_stage=False`` ignores its second stage."""
-        d = Path(model_dir)
-        need = ["source.npy", "target.npy", "products.parquet"]
-        if not d.is_dir():
-            raise DualrecError(f"model folder not found: {d}")
-        missing = [f for f in need if not (d / f).exists()]
-        if missing:
-            raise DualrecError(f"{d} is not a trained dualrec model (missing {', '.join(missing)}); "
-                               "train one with `dualrec train`")
-        source, target = torch.from_numpy(np.load(d / "source.npy")), torch.from_numpy(np.load(d / "target.npy"))
+    def load(cls, model_dir: str | Path, two_stage: bool = True, version: str | None = None) -> "Recommender":
+        """The model folder's recommender (its current version, or ``version``);
+        ``two_stage=False`` ignores its second stage."""
+        from dualrec.store import open_version
+
+        v = open_version(model_dir, version)
+        source, target = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in v.embeddings())
         reranker = None
         if two_stage:
             from dualrec.rerank import load_model_reranker
 
-            reranker = load_model_reranker(d, source, target)
-        return cls(pd.read_parquet(d / "products.parquet"), source, target, reranker=reranker)
+            reranker = load_model_reranker(v, source, target)
+        rec = cls(v.products(), source, target, reranker=reranker)
+        rec.version = v
+        return rec
 
     def index_of(self, ids: Sequence[str]) -> torch.Tensor:
         ids = [str(i) for i in ids]
@@ -134,19 +132,9 @@ class Recommender:
         return out
 
 
-def read_model_info(model_dir: str | Path) -> dict:
-    p = Path(model_dir) / "model.json"
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
-def linked_products(model_dir: str | Path, product_ids: Sequence[str]) -> dict[str, list[str]]:
-    """Co-purchase out-neighbours (in the model's dataset) of each query: the "already linked" set."""
-    from dualrec.graph import ProductGraph
-
-    info = read_model_info(model_dir)
-    if "dataset" not in info:
-        raise DualrecError(f"{model_dir}/model.json does not name the dataset the model was trained on")
-    g = ProductGraph.load(info["dataset"])
+def linked_products(version, product_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Co-purchase out-neighbours (in the model's training graph) of each query: the "already linked" set."""
+    g = version.graph()
     ids = g.products["id"].to_numpy()
     known = pd.Index(g.products["id"]).get_indexer([str(p) for p in product_ids])
     out = {}

@@ -13,21 +13,17 @@ Each epoch:
    products (the same evaluator as the test). The best epoch is kept (early stopping with
    ``patience``).
 
-A model folder holds ``best.pt`` (weights, config, split, metrics), ``last.pt`` (adds the
-optimiser, for ``resume``), ``products.parquet`` and the final normalised embeddings
-``source.npy`` / ``target.npy``.
+The loop writes only its checkpoint (``last.pt``, for ``resume``); the trained model goes into
+a model folder through :mod:`dualrec.store` (see :func:`dualrec.pipeline.train_dataset`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -81,11 +77,76 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """A validated config from a dict (a JSON file, ``--set`` options, a checkpoint)."""
+        if not isinstance(d, dict):
+            raise DualrecError("a training config must be a JSON object of TrainConfig fields")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise DualrecError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+            raise DualrecError(f"unknown training option(s): {', '.join(sorted(unknown))} "
+                               f"(known: {', '.join(sorted(known))})")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> "TrainConfig":
+        """Type and range of every field; one clear error naming the first bad setting."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kind, lo, hi = _RULES[f.name]
+            if kind is bool:
+                if not isinstance(v, bool):
+                    raise DualrecError(f"{f.name} must be true or false, got {v!r}")
+                continue
+            if kind is str:
+                if v not in lo:
+                    raise DualrecError(f"{f.name} must be one of {', '.join(lo)}, got {v!r}")
+                continue
+            ok_type = isinstance(v, int) if kind is int else isinstance(v, (int, float))
+            if isinstance(v, bool) or not ok_type or (kind is float and not math.isfinite(v)):
+                what = "an integer" if kind is int else "a finite number"
+                raise DualrecError(f"{f.name} must be {what} in {_range_text(lo, hi)}, got {v!r}")
+            if not _in_range(v, lo, hi):
+                raise DualrecError(f"{f.name} must be in {_range_text(lo, hi)}, got {v!r}")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise DualrecError("val_fraction + test_fraction must be below 0.9")
+        return self
+
+    def diff(self, other: "TrainConfig | dict") -> dict:
+        """``{field: (self's, other's)}`` for every field that differs."""
+        o = other if isinstance(other, dict) else asdict(other)
+        return {k: (v, o.get(k)) for k, v in asdict(self).items() if o.get(k) != v}
+
+
+# (type, low, high) of every TrainConfig field. A bound in a tuple is exclusive: (0,) means > 0.
+_RULES: dict[str, tuple] = {
+    "encoder": (str, ("minilm", "hash"), None),
+    "hidden_channels": (int, 1, 8192), "out_channels": (int, 1, 8192), "num_layers": (int, 1, 8),
+    "id_dim": (int, 0, 8192), "id_dropout": (float, 0.0, (1.0,)), "dropout": (float, 0.0, (1.0,)),
+    "use_similar": (bool, None, None), "dual": (bool, None, None), "use_reverse": (bool, None, None),
+    "tau": (float, (0.0,), 100.0), "num_negatives": (int, 1, 1_000_000), "hard_negatives": (int, 0, 4096),
+    "in_batch_negatives": (bool, None, None), "sim_weight": (float, 0.0, 1000.0), "asym_weight": (float, 0.0, 1000.0),
+    "lr": (float, (0.0,), 10.0), "weight_decay": (float, 0.0, 10.0), "id_weight_decay": (float, 0.0, 10.0),
+    "epochs": (int, 1, 100_000), "patience": (int, 1, 100_000), "batch_size": (int, 1, 100_000_000),
+    "target_fraction": (float, 0.02, 0.5), "cold_fraction": (float, 0.0, 0.9),
+    "max_steps_per_epoch": (int, 0, 10**9), "min_steps_per_epoch": (int, 1, 10**9),
+    "max_val_edges": (int, 1, 10**9), "val_fraction": (float, (0.0,), 0.5), "test_fraction": (float, 0.0, 0.5),
+    "seed": (int, 0, 2**31 - 1),
+}
+
+
+def _in_range(v, lo, hi) -> bool:
+    if lo is not None and (v <= lo[0] if isinstance(lo, tuple) else v < lo):
+        return False
+    if hi is not None and (v >= hi[0] if isinstance(hi, tuple) else v > hi):
+        return False
+    return True
+
+
+def _range_text(lo, hi) -> str:
+    left = f"({lo[0]}" if isinstance(lo, tuple) else f"[{lo}"
+    right = f"{hi[0]})" if isinstance(hi, tuple) else f"{hi}]"
+    return f"{left}, {right}"
 
 
 @dataclass
@@ -98,6 +159,7 @@ class TrainResult:
     best_epoch: int = 0
     val_metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
+    version: str | None = None  # the model version written, when trained into a model folder
 
 
 def build_model(config: TrainConfig, in_channels: int, num_nodes: int) -> DAEMON:
@@ -152,18 +214,20 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
         yield perm[i:i + batch_size]
 
 
-def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: str | Path | None = None,
+def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, checkpoint_dir: str | Path | None = None,
           split: EdgeSplit | None = None, resume: bool = False, progress: bool = True,
-          log=print, unseen: torch.Tensor | None = None) -> TrainResult:
+          log=print, unseen: torch.Tensor | None = None, data_fingerprint: str | None = None) -> TrainResult:
     """Train DAEMON on ``graph`` with features ``x``; early-stop on validation MRR@10.
 
-    With ``out_dir``, checkpoints are written there every epoch and ``resume=True`` continues
-    from ``last.pt``. ``unseen`` (an (N,) bool mask, for cold-start evaluation) marks products
+    With ``checkpoint_dir``, the training state is written there every epoch (``last.pt``:
+    tensors and plain data only) and ``resume=True`` continues from it; ``data_fingerprint``
+    (of the graph and features) is stored with it, so a resume on other data is refused. ``unseen`` (an (N,) bool mask, for cold-start evaluation) marks products
     that do not exist yet at training time: they are never sampled as negatives and get no
     per-product embedding, exactly like products added later with ``add-products`` (their
     edges must already be outside the training split).
     """
     t0 = time.time()
+    config.validate()
     torch.manual_seed(config.seed)
     n = graph.num_products
     if x.shape[0] != n:
@@ -193,17 +257,23 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: st
         groups.append({"params": id_params, "weight_decay": config.id_weight_decay})
     opt = torch.optim.Adam(groups, lr=config.lr)
 
-    out = Path(out_dir) if out_dir is not None else None
+    out = Path(checkpoint_dir) if checkpoint_dir is not None else None
     history, best, best_epoch, start_epoch, bad = [], -math.inf, 0, 0, 0
     best_state = None
     if resume:
-        if out is None or not (out / "last.pt").exists():
-            raise DualrecError(f"nothing to resume: no last.pt in {out}")
-        ck = torch.load(out / "last.pt", weights_only=False)
-        if ck["config"] != asdict(config):
-            raise DualrecError("cannot resume: the checkpoint was trained with a different config")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        ck = load_checkpoint(out)
+        differ = config.diff(ck["config"])
+        if differ:
+            shown = "; ".join(f"{k}: checkpoint {b!r}, now {a!r}" for k, (a, b) in sorted(differ.items()))
+            raise DualrecError(f"cannot resume: the checkpoint was trained with other settings ({shown})")
+        if data_fingerprint is not None and ck.get("data") not in (None, data_fingerprint):
+            raise DualrecError("cannot resume: the checkpoint was trained on another dataset "
+                               "(its products, edges or features differ)")
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise DualrecError(f"cannot resume: the checkpoint does not fit this model ({e})") from e
         split = EdgeSplit.from_state_dict(ck["split"])
         history, best, best_epoch, bad = ck["history"], ck["best"], ck["best_epoch"], ck["bad_epochs"]
         best_state = ck["best_state"]
@@ -293,7 +363,7 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: st
             _atomic_save({"config": asdict(config), "model": model.state_dict(), "optimizer": opt.state_dict(),
                           "split": split.state_dict(), "history": history, "best": best, "best_epoch": best_epoch,
                           "bad_epochs": bad, "best_state": best_state, "epoch": epoch,
-                          "rng": torch.get_rng_state()}, out / "last.pt")
+                          "rng": torch.get_rng_state(), "data": data_fingerprint}, out / "last.pt")
         if bad >= config.patience:
             log(f"early stop: no val MRR@10 gain for {config.patience} epochs (best epoch {best_epoch})")
             break
@@ -303,25 +373,25 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, out_dir: st
     s, t = embed(model, x, full_adj, eval_ids)
     result = TrainResult(model, s, t, split, history, best_epoch,
                          evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed), time.time() - t0)
-    if out is not None:
-        save_model(out, result, graph, config, x.shape[1])
     return result
+
+
+def load_checkpoint(checkpoint_dir: Path | None) -> dict:
+    """The training state in ``checkpoint_dir/last.pt``, read without running code."""
+    p = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
+    if p is None or not p.exists():
+        raise DualrecError("nothing to resume: this model folder has no training checkpoint")
+    try:
+        ck = torch.load(p, weights_only=True)  # tensors and plain data only: no code runs
+    except Exception as e:  # a corrupt file, or one holding objects: refused, never executed
+        raise DualrecError(f"cannot read the training checkpoint ({type(e).__name__}); train again without "
+                           "--resume") from None
+    if not isinstance(ck, dict) or "config" not in ck:
+        raise DualrecError("the training checkpoint is not one dualrec wrote; train again without --resume")
+    return ck
 
 
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
-
-
-def save_model(out: Path, result: TrainResult, graph: ProductGraph, config: TrainConfig, in_channels: int) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_save({"config": asdict(config), "model": result.model.state_dict(), "in_channels": in_channels,
-                  "num_nodes": graph.num_products, "split": result.split.state_dict(),
-                  "best_epoch": result.best_epoch, "val_metrics": result.val_metrics,
-                  "history": result.history, "dualrec_format": 1}, out / "best.pt")
-    np.save(out / "source.npy", result.source.numpy())
-    np.save(out / "target.npy", result.target.numpy())
-    graph.products.to_parquet(out / "products.parquet", index=False)
-    (out / "metrics.json").write_text(json.dumps({"val": result.val_metrics, "best_epoch": result.best_epoch,
-                                                  "train_seconds": result.seconds}, indent=2))

@@ -1,15 +1,15 @@
-"""Model folders for the serving tests: the files `save_model` writes that serving reads
+"""Model folders for the serving tests: a model version (dualrec.store) with what serving reads
 (products.parquet from a synthetic store, source.npy / target.npy, model.json), with random
 continuous L2-normalised embeddings (no ties), so they are built in milliseconds."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dualrec.store import ModelStore, open_version
 from dualrec.synthetic import make_store
 
 
@@ -22,23 +22,33 @@ def write_model(path: Path, n: int = 300, d: int = 16, seed: int = 0, created: s
                 store_seed: int = 0) -> Path:
     """A model folder of ``n`` synthetic products with random embeddings (``seed``)."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     products = make_store(n_products=n, seed=store_seed).products.copy()
     products["price"] = products["price"].astype(float)
     products.loc[5, "price"] = np.nan  # missing metadata must come back as null, not NaN
     products["brand"] = products["brand"].astype(object)
     products.loc[6, "brand"] = None
-    products.to_parquet(path / "products.parquet", index=False)
     rng = np.random.default_rng(seed)
-    np.save(path / "source.npy", normalised(rng, len(products), d))
-    np.save(path / "target.npy", normalised(rng, len(products), d))
-    (path / "model.json").write_text(json.dumps({"created": created, "num_products": len(products)}))
+    store = ModelStore(path)
+    store.prepare_new()
+    with store.lock(0), store.writer(None) as w:
+        w.save_parquet("products.parquet", products)
+        w.save_array("source.npy", normalised(rng, len(products), d))
+        w.save_array("target.npy", normalised(rng, len(products), d))
+        w.commit({"created": created, "num_products": len(products), "ranker": "daemon"})
     return path
+
+
+def embeddings(model: Path) -> tuple[np.ndarray, np.ndarray]:
+    return open_version(model).embeddings()
+
+
+def product_ids(model: Path) -> list[str]:
+    return open_version(model).ids().tolist()
 
 
 def exact_topk(model: Path, row: int, k: int) -> tuple[list[int], np.ndarray]:
     """Brute-force top-k rows for the product at ``row`` (never itself), and their scores."""
-    s, t = np.load(model / "source.npy"), np.load(model / "target.npy")
+    s, t = embeddings(model)
     scores = t @ s[row]
     scores[row] = -np.inf
     order = np.argsort(-scores, kind="stable")[:min(k, len(t) - 1)]

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from dualrec.serve.app import STATIC_DIR, create_app
+from dualrec.store import open_version
 
 from .conftest import write_model
 
@@ -33,6 +33,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 K = 6
 TIMEOUT_MS = 30_000
+ADMIN_TOKEN = "browser-test-token-0123456789"
 
 
 def _browser_unavailable(reason: str):
@@ -45,7 +46,7 @@ def _browser_unavailable(reason: str):
 
 def test_page_and_assets_are_served(tmp_path):
     assert {"index.html", "app.js", "style.css"} <= {p.name for p in STATIC_DIR.iterdir()}
-    c = TestClient(create_app(write_model(tmp_path / "m", n=30)))
+    c = TestClient(create_app(write_model(tmp_path / "m", n=30)), base_url="http://127.0.0.1")
     r = c.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     for testid in ("search-input", "related-list", "incoming-list", "add-form", "error"):
@@ -97,7 +98,8 @@ def server(trained_model, tmp_path_factory):
     """`dualrec serve MODEL` on a free port; yields its base URL."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
-    env = {k: v for k, v in os.environ.items() if k != "DUALREC_ADMIN_TOKEN"}
+    env = {**{k: v for k, v in os.environ.items() if k != "DUALREC_ADMIN_TOKEN_FILE"},
+           "DUALREC_ADMIN_TOKEN": ADMIN_TOKEN}  # writes on: the page's form adds a product
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "dualrec.cli", "serve", str(trained_model),
                                  "--host", "127.0.0.1", "--port", str(port)],
@@ -160,7 +162,7 @@ def _list_ids(page, testid: str) -> list[str]:
 def test_page_in_chromium(playwright_api, server, trained_model, page, tmp_path):
     expect = playwright_api.expect
     expect.set_options(timeout=TIMEOUT_MS)
-    products = pd.read_parquet(trained_model / "products.parquet")
+    products = open_version(trained_model).products()
     title0 = str(products.loc[0, "title"])
     word = title0.split()[1]  # a product word (the first one is the brand), e.g. "drone"
 
@@ -218,6 +220,7 @@ def test_page_in_chromium(playwright_api, server, trained_model, page, tmp_path)
     page.get_by_test_id("new-category").fill(str(products.loc[0, "category"]))
     page.get_by_test_id("new-brand").fill("Novara")
     page.get_by_test_id("new-price").fill("19.99")
+    page.get_by_test_id("new-token").fill(ADMIN_TOKEN)
     page.get_by_test_id("add-button").click()
     _shown_product(page, expect, new_id)
     expect(page.get_by_test_id("error")).to_be_hidden()

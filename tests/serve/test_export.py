@@ -13,7 +13,7 @@ from dualrec.cli import app
 from dualrec.index import write_model_index
 from dualrec.serve.export import export_recommendations
 
-from .conftest import write_model
+from .conftest import embeddings, product_ids, write_model
 
 
 def test_export_matches_exact_topk(tmp_path):
@@ -30,8 +30,8 @@ def test_export_matches_exact_topk(tmp_path):
     df = pd.read_parquet(out)
     assert len(df) == 300 * 7
     assert not (df["id"] == df["related_id"]).any()  # no self-recommendations
-    ids = pd.read_parquet(m / "products.parquet")["id"].astype(str).to_numpy()
-    s, t = np.load(m / "source.npy"), np.load(m / "target.npy")
+    ids = np.asarray(product_ids(m))
+    s, t = embeddings(m)
     full = s @ t.T
     np.fill_diagonal(full, -np.inf)
     top = np.argsort(-full, axis=1)[:, :7]
@@ -64,3 +64,5 @@ def test_export_errors(tmp_path):
     m = write_model(tmp_path / "m", n=50)
     r = CliRunner().invoke(app, ["export", str(m), "--out", str(tmp_path / "x.parquet"), "--k", "0"])
     assert r.exit_code == 2
+    r = CliRunner().invoke(app, ["export", str(m), "--out", str(tmp_path)])  # a folder, not a file
+    assert r.exit_code == 2 and "is a folder" in r.output and "Traceback" not in r.output

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from dualrec.cli import app
+from dualrec.store import open_version
 from dualrec.graph import DualrecError
 from dualrec.index import (RetrievalIndex, load_model_index, recall_at_k, write_model_index)
 from dualrec.retrieval import Recommender
@@ -155,15 +156,17 @@ def test_model_folder_index_atomic_write_and_validation(tmp_path):
     m = write_model(tmp_path / "m", n=400)
     meta = write_model_index(m, "hnsw", sample=100)
     assert meta["kind"] == "hnsw" and meta["recall_query_source"] == "source"
-    meta = write_model_index(m, "exact")  # replaces the previous index
-    assert json.loads((m / "index" / "index.json").read_text())["kind"] == "exact"
-    assert sorted(p.name for p in m.iterdir() if p.name.startswith(".")) == []  # no temp folders left
-    s, t = np.load(m / "source.npy"), np.load(m / "target.npy")
-    assert load_model_index(m, s, t).meta.get("in_memory") is None
+    meta = write_model_index(m, "exact")  # a new version, with the new index
+    v = open_version(m)
+    assert v.name == "v000003" and v.json("index/index.json")["kind"] == "exact"
+    assert open_version(m, "v000002").json("index/index.json")["kind"] == "hnsw"  # the old one stays
+    assert not list((m / "staging").glob("*"))  # no temp folders left
+    s, t = v.embeddings()
+    assert load_model_index(v, s, t).meta.get("in_memory") is None
 
     # rows appended later (cold start) are added in memory and found
     s2, t2 = np.vstack([s, s[:1]]), np.vstack([t, s[:1]])
-    ix = load_model_index(m, s2, t2)
+    ix = load_model_index(v, s2, t2)
     assert ix.n == 401 and ix.meta["appended_rows"] == 1
     assert ix.recommend([0], 1)[1][0, 0] == 400  # its target equals product 0's source
 
@@ -171,7 +174,7 @@ def test_model_folder_index_atomic_write_and_validation(tmp_path):
     msgs = []
     other = t.copy()
     other[0] = -other[0]
-    ix = load_model_index(m, s, other, log=msgs.append)
+    ix = load_model_index(v, s, other, log=msgs.append)
     assert ix.meta["in_memory"] and ix.kind == "exact" and "other embeddings" in msgs[0]
 
 
@@ -179,11 +182,11 @@ def test_cli_index(tmp_path):
     m = write_model(tmp_path / "m", n=400)
     r = CliRunner().invoke(app, ["index", str(m), "--kind", "ivf", "--target-recall", "0.9", "--sample", "100"])
     assert r.exit_code == 0, r.output
-    meta = json.loads((m / "index" / "index.json").read_text())
+    meta = open_version(m).json("index/index.json")
     assert meta["kind"] == "ivf" and meta["target_recall"] == 0.9
     r = CliRunner().invoke(app, ["index", str(m), "--kind", "hnsw", "--param", "M=8", "--param", "efSearch=64"])
     assert r.exit_code == 0, r.output
-    assert json.loads((m / "index" / "index.json").read_text())["params"]["M"] == 8
+    assert open_version(m).json("index/index.json")["params"]["M"] == 8
     for bad in (["--kind", "annoy"], ["--param", "M"], ["--param", "M=x"], ["--kind", "hnsw", "--param", "nlist=4"]):
         r = CliRunner().invoke(app, ["index", str(m), *bad])
         assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output, (bad, r.output)

@@ -198,6 +198,25 @@ class Cooccurrence:
         self._prepare()
         return self
 
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict:
+        """The fitted parameters as plain JSON data; :meth:`from_state` rebuilds the scorer from
+        them and the same training graph (the matrices are not stored: they are the graph)."""
+        return {"params": self.params_, "scales": self.scales_, "eps": float(self._eps), "cf3_ok": bool(self._cf3_ok),
+                "info": self.info_, "seed": self.seed, "row_chunk": self.row_chunk, "use_cf3": self.use_cf3}
+
+    @classmethod
+    def from_state(cls, graph: ProductGraph, train_mask: torch.Tensor, state: dict) -> "Cooccurrence":
+        c = cls(seed=int(state["seed"]), row_chunk=int(state["row_chunk"]), use_cf3=bool(state["use_cf3"]))
+        c.fit(graph, train_mask)  # matrices of the training graph, default parameters
+        c.params_ = {"gamma": float(state["params"]["gamma"]), "alpha": float(state["params"]["alpha"]),
+                     "weights": {k: float(v) for k, v in state["params"]["weights"].items()}}
+        c.scales_ = {k: float(v) for k, v in state["scales"].items()}
+        c._eps, c._cf3_ok, c.info_ = float(state["eps"]), bool(state["cf3_ok"]), dict(state.get("info", {}))
+        c._set_gamma(c.params_["gamma"])
+        c._prepare()
+        return c
+
     # ------------------------------------------------------------------ matrices
     def _set_gamma(self, gamma: float) -> None:
         self.An = _row_norm(self.A, gamma)

@@ -21,6 +21,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from dualrec.graph import DualrecError, ProductGraph
 
 FORMATS = ("amazon2014", "amazon2018", "orders", "csv")
@@ -60,12 +63,59 @@ def load_source(fmt: str, input: str | Path, **options) -> tuple[ProductGraph, d
         valid = ", ".join(sorted(allowed)) or "none"
         raise DualrecError(f"unknown option(s) for format {fmt!r}: {', '.join(unknown)} (valid: {valid})")
     opts = {k: v for k, v in options.items() if v is not None}
+    _check_option_types(fmt, opts, allowed, getattr(module, "OPTION_RANGES", {}))
     if input is None:
         raise DualrecError("no input path given")
     t0 = time.perf_counter()
     graph, report = module.load(input, **opts)
+    price = _check_prices(graph)
+    if price:
+        report["price_issues"] = price
+        graph.report["price_issues"] = price
     report["seconds"] = round(time.perf_counter() - t0, 3)
     return graph, report
+
+
+#: prices above this are taken for data errors (a unit mix-up, a code in the price column)
+MAX_PRICE = 1e7
+
+
+def _check_option_types(fmt: str, opts: dict, allowed: dict, ranges: dict) -> None:
+    """Every option has its default's type (text where the default is None) and its range."""
+    for k, v in opts.items():
+        default = allowed[k]
+        if isinstance(default, bool):
+            ok, what = isinstance(v, bool), "true or false"
+        elif isinstance(default, int):
+            ok, what = isinstance(v, int) and not isinstance(v, bool), "an integer"
+        elif isinstance(default, float):
+            ok, what = isinstance(v, (int, float)) and not isinstance(v, bool), "a number"
+        else:
+            ok, what = isinstance(v, str) and v.strip() != "", "a non-empty text"
+            if isinstance(v, (int, float)) and not isinstance(v, bool):  # a numeric column name, as typed
+                opts[k], ok = str(v), True
+        if not ok:
+            raise DualrecError(f"option {k} of format {fmt!r} must be {what}, got {v!r}")
+        if k in ranges:
+            lo, hi = ranges[k]
+            if not lo <= v <= hi:
+                raise DualrecError(f"option {k} of format {fmt!r} must be in [{lo}, {hi}], got {v!r}")
+
+
+def _check_prices(graph: ProductGraph) -> dict | None:
+    """Negative or absurd prices become missing, counted with examples (never silently kept)."""
+    p = graph.products
+    if "price" not in p.columns or not pd.api.types.is_numeric_dtype(p["price"]):
+        return None
+    x = p["price"].to_numpy(dtype=np.float64, na_value=np.nan)
+    neg, big = x < 0, x > MAX_PRICE
+    if not (neg.any() or big.any()):
+        return None
+    bad = neg | big
+    examples = [{"id": str(i), "price": float(v)} for i, v in zip(p["id"][bad].head(5), x[bad][:5])]
+    p.loc[bad, "price"] = np.nan
+    return {"negative": int(neg.sum()), "above_max": int(big.sum()), "max": MAX_PRICE, "set_missing": int(bad.sum()),
+            "examples": examples}
 
 
 def ingest(fmt: str, input: str | Path, out: str | Path, **options) -> dict:

@@ -53,6 +53,10 @@ OPTIONS: dict = {
 }
 
 
+#: largest edge weight accepted: far beyond any count, and safe to sum in float32
+MAX_WEIGHT = 1e9
+
+
 def _row_label(path: Path, i: int) -> str:
     """Human row reference: 1-based data row (+ the file line for text tables, after the header)."""
     if path.name.lower().endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
@@ -65,13 +69,13 @@ def _weights(df: pd.DataFrame, col: str | None, path: Path) -> np.ndarray:
         return np.ones(len(df), dtype=np.float64)
     raw = df[col]
     w = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(w) | (w < 0)
+    bad = ~np.isfinite(w) | (w < 0) | (w > MAX_WEIGHT)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         v = raw.iloc[i]
         what = "is missing" if pd.isna(v) or str(v).strip() == "" else f"is {v!r}"
         raise DualrecError(
-            f"{_row_label(path, i)}: weight ({col!r}) {what}; weights must be non-negative numbers"
+            f"{_row_label(path, i)}: weight ({col!r}) {what}; weights must be numbers in [0, {MAX_WEIGHT:g}]"
             + (f" ({int(bad.sum())} bad rows in all)" if bad.sum() > 1 else "")
         )
     return w

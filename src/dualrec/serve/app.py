@@ -1,7 +1,7 @@
 """HTTP API over a model folder (FastAPI): ``create_app(model_dir)``; ``dualrec serve`` runs it.
 
-Endpoints (k and limit are 1..1000; an unknown id is a 404 that names it; a malformed body or
-parameter is a 422; any :class:`~dualrec.graph.DualrecError` is a 400):
+Endpoints (an unknown id is a 404 that names it; a malformed body or parameter is a 422; any
+:class:`~dualrec.errors.DualrecError` is a 400; see :class:`Limits` for the sizes accepted):
 
     GET  /products/{id}/related?k=10   top-k recommended products (ids, scores, metadata): the second
                                        stage's reranked candidates when the model has one
@@ -11,41 +11,94 @@ parameter is a 422; any :class:`~dualrec.graph.DualrecError` is a 400):
     GET  /products/{id}/incoming?k=10  products that recommend it (top sources by s_u . t_id)
     GET  /search?q=words&limit=20      id match or all words in id/title/category
     GET  /health                       model version, counts, index kind and recall
-    POST /products                     cold start: add products (dualrec.coldstart), then reload
-    POST /admin/reload                 {"model_dir": optional} load a model folder and swap to it
+    POST /products                     WRITES: cold start, adds products as a new model version
+    POST /admin/reload                 WRITES: {"version": optional} serve a version of the folder
     GET  /                             a small web page over these endpoints (static/, not in OpenAPI)
+
+What a request cannot do (see SECURITY.md): name a path (the folder is fixed at start; reload
+takes a version name inside it), run code (model folders hold no pickle, see
+:mod:`dualrec.store`), write without the admin token (the two write endpoints answer 403 while
+none is configured), reach the API under a ``Host`` not allowed (DNS rebinding), POST anything
+but ``application/json`` (no cross-origin form posts), or exceed :class:`Limits` (413/422), the
+concurrency limit (503) or the request timeout (503). ``/health`` runs on the event loop, outside
+the worker threads and the concurrency limit, so it stays fast while they are busy. Errors name
+ids, never server paths.
 
 The model and its index load once, in :func:`create_app`. A reload builds the new service
 completely and then swaps one reference (:class:`~dualrec.serve.service.ServiceHolder`); each
 request reads that reference once, so it is answered entirely by the old or the new model.
-If ``admin_token`` is set (or ``DUALREC_ADMIN_TOKEN``), the two POST endpoints that change the
-served model require it in the ``X-Admin-Token`` header.
 """
 
 from __future__ import annotations
 
-import importlib
+import asyncio
+import json
 import logging
+import math
 import os
+import re
 import secrets
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import pandas as pd
-from fastapi import Body, FastAPI, Header, Path as PathParam, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import Depends, FastAPI, Header, HTTPException, Path as PathParam, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from dualrec.graph import DualrecError, UnknownProductError
+from dualrec.errors import DualrecError, ModelBusyError, UnknownProductError
 from dualrec.serve.service import MAX_K, RecommenderService, ServiceHolder
 
 log = logging.getLogger("dualrec.serve")
 
 #: the web page's files (package data): index.html, app.js, style.css
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Host names accepted by default: the loopback interface only
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "Limits", "admin_token_from_env", "LOOPBACK_HOSTS"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for. Beyond these: 413 (body) or 422 (fields), at once."""
+    max_body_bytes: int = 256 * 1024       # any request body
+    max_batch_ids: int = 100               # ids in POST /related
+    max_batch_results: int = 10_000        # ids x k in POST /related
+    max_new_products: int = 100            # products in one POST /products
+    max_id_chars: int = 200
+    max_field_chars: int = 2_000           # any metadata value of a new product
+    max_search_chars: int = 200
+    max_search_words: int = 8
+    max_concurrent: int = 4                # requests in flight (beyond: 503); /health is not counted
+    timeout_s: float = 10.0                # a read still running after this: 503 (writes are not timed out)
+
+
+def admin_token_from_env() -> str | None:
+    """``DUALREC_ADMIN_TOKEN``, else the first line of the file ``DUALREC_ADMIN_TOKEN_FILE``."""
+    tok = os.environ.get("DUALREC_ADMIN_TOKEN")
+    if tok:
+        return tok.strip() or None
+    f = os.environ.get("DUALREC_ADMIN_TOKEN_FILE")
+    if f:
+        try:
+            return Path(f).read_text().strip().splitlines()[0].strip() or None
+        except (OSError, IndexError) as e:
+            raise DualrecError(f"cannot read the admin token file named by DUALREC_ADMIN_TOKEN_FILE ({e})") from e
+    return None
+
+
+_PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"(),;:]+){2,}")
+
+
+def _scrub(msg: str) -> str:
+    """An error message without server paths (they tell a client how the server is laid out)."""
+    return _PATHLIKE.sub("<path>", msg)
 
 
 # -- schemas ---------------------------------------------------------------------------------------
@@ -78,8 +131,9 @@ class BatchEntry(BaseModel):
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ids: list[str] = Field(..., min_length=1, max_length=MAX_K, description="product ids")
-    k: int = Field(10, ge=1, le=MAX_K)
+    ids: list[Annotated[str, Field(max_length=Limits.max_id_chars)]] = Field(
+        ..., min_length=1, max_length=Limits.max_batch_ids, description="product ids (at most 100)")
+    k: int = Field(10, ge=1, le=MAX_K, description="products per id; ids x k at most 10,000")
 
 
 class BatchResponse(BaseModel):
@@ -112,17 +166,26 @@ class HealthResponse(BaseModel):
 
 
 class NewProduct(BaseModel):
-    """A catalogue row for cold start: ``id`` plus any metadata columns."""
+    """A catalogue row for cold start: ``id`` plus metadata columns of the served catalogue
+    (any other field is refused with 422)."""
     model_config = ConfigDict(extra="allow")
-    id: str = Field(..., min_length=1, max_length=512)
-    title: Optional[str] = None
-    category: Optional[str] = None
-    brand: Optional[str] = None
-    price: Optional[float] = None
+    id: str = Field(..., min_length=1, max_length=Limits.max_id_chars)
+    title: Optional[str] = Field(None, max_length=Limits.max_field_chars)
+    category: Optional[str] = Field(None, max_length=Limits.max_field_chars)
+    brand: Optional[str] = Field(None, max_length=Limits.max_field_chars)
+    price: Optional[float] = Field(None, ge=0, le=1e9)
+
+    @field_validator("id")
+    @classmethod
+    def _id_text(cls, v: str) -> str:
+        if not v.strip() or any(ord(c) < 32 for c in v):
+            raise ValueError("id must be printable text")
+        return v
 
 
 class AddProductsRequest(BaseModel):
-    products: list[NewProduct] = Field(..., min_length=1, max_length=10_000)
+    model_config = ConfigDict(extra="forbid")
+    products: list[NewProduct] = Field(..., min_length=1, max_length=Limits.max_new_products)
 
 
 class AddProductsResponse(BaseModel):
@@ -133,7 +196,8 @@ class AddProductsResponse(BaseModel):
 
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model_dir: Optional[str] = Field(None, description="model folder to serve (default: the current one)")
+    version: Optional[str] = Field(None, pattern=r"^v[0-9]{6}$",
+                                   description="a version of the served model folder (default: its current one)")
 
 
 class ErrorResponse(BaseModel):
@@ -141,108 +205,255 @@ class ErrorResponse(BaseModel):
 
 
 _K = Annotated[int, Query(ge=1, le=MAX_K, description="how many products (1..1000)")]
-_ID = Annotated[str, PathParam(description="product id")]
+_ID = Annotated[str, PathParam(description="product id", max_length=Limits.max_id_chars)]
 _E404 = {404: {"model": ErrorResponse, "description": "unknown product id"}}
 _E400 = {400: {"model": ErrorResponse, "description": "invalid request"}}
+_EWRITE = {403: {"model": ErrorResponse, "description": "writes are off (no admin token configured) or the "
+                 "X-Admin-Token header is missing or wrong"},
+           503: {"model": ErrorResponse, "description": "another writer holds the model folder"}}
 
 
-def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_threads: int | None = 1) -> FastAPI:
+class Guard:
+    """ASGI middleware: POSTs must be JSON and at most ``max_body_bytes``; at most
+    ``max_concurrent`` requests in flight; none longer than ``timeout_s``. ``/health`` is exempt
+    from the last two, so it answers while the workers are busy."""
+
+    EXEMPT = ("/health",)
+
+    def __init__(self, app, limits: Limits):
+        self.app, self.limits = app, limits
+        self.active = 0
+
+    @staticmethod
+    async def _reply(send, status: int, detail: str, headers: list | None = None) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                *(headers or [])]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        lim = self.limits
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        if scope["method"] == "POST":
+            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if ctype != b"application/json":
+                return await self._reply(send, 415, "POST bodies must be application/json")
+        clen = headers.get(b"content-length")
+        if clen is not None:
+            try:
+                too_big = int(clen) > lim.max_body_bytes
+            except ValueError:
+                return await self._reply(send, 400, "bad Content-Length")
+            if too_big:
+                return await self._reply(send, 413, f"request body over {lim.max_body_bytes} bytes")
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > lim.max_body_bytes:
+                    raise _BodyTooLarge()
+            return msg
+
+        if scope["path"] in self.EXEMPT:
+            return await self.app(scope, limited_receive, send)
+        if self.active >= lim.max_concurrent:
+            return await self._reply(send, 503, "server busy, try again", [(b"retry-after", b"1")])
+        self.active += 1
+        started = False
+        abandoned = False
+
+        async def guarded_send(msg):
+            nonlocal started
+            if abandoned:
+                return
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        async def run():
+            try:
+                await self.app(scope, limited_receive, guarded_send)
+            except _BodyTooLarge:
+                if not started:
+                    await self._reply(send, 413, f"request body over {lim.max_body_bytes} bytes")
+            finally:
+                self.active -= 1  # the slot is freed when the work ends, not when we stop waiting
+
+        task = asyncio.ensure_future(run())
+        # writes (cold start embeds through the whole graph, a reload reads a model) may take long:
+        # only the admin token reaches them, and a 503 would hide that they went through
+        writes = scope["method"] == "POST" and (scope["path"] == "/products" or scope["path"].startswith("/admin/"))
+        done, _ = await asyncio.wait({task}, timeout=None if writes else lim.timeout_s)
+        if task in done:
+            return task.result()
+        if not started:
+            abandoned = True  # its answer, when it comes, is dropped
+            return await self._reply(send, 503, f"request took longer than {lim.timeout_s:g} s")
+        await task
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _json(body: dict) -> Response:
+    """Render in the worker thread: FastAPI would encode a returned dict on the event loop,
+    where a 10,000-item batch blocks every other request (and /health) for a few hundred ms.
+    The service's answers are JSON-safe already (:func:`~dualrec.serve.service.jsonable`)."""
+    return Response(content=json.dumps(body, separators=(",", ":"), allow_nan=False), media_type="application/json")
+
+
+def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_threads: int | None = 1,
+               allowed_hosts: list[str] | tuple[str, ...] | None = None, limits: Limits | None = None,
+               version: str | None = None) -> FastAPI:
     """The API for one model folder, loaded now (a bad folder raises DualrecError here).
 
-    ``faiss_threads``: OpenMP threads per faiss search, process-wide (None: leave as is). 1 suits
-    a server: requests already run in parallel, and a single query gains nothing from more
-    threads, while waiting for them on a busy machine costs milliseconds per query.
+    ``admin_token`` (default: :func:`admin_token_from_env`) turns the write endpoints on;
+    without one they answer 403. ``allowed_hosts``: the ``Host`` names accepted (default
+    :data:`LOOPBACK_HOSTS`; ``["*"]`` accepts any, e.g. behind a proxy that checks it).
+    ``version`` serves that version of the folder instead of its current one.
+
+    ``faiss_threads``: OpenMP threads per faiss search and torch threads, process-wide (None:
+    leave as is). 1 suits a server: requests already run in parallel, and a single query gains
+    nothing from more threads, while waiting for them on a busy machine costs milliseconds.
     """
     if faiss_threads is not None:
         import faiss
+        import torch
 
         faiss.omp_set_num_threads(max(1, int(faiss_threads)))
-    holder = ServiceHolder(RecommenderService.load(model_dir, log=log.warning), log=log.warning)
-    token = admin_token if admin_token is not None else os.environ.get("DUALREC_ADMIN_TOKEN") or None
+        torch.set_num_threads(max(1, int(faiss_threads)))  # the second stage's dense steps: the same reasoning
+    # A worker thread holding the GIL delays the event loop (and /health) by up to one switch
+    # interval per turn; a shorter one keeps /health fast while the workers are busy.
+    sys.setswitchinterval(0.001)
+    limits = limits or Limits()
+    holder = ServiceHolder(RecommenderService.load(model_dir, log=log.warning, version=version), log=log.warning)
+    token = admin_token if admin_token is not None else admin_token_from_env()
 
     app = FastAPI(title="dualrec", version="1",
-                  description="Related-product recommendations from DAEMON dual (source/target) embeddings.")
+                  description="Related-product recommendations from DAEMON dual (source/target) embeddings. "
+                              "The write endpoints (POST /products, POST /admin/reload) need the X-Admin-Token "
+                              "header and are off while the server has no admin token.")
     app.state.holder = holder
+    app.state.writes_enabled = token is not None
+    app.add_middleware(Guard, limits=limits)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or LOOPBACK_HOSTS))
 
     @app.exception_handler(UnknownProductError)
     async def _unknown(request: Request, exc: UnknownProductError):
         return JSONResponse(status_code=404, content={"detail": str(exc), "missing": exc.missing})
 
+    @app.exception_handler(ModelBusyError)
+    async def _busy(request: Request, exc: ModelBusyError):
+        return JSONResponse(status_code=503, headers={"Retry-After": "5"},
+                            content={"detail": "the model folder is being written by another process; try again"})
+
     @app.exception_handler(DualrecError)
     async def _user_error(request: Request, exc: DualrecError):
-        return JSONResponse(status_code=400, content={"detail": str(exc)})
+        return JSONResponse(status_code=400, content={"detail": _scrub(str(exc))})
 
-    def _admin(x_admin_token: str | None) -> JSONResponse | None:
-        if token is not None and not (x_admin_token and secrets.compare_digest(x_admin_token, token)):
-            return JSONResponse(status_code=403, content={"detail": "missing or wrong X-Admin-Token"})
-        return None
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errs = [{"loc": e.get("loc"), "msg": _scrub(str(e.get("msg", ""))), "type": e.get("type")}
+                for e in exc.errors()[:20]]
+        return JSONResponse(status_code=422, content={"detail": errs})
 
-    @app.get("/products/{product_id}/related", response_model=RelatedResponse, response_model_exclude_unset=True, responses=_E404,
-             summary="Top-k related products")
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"detail": "internal error (see the server log)"})
+
+    def admin(x_admin_token: Annotated[Optional[str], Header()] = None) -> None:
+        """A dependency of the write endpoints: it runs before their body is validated."""
+        if token is None:
+            raise HTTPException(403, "writes are off on this server: start it with DUALREC_ADMIN_TOKEN or "
+                                     "DUALREC_ADMIN_TOKEN_FILE set to enable them")
+        if not (x_admin_token and secrets.compare_digest(x_admin_token.encode(), token.encode())):
+            raise HTTPException(403, "missing or wrong X-Admin-Token")
+
+    @app.get("/products/{product_id}/related", response_model=RelatedResponse, response_model_exclude_unset=True,
+             responses=_E404, summary="Top-k related products")
     def related(product_id: _ID, k: _K = 10):
-        return holder.service.related(product_id, k)
+        return _json(holder.service.related(product_id, k))
 
-    @app.post("/related", response_model=BatchResponse, response_model_exclude_unset=True, responses={**_E404, **_E400},
-              summary="Top-k related products for several ids")
+    @app.post("/related", response_model=BatchResponse, response_model_exclude_unset=True,
+              responses={**_E404, **_E400}, summary="Top-k related products for several ids")
     def related_batch(req: BatchRequest):
-        return holder.service.related_batch(req.ids, req.k)
+        if len(req.ids) * req.k > limits.max_batch_results:
+            return JSONResponse(status_code=422, content={
+                "detail": f"ids x k is {len(req.ids) * req.k}; at most {limits.max_batch_results} per request"})
+        return _json(holder.service.related_batch(req.ids, req.k))
 
-    @app.get("/products/{product_id}/incoming", response_model=RelatedResponse, response_model_exclude_unset=True, responses=_E404,
-             summary="Products that recommend this one")
+    @app.get("/products/{product_id}/incoming", response_model=RelatedResponse, response_model_exclude_unset=True,
+             responses=_E404, summary="Products that recommend this one")
     def incoming(product_id: _ID, k: _K = 10):
-        return holder.service.incoming(product_id, k)
+        return _json(holder.service.incoming(product_id, k))
 
     @app.get("/products/{product_id}", response_model=dict[str, Any], responses=_E404,
              summary="A product's catalogue row")
     def product(product_id: _ID):
-        return holder.service.product(product_id)
+        return _json(holder.service.product(product_id))
 
-    @app.get("/search", response_model=SearchResponse, response_model_exclude_unset=True, summary="Find products by id or words")
-    def search(q: Annotated[str, Query(min_length=1, max_length=200, description="id or words")],
+    @app.get("/search", response_model=SearchResponse, response_model_exclude_unset=True,
+             summary="Find products by id or words")
+    def search(q: Annotated[str, Query(min_length=1, max_length=Limits.max_search_chars, description="id or words")],
                limit: Annotated[int, Query(ge=1, le=MAX_K)] = 20):
-        return holder.service.search(q, limit)
+        if len(q.split()) > limits.max_search_words:
+            return JSONResponse(status_code=422, content={
+                "detail": f"at most {limits.max_search_words} words per search"})
+        return _json(holder.service.search(q, limit))
 
     @app.get("/health", response_model=HealthResponse, summary="Model version, counts, index")
-    def health():
-        return holder.service.health()
+    async def health():  # on the event loop: answers while every worker thread is busy
+        return holder.service.health() | {"writes": "on" if token is not None else "off"}
 
     @app.post("/products", response_model=AddProductsResponse, status_code=201,
-              responses={**_E400, 403: {"model": ErrorResponse}, 501: {"model": ErrorResponse,
-                         "description": "cold start (dualrec.coldstart) is not available"}},
-              summary="Cold start: add new products to the served model")
-    def add_products(req: AddProductsRequest,
-                     x_admin_token: Annotated[Optional[str], Header()] = None):
-        denied = _admin(x_admin_token)
-        if denied is not None:
-            return denied
-        try:
-            coldstart = importlib.import_module("dualrec.coldstart")
-            add = coldstart.add_products
-        except (ImportError, AttributeError) as e:
-            return JSONResponse(status_code=501, content={
-                "detail": f"cold start is not available in this installation (dualrec.coldstart: {e})"})
-        df = pd.DataFrame([p.model_dump(exclude_unset=True) for p in req.products])
+              responses={**_E400, **_EWRITE}, dependencies=[Depends(admin)],
+              summary="WRITES (admin token): add new products to the served model (cold start)")
+    def add_products(req: AddProductsRequest):
+        from dualrec.coldstart import add_products as add
+
+        current = holder.service
+        allowed = set(map(str, current.products.columns))
+        rows = [p.model_dump(exclude_unset=True) for p in req.products]
+        extra = sorted({k for r in rows for k in r} - allowed)
+        if extra:
+            return JSONResponse(status_code=422, content={
+                "detail": f"unknown field(s) {', '.join(extra[:10])}; the catalogue's columns are: "
+                          f"{', '.join(sorted(allowed))}"})
+        for r in rows:
+            for k_, v in r.items():
+                if isinstance(v, str) and len(v) > limits.max_field_chars:
+                    return JSONResponse(status_code=422, content={
+                        "detail": f"{k_} of {r['id']!r} is over {limits.max_field_chars} characters"})
+                if isinstance(v, float) and not math.isfinite(v):
+                    return JSONResponse(status_code=422, content={"detail": f"{k_} of {r['id']!r} is not finite"})
+                if not isinstance(v, (str, int, float, bool, type(None))):
+                    return JSONResponse(status_code=422, content={
+                        "detail": f"{k_} of {r['id']!r} must be text or a number"})
+        df = pd.DataFrame(rows)
         with holder.lock:  # no reload in between: add to the folder being served, then reload it
-            current = holder.service
             try:
-                added = add(current.model_dir, df)
+                added = add(current.model_dir, df, wait=5.0)
             except DualrecError:
                 raise
             except (ValueError, KeyError, TypeError) as e:
                 raise DualrecError(f"cannot add these products: {e}") from e
-            new = holder.swap(current.model_dir)
+            new = holder.swap()
         return {"added": [str(a) for a in added], "num_products": new.num_products,
                 "model_version": new.model_version}
 
-    @app.post("/admin/reload", response_model=HealthResponse,
-              responses={**_E400, 403: {"model": ErrorResponse}},
-              summary="Load a model folder (default: the current one again) and swap to it atomically")
-    def reload(req: Annotated[Optional[ReloadRequest], Body()] = None,
-               x_admin_token: Annotated[Optional[str], Header()] = None):
-        denied = _admin(x_admin_token)
-        if denied is not None:
-            return denied
-        new = holder.swap(req.model_dir if req is not None and req.model_dir else None)
+    @app.post("/admin/reload", response_model=HealthResponse, responses={**_E400, **_EWRITE},
+              dependencies=[Depends(admin)],
+              summary="WRITES (admin token): serve a version of the model folder (default: its current one)")
+    def reload(req: ReloadRequest):
+        new = holder.swap(req.version)
         return new.health()
 
     # The web page: GET / and its assets under /static/ (left out of the OpenAPI schema).

@@ -1,7 +1,7 @@
 """Bulk export: every product's top-k related products to one Parquet file.
 
 Columns ``id`` (query product), ``rank`` (1 = best), ``related_id``, ``score``. Queries go
-through the model's second stage when it has one (``MODEL_DIR/rerank.pkl``: the same lists as
+through the model's second stage when it has one (the same lists as
 ``dualrec recommend`` and ``serve``), else its retrieval index (``MODEL_DIR/index`` when
 present, else exact), in chunks of ``batch`` products, each chunk written as its own row group,
 so memory stays bounded by the chunk plus the embeddings (the second stage cuts each chunk
@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from dualrec.graph import DualrecError
-from dualrec.index import load_embeddings, load_model_index
+from dualrec.index import load_model_index
 from dualrec.rerank import load_model_reranker, ranker_name
+from dualrec.store import open_version
 
 __all__ = ["export_recommendations", "SCHEMA"]
 
@@ -32,20 +33,23 @@ SCHEMA = pa.schema([("id", pa.string()), ("rank", pa.int32()), ("related_id", pa
 
 
 def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, batch: int = 4096,
-                           progress: bool = True, log=None) -> dict:
+                           progress: bool = True, log=None, version: str | None = None) -> dict:
     """Write every product's top-k (never itself) to ``out``; returns a small report."""
     if not 1 <= k <= 1000:
         raise DualrecError("k must be in 1..1000")
     if batch < 1:
         raise DualrecError("batch must be at least 1")
-    model_dir, out = Path(model_dir), Path(out)
+    out = Path(out)
+    if out.is_dir():
+        raise DualrecError(f"{out} is a folder; give the Parquet file to write, e.g. {out / 'recs.parquet'}")
     t0 = time.time()
-    source, target = load_embeddings(model_dir)
-    ids = pd.read_parquet(model_dir / "products.parquet", columns=["id"])["id"].astype(str)
+    v = open_version(model_dir, version)
+    source, target = (np.ascontiguousarray(a, dtype=np.float32) for a in v.embeddings())
+    ids = v.products(["id"])["id"].astype(str)
     if len(ids) != len(target):
-        raise DualrecError(f"{model_dir}: {len(ids)} products but {len(target)} embeddings")
-    reranker = load_model_reranker(model_dir, source, target)
-    index = None if reranker is not None else load_model_index(model_dir, source, target, log=log)
+        raise DualrecError(f"model version {v.name}: {len(ids)} products but {len(target)} embeddings")
+    reranker = load_model_reranker(v, source, target)
+    index = None if reranker is not None else load_model_index(v, source, target, log=log)
     ids_pa = pa.array(ids.to_numpy(dtype=object), type=pa.string())
     n = len(ids)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +80,6 @@ def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {"out": str(out), "products": n, "k": int(kk), "rows": int(rows_written),
+    return {"out": str(out), "version": v.name, "products": n, "k": int(kk), "rows": int(rows_written),
             "ranker": ranker_name(reranker), "index": None if index is None else index.kind,
             "index_recall_at_10": None if index is None else index.recall_at_10, "seconds": round(time.time() - t0, 2)}

@@ -13,7 +13,6 @@ builds a new one completely and then replaces a single reference, so a request t
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import re
 import threading
@@ -24,9 +23,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from dualrec.graph import DualrecError, UnknownProductError
-from dualrec.index import RetrievalIndex, load_embeddings, load_model_index
+from dualrec.errors import DualrecError, UnknownProductError
+from dualrec.index import RetrievalIndex, load_model_index
 from dualrec.rerank import load_model_reranker, ranker_name
+from dualrec.store import open_version
 
 __all__ = ["RecommenderService", "ServiceHolder", "MAX_K", "META_COLUMNS", "jsonable"]
 
@@ -73,13 +73,14 @@ class RecommenderService:
     """Answers queries about one model folder; build with :meth:`load`."""
 
     def __init__(self, model_dir: Path, products: pd.DataFrame, source: np.ndarray, target: np.ndarray,
-                 index: RetrievalIndex, info: dict | None = None, reranker=None):
+                 index: RetrievalIndex, info: dict | None = None, reranker=None, version: str | None = None):
         if source.shape != target.shape or len(products) != len(target):
-            raise DualrecError(f"{model_dir}: products ({len(products)}), source {source.shape} and "
+            raise DualrecError(f"products ({len(products)}), source {source.shape} and "
                                f"target {target.shape} do not line up")
         if "id" not in products.columns:
-            raise DualrecError(f"{model_dir}: products.parquet has no 'id' column")
+            raise DualrecError("the catalogue has no 'id' column")
         self.model_dir = Path(model_dir)
+        self.version = version
         self.products = products.reset_index(drop=True)
         self.source, self.target, self.index = source, target, index
         # The second stage (dualrec.rerank), when the model folder has one: related products are
@@ -91,7 +92,7 @@ class RecommenderService:
         self._pos = pd.Index(ids)
         if not self._pos.is_unique:
             dup = ids[ids.duplicated()].iloc[:5].tolist()
-            raise DualrecError(f"{model_dir}: duplicate product ids, e.g. {dup}")
+            raise DualrecError(f"duplicate product ids, e.g. {dup}")
         self.meta_columns = [c for c in META_COLUMNS if c in self.products.columns]
         self._meta = {c: self.products[c].to_numpy(dtype=object) for c in self.meta_columns}
         hay = ids.str.lower()
@@ -104,22 +105,18 @@ class RecommenderService:
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, model_dir: str | Path, log: Callable[[str], None] | None = None) -> "RecommenderService":
-        d = Path(model_dir)
-        source, target = load_embeddings(d)
+    def load(cls, model_dir: str | Path, log: Callable[[str], None] | None = None,
+             version: str | None = None) -> "RecommenderService":
+        """The model folder's current version (or the named one), verified against its manifest."""
+        v = open_version(model_dir, version)
+        source, target = (np.ascontiguousarray(a, dtype=np.float32) for a in v.embeddings())
         try:
-            products = pd.read_parquet(d / "products.parquet")
+            products = v.products()
         except Exception as e:  # a corrupt file is a user-facing problem, not a crash
-            raise DualrecError(f"cannot read {d / 'products.parquet'}: {e}") from e
-        info = {}
-        if (d / "model.json").exists():
-            try:
-                info = json.loads((d / "model.json").read_text())
-            except json.JSONDecodeError:
-                info = {}
-        index = load_model_index(d, source, target, log=log)
-        reranker = load_model_reranker(d, source, target)
-        return cls(d, products, source, target, index, info, reranker)
+            raise DualrecError(f"model version {v.name}: cannot read the catalogue ({type(e).__name__})") from e
+        index = load_model_index(v, source, target, log=log)
+        reranker = load_model_reranker(v, source, target)
+        return cls(Path(model_dir), products, source, target, index, v.info, reranker, version=v.name)
 
     # -- properties --------------------------------------------------------------------------------
     @property
@@ -128,11 +125,8 @@ class RecommenderService:
 
     @property
     def model_version(self) -> str:
-        """``model.json``'s ``created`` time, else the embeddings' modification time."""
-        created = self.info.get("created")
-        if created:
-            return str(created)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((self.model_dir / "target.npy").stat().st_mtime))
+        """The version name (``v000007``): every write to the model folder makes a new one."""
+        return str(self.version or self.info.get("version") or "unversioned")
 
     # -- lookups -----------------------------------------------------------------------------------
     def rows(self, ids: Sequence[str]) -> np.ndarray:
@@ -237,7 +231,7 @@ class RecommenderService:
 
     def health(self) -> dict:
         ix = self.index
-        return {"status": "ok", "model_dir": str(self.model_dir), "model_version": self.model_version,
+        return {"status": "ok", "model_version": self.model_version,
                 "loaded_at": self.loaded_at, "num_products": self.num_products, "dim": int(self.target.shape[1]),
                 "ranker": ranker_name(self.reranker),
                 "index": {"kind": ix.kind, "params": jsonable(ix.params), "n": ix.n,
@@ -262,10 +256,11 @@ class ServiceHolder:
     def service(self) -> RecommenderService:
         return self._service
 
-    def swap(self, new_model_dir: str | Path | None = None) -> RecommenderService:
-        """Load ``new_model_dir`` (default: the current folder again) completely, then make it
-        current with one reference assignment. On any error the old service stays."""
+    def swap(self, version: str | None = None) -> RecommenderService:
+        """Load a version of the served model folder (default: its current one) completely, then
+        make it current with one reference assignment. On any error the old service stays.
+        Only version names are accepted, never a path: the folder is fixed at start."""
         with self.lock:
-            new = RecommenderService.load(new_model_dir or self._service.model_dir, log=self.log)
+            new = RecommenderService.load(self._service.model_dir, log=self.log, version=version)
             self._service = new
             return new
