@@ -172,10 +172,11 @@ def test_ingest_missing_input(tmp_path):
 # ---------------------------------------------------------------------- csv ingest
 def test_ingest_csv(store, csv_source, tmp_path):
     out = tmp_path / "ds"
-    r = invoke("ingest", "--format", "csv", "--input", csv_source, "--out", out, "--option", "progress=false")
+    r = invoke("ingest", "--format", "csv", "--input", csv_source, "--out", out, "--option", "progress=false",
+               "--json")
     assert r.exit_code == 0, r.output
     stdout = r.stdout.strip()
-    assert stdout.splitlines()[-1] == f"dataset written to {out}"
+    assert stdout.splitlines()[-1] == f"dataset written to {out} (full report: {out / 'graph.json'})"
     report = json.loads(stdout.rsplit("\n", 1)[0])
     assert report["format"] == "csv"
     assert report["products"] == store.num_products

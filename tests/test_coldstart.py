@@ -139,3 +139,21 @@ def test_add_products_keeps_the_retrieval_index(model, tmp_path):
     idx = load_model_index(v, s, t)
     assert idx.n == g.num_products + 1 and idx.meta.get("appended_rows") == 1
     assert not idx.meta.get("in_memory")
+
+
+def test_add_products_bad_input_is_one_line(model, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from dualrec.cli import app
+
+    root, g = model
+    mdir = tmp_path / "model"
+    shutil.copytree(root / "model", mdir)
+    runner = CliRunner()
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "bad.csv").write_text("id,title,price\nNEW-A,a lamp,abc\n")
+    for f, msg in (("empty.csv", "is empty"), ("bad.csv", "price of product 'NEW-A' is 'abc', not a number")):
+        r = runner.invoke(app, ["add-products", str(mdir), str(tmp_path / f)])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output

@@ -404,3 +404,23 @@ def test_ingest_rejects_weights_that_overflow(tmp_path):
     r = CliRunner().invoke(cli, ["ingest", "--format", "orders", "--input", str(src / "products.csv"),
                                  "--out", str(tmp_path / "o"), "--option", "min_support=0"])
     assert r.exit_code == 2 and "min_support must be >= 1" in r.output
+
+
+def test_rollback_goes_to_the_version_that_was_replaced(trained, tmp_path):
+    m = _copy(trained, tmp_path / "m")
+    add_products(m, pd.DataFrame({"id": ["R1"], "title": ["one"]}))  # v2
+    add_products(m, pd.DataFrame({"id": ["R2"], "title": ["two"]}))  # v3
+    store = ModelStore(m)
+    assert store.rollback() == "v000002"
+    add_products(m, pd.DataFrame({"id": ["R3"], "title": ["three"]}))  # v4, built on v2
+    assert store.rollback() == "v000002"  # not v3, which was rolled away from
+    assert "R2" not in set(open_version(m).ids())
+
+
+@pytest.mark.parametrize("manifest", ["[]", '{"format": 2, "files": [1]}', '{"format": 2, "files": {"x": {}}}',
+                                      '{"format": 2, "files": {"../x": {"bytes": 1, "sha256": "0"}}}', "{nope"])
+def test_a_damaged_manifest_is_a_clear_error(trained, tmp_path, manifest):
+    m = _copy(trained, tmp_path / "m")
+    (open_version(m).dir / "MANIFEST.json").write_text(manifest)
+    with pytest.raises(DualrecError, match="MANIFEST.json|format"):
+        open_version(m)

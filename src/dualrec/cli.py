@@ -31,8 +31,37 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from dualrec import __version__
+
+        typer.echo(f"dualrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="print the version and exit"),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, max=1024, envvar="DUALREC_THREADS",
+        help="CPU threads for torch, faiss and LightGBM (default: all cores). Give each of several dualrec "
+             "processes on one machine its share, e.g. --threads 1 for each of 2 on 2 cores: threads that "
+             "outnumber the cores slow torch down many times over"),
+):
+    if threads is not None:
+        import os
+
+        # read by torch, faiss (OpenMP) and LightGBM when they start; set before any of them is imported
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(threads)
+        if "torch" in sys.modules:  # already imported (tests, an embedding program): set it directly
+            sys.modules["torch"].set_num_threads(threads)
+
+
 def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    # on its own line, also after a progress bar that an error interrupted mid-line
+    typer.secho(("\n" if "tqdm" in sys.modules else "") + f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
@@ -61,17 +90,21 @@ def ingest(
     out: Path = typer.Option(..., "--out", "-o", help="dataset folder to write"),
     option: list[str] = typer.Option([], "--option", help="format option KEY=VALUE (repeatable), "
                                      "e.g. --option min_support=3 --option customer_col=user"),
+    as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON (also in OUT/graph.json)"),
 ):
     """Read a catalogue + co-purchase/co-view data into a dataset folder (Parquet)."""
-    from dualrec.ingest import FORMATS, ingest as do_ingest
+    from dualrec.ingest import FORMATS, ingest as do_ingest, summary
 
     def body():
         if format not in FORMATS:
             raise DualrecError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
         opts = _key_values(option, "--option")
         report = do_ingest(format, input, out, **opts)
-        typer.echo(json.dumps(report, indent=2, default=str))
-        typer.echo(f"dataset written to {out}")
+        if as_json:
+            typer.echo(json.dumps(report, indent=2, default=str))
+        else:
+            typer.echo(summary(report))
+        typer.echo(f"dataset written to {out} (full report: {Path(out) / 'graph.json'})")
 
     _run(body)
 
@@ -105,7 +138,7 @@ def train(
     config: Optional[Path] = typer.Option(None, help="JSON file of TrainConfig fields"),
     set_: list[str] = typer.Option([], "--set", help="override a TrainConfig field, KEY=VALUE (repeatable)"),
     seed: int = typer.Option(None, help="random seed (split, init, sampling)"),
-    resume: bool = typer.Option(False, help="continue from OUT/last.pt"),
+    resume: bool = typer.Option(False, help="continue from the training checkpoint in OUT (after a crash or Ctrl-C)"),
     quiet: bool = typer.Option(False, help="no progress bars"),
     rerank: bool = typer.Option(True, help="also fit the second stage (co-occurrence candidates + a "
                                 "LambdaMART reranker learned from the validation edges); "
@@ -328,15 +361,20 @@ def serve(
 
         from dualrec.serve.app import LOOPBACK_HOSTS, admin_token_from_env, create_app
 
-        if admin_token_file is not None:
-            os.environ.setdefault("DUALREC_ADMIN_TOKEN_FILE", str(admin_token_file))
+        if admin_token_file is not None:  # the flag wins over the environment
+            os.environ.pop("DUALREC_ADMIN_TOKEN", None)
+            os.environ["DUALREC_ADMIN_TOKEN_FILE"] = str(admin_token_file)
         token = admin_token_from_env()
         loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
         if not loopback and token is not None and len(token) < 16:
             raise DualrecError(f"refusing to serve writes on {host} with an admin token under 16 characters; "
                                "use a long random token (e.g. `python -c 'import secrets; "
                                "print(secrets.token_urlsafe(32))'`)")
-        hosts = [h for item in allowed_host for h in item.split(",") if h.strip()]
+        hosts = [h.strip() for item in allowed_host for h in item.split(",") if h.strip()]
+        for h in hosts:  # Starlette's rules: a name, "*", or "*.domain"; no port
+            if ":" in h.strip("[]") and not h.startswith("[") and h.count(":") == 1 or \
+                    ("*" in h and h != "*" and not (h.startswith("*.") and "*" not in h[2:])):
+                raise DualrecError(f"--allowed-host {h!r}: give a host name without port, '*', or '*.domain'")
         if not hosts:
             hosts = list(LOOPBACK_HOSTS)
             if not loopback:

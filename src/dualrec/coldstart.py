@@ -33,13 +33,18 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     p = Path(path)
     if not p.exists():
         raise DualrecError(f"file not found: {p}")
-    if p.suffix == ".parquet":
-        return pd.read_parquet(p)
-    if p.suffix in (".csv", ".gz"):
-        return pd.read_csv(p, dtype={"id": str, "src": str, "dst": str, "a": str, "b": str})
-    if p.suffix in (".json", ".jsonl"):
+    if p.suffix not in (".parquet", ".csv", ".gz", ".json", ".jsonl"):
+        raise DualrecError(f"{p}: unsupported file type (use .csv, .parquet, .json or .jsonl)")
+    try:
+        if p.suffix == ".parquet":
+            return pd.read_parquet(p)
+        if p.suffix in (".csv", ".gz"):
+            return pd.read_csv(p, dtype={"id": str, "src": str, "dst": str, "a": str, "b": str})
         return pd.read_json(p, lines=p.suffix == ".jsonl", dtype={"id": str})
-    raise DualrecError(f"{p}: unsupported file type (use .csv, .parquet, .json or .jsonl)")
+    except pd.errors.EmptyDataError:
+        raise DualrecError(f"{p} is empty: it needs a header line and at least one row") from None
+    except (ValueError, OSError) as e:  # a malformed table: say which file, not a traceback
+        raise DualrecError(f"cannot read {p}: {str(e).splitlines()[0][:200]}") from None
 
 
 def embed_new_products(version: ModelVersion, new_products: pd.DataFrame, copurchase: pd.DataFrame | None = None,
@@ -118,6 +123,15 @@ def _check_new_products(new: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
     for c in known.columns:  # keep metadata columns aligned (and dtypes sane) with the catalogue
         if c not in new.columns:
             new[c] = np.nan if pd.api.types.is_numeric_dtype(known[c]) else ""
+        elif pd.api.types.is_numeric_dtype(known[c]) and not pd.api.types.is_numeric_dtype(new[c]):
+            raw = new[c]
+            num = pd.to_numeric(raw, errors="coerce")
+            bad = num.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+            if bad.any():
+                i = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DualrecError(f"{c} of product {new['id'].iloc[i]!r} is {raw.iloc[i]!r}, not a number "
+                                   f"({int(bad.sum())} such value(s)); leave it empty if unknown")
+            new[c] = num
     return new
 
 

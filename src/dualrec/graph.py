@@ -217,6 +217,8 @@ class ProductGraph:
         import pyarrow.parquet as pq
 
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise DualrecError(f"{path} is a file; the dataset is a folder: give a new folder name")
         path.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pandas(self.products, preserve_index=False), path / "products.parquet")
         pq.write_table(

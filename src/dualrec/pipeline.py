@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dualrec.errors import DualrecError
+from dualrec.errors import DualrecError, ModelBusyError
 from dualrec.features import feature_spec, fingerprint, load_or_build_features
 from dualrec.graph import ProductGraph
 from dualrec.rerank import RERANK_DIR, fit_two_stage, load_model_reranker
@@ -51,6 +51,8 @@ def train_dataset(dataset_dir: str | Path, model_dir: str | Path, config: TrainC
     created = not store.root.exists()
     try:
         return _train_into(store, graph, dataset_dir, config, resume, progress, log, rerank, keep)
+    except ModelBusyError:
+        raise  # the folder is another writer's
     except BaseException:
         # a first training that failed before its first epoch leaves no empty folder behind (with
         # a checkpoint, the folder stays for --resume)

@@ -89,6 +89,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _checked_files(name: str, files) -> dict:
+    """The manifest's file table, if well formed: relative names, sizes and hashes."""
+    ok = isinstance(files, dict)
+    for rel, meta in (files.items() if ok else ()):
+        parts = Path(rel).parts if isinstance(rel, str) else ("..",)
+        ok = (isinstance(meta, dict) and isinstance(meta.get("bytes"), int) and isinstance(meta.get("sha256"), str)
+              and not rel.startswith("/") and ".." not in parts and rel != MANIFEST)
+        if not ok:
+            break
+    if not ok:
+        raise DualrecError(f"model version {name}: {MANIFEST} is damaged; roll back or train again")
+    return dict(files)
+
+
 def valid_version_name(name: str) -> bool:
     return isinstance(name, str) and bool(_NAME.match(name))
 
@@ -106,14 +120,17 @@ class ModelVersion:
         try:
             self.manifest = json.loads(mpath.read_text())
         except FileNotFoundError:
+            if not self.dir.is_dir():
+                raise DualrecError(f"model version {name} was removed while it was read (a writer pruned it)") from None
             raise DualrecError(f"model version {name} is incomplete (no {MANIFEST}); "
                                "roll back with `dualrec rollback MODEL` or train again") from None
         except (OSError, ValueError) as e:
             raise DualrecError(f"model version {name}: unreadable {MANIFEST} ({e})") from e
-        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
-            raise DualrecError(f"model version {name} has format {self.manifest.get('format')!r}; "
-                               f"this dualrec reads format {FORMAT}: train the model again")
-        self.files: dict[str, dict] = dict(self.manifest.get("files", {}))
+        fmt = self.manifest.get("format") if isinstance(self.manifest, dict) else None
+        if fmt != FORMAT:
+            raise DualrecError(f"model version {name} has format {fmt!r}; this dualrec reads format {FORMAT}: "
+                               "train the model again")
+        self.files: dict[str, dict] = _checked_files(name, self.manifest.get("files"))
         if verify:
             self.verify()
         self._json: dict[str, Any] = {}
@@ -125,6 +142,8 @@ class ModelVersion:
             try:
                 size = p.stat().st_size
             except FileNotFoundError:
+                if not self.dir.is_dir():
+                    raise self._gone(rel, FileNotFoundError()) from None
                 raise DualrecError(f"model version {self.name}: {rel} is missing; the folder was changed "
                                    "after it was written (roll back or train again)") from None
             if size != meta["bytes"] or (hashes and _sha256(p) != meta["sha256"]):
@@ -140,12 +159,20 @@ class ModelVersion:
             raise DualrecError(f"model version {self.name} has no {rel}")
         return self.dir / rel
 
+    def _gone(self, rel: str, e: OSError) -> DualrecError:
+        if not self.dir.is_dir():
+            return DualrecError(f"model version {self.name} was removed while it was read (a writer pruned it); "
+                                "read the current version again")
+        return DualrecError(f"model version {self.name}: cannot read {rel} ({type(e).__name__})")
+
     def json(self, rel: str) -> dict:
         if rel not in self._json:
             try:
                 self._json[rel] = json.loads(self.path(rel).read_text())
             except ValueError as e:
                 raise DualrecError(f"model version {self.name}: {rel} is not valid JSON ({e})") from e
+            except OSError as e:
+                raise self._gone(rel, e) from e
         return self._json[rel]
 
     def array(self, rel: str, mmap: bool = False) -> np.ndarray:
@@ -153,6 +180,8 @@ class ModelVersion:
             return np.load(self.path(rel), allow_pickle=False, mmap_mode="r" if mmap else None)
         except ValueError as e:
             raise DualrecError(f"model version {self.name}: cannot read {rel} ({e})") from e
+        except OSError as e:
+            raise self._gone(rel, e) from e
 
     @property
     def info(self) -> dict:
@@ -171,7 +200,10 @@ class ModelVersion:
     def products(self, columns: list[str] | None = None):
         import pandas as pd
 
-        return pd.read_parquet(self.path("products.parquet"), columns=columns)
+        try:
+            return pd.read_parquet(self.path("products.parquet"), columns=columns)
+        except OSError as e:
+            raise self._gone("products.parquet", e) from e
 
     def ids(self) -> np.ndarray:
         return self.products(["id"])["id"].astype(str).to_numpy(dtype=object)
@@ -209,9 +241,14 @@ class ModelVersion:
                          c["val_fraction"], c["test_fraction"])
 
     def state_dict(self) -> dict:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(self.path("weights.safetensors")))
+        try:
+            return load_file(str(self.path("weights.safetensors")))
+        except (OSError, SafetensorError) as e:
+            raise self._gone("weights.safetensors", e) if isinstance(e, OSError) else DualrecError(
+                f"model version {self.name}: cannot read its weights ({e})") from e
 
     def added_edges(self):
         import pandas as pd
@@ -306,8 +343,9 @@ class VersionWriter:
         """fsync, write the manifest, publish as the next version, make it current, prune."""
         store = self.store
         name = store._next_name()
+        replaces = store.current_name() if store.is_model() else None
         info = {**info, "version": name, "format": FORMAT, "parent": None if self.parent is None else self.parent.name,
-                "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "replaces": replaces, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         self.save_json("model.json", info)
         files = {}
         for p in sorted(self.dir.rglob("*")):
@@ -497,28 +535,41 @@ class ModelStore:
         cur = self.current_name()
         names = self.versions()
         old = [n for n in names[:-keep] if n != cur] if len(names) > keep else []
-        for n in old:
-            shutil.rmtree(self.root / VERSIONS / n, ignore_errors=True)
+        for n in old:  # renamed away first: a kill during the delete leaves no half version in versions/
+            trash = self.root / STAGING / f"pruned-{n}-{uuid.uuid4().hex[:6]}"
+            trash.parent.mkdir(exist_ok=True)
+            os.rename(self.root / VERSIONS / n, trash)
+            shutil.rmtree(trash, ignore_errors=True)
         return old
 
     def rollback(self, to: str | None = None, wait: float = 10.0) -> str:
-        """Make ``to`` (default: the version before the current one) current; returns its name."""
+        """Make ``to`` current (default: the version that was current before the current one was
+        written); returns its name."""
         with self.lock(wait, "dualrec rollback"):
             cur = self.current_name()
             names = self.versions()
             if to is None:
-                older = [n for n in names if n < cur]
-                if not older:
-                    raise DualrecError(f"no version before {cur} to roll back to (versions: {', '.join(names)})")
-                to = older[-1]
-            ModelVersion(self.root, self.version(to, verify=False).name)  # verified before it is served
+                to = self.version(cur, verify=False).info.get("replaces")
+                if not to or to not in names:
+                    raise DualrecError(f"the version that {cur} replaced is not kept; name one with --to "
+                                       f"(versions: {', '.join(names)})")
+            self.version(to, verify=True)  # verified before it is served
             self._set_current(to)
             return to
 
 
 def open_version(model_dir: str | Path, version: str | None = None, verify: bool = True) -> ModelVersion:
-    """The current (or named) version of a model folder; clear errors for anything else."""
-    return ModelStore(model_dir).version(version, verify=verify)
+    """The current (or named) version of a model folder; clear errors for anything else.
+
+    Readers take no lock: if the current version is replaced and pruned while it is being opened,
+    the new current one is opened instead."""
+    store = ModelStore(model_dir)
+    try:
+        return store.version(version, verify=verify)
+    except DualrecError:
+        if version is not None or not store.is_model():
+            raise
+        return store.version(None, verify=verify)
 
 
 def command_line() -> str:

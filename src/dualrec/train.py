@@ -103,7 +103,11 @@ class TrainConfig:
                     raise DualrecError(f"{f.name} must be one of {', '.join(lo)}, got {v!r}")
                 continue
             ok_type = isinstance(v, int) if kind is int else isinstance(v, (int, float))
-            if isinstance(v, bool) or not ok_type or (kind is float and not math.isfinite(v)):
+            try:
+                finite = not (kind is float and ok_type) or math.isfinite(v)
+            except OverflowError:  # an int too large for a float
+                finite = False
+            if isinstance(v, bool) or not ok_type or not finite:
                 what = "an integer" if kind is int else "a finite number"
                 raise DualrecError(f"{f.name} must be {what} in {_range_text(lo, hi)}, got {v!r}")
             if not _in_range(v, lo, hi):

@@ -216,7 +216,7 @@ def test_add_products_then_served(tmp_path, monkeypatch):
     assert r.status_code == 400 and "already" in r.json()["detail"]
     # only the catalogue's columns, bounded sizes, bounded counts
     r = c.post("/products", headers=tok, json={"products": [{"id": "NEW-2", "colour": "red"}]})
-    assert r.status_code == 422 and "colour" in r.json()["detail"]
+    assert r.status_code == 422 and "colour" in r.json()["detail"][0]["msg"]
     assert c.post("/products", headers=tok, json={"products": [{"id": "NEW-3", "title": "x" * 5000}]}).status_code == 422
     many = {"products": [{"id": f"N{i}"} for i in range(101)]}
     assert c.post("/products", headers=tok, json=many).status_code == 422
@@ -336,7 +336,7 @@ def test_requests_are_bounded(client, model_a):
     big = b'{"ids": ["' + b"x" * 300_000 + b'"]}'
     assert client.post("/related", content=big, headers={"content-type": "application/json"}).status_code == 413
     r = client.post("/related", json={"ids": ids[:100], "k": 101})
-    assert r.status_code == 422 and "ids x k" in r.json()["detail"]
+    assert r.status_code == 422 and "ids x k" in r.json()["detail"][0]["msg"]
     assert client.post("/related", json={"ids": ids[:101], "k": 1}).status_code == 422
     assert client.post("/related", json={"ids": ids[:100], "k": 100}).status_code == 200
     assert client.get("/search", params={"q": " ".join(["ab"] * 9)}).status_code == 422
@@ -385,3 +385,21 @@ def test_the_concurrency_limit_and_the_timeout_answer_503(tmp_path):
     (a, b, c, health), timed_out, health_untimed = asyncio.run(main())
     assert sorted([a, b, c]) == [200, 200, 503] and health == 200
     assert timed_out == 503 and health_untimed == 200
+
+
+def test_an_oversized_body_without_content_length_is_413(client):
+    def chunks():
+        for _ in range(40):
+            yield b" " * 10_000
+
+    r = client.post("/related", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_adding_products_to_a_version_that_is_not_current_is_409(tmp_path, monkeypatch):
+    m = write_model(tmp_path / "m", n=40, seed=0)
+    write_model(m, n=40, seed=1)
+    c = http(create_app(m, admin_token="s3cret", version="v000001"))
+    r = c.post("/products", headers={"X-Admin-Token": "s3cret"}, json={"products": [{"id": "N1"}]})
+    assert r.status_code == 409 and "v000002" in r.json()["detail"]
+    assert c.get("/health").json()["model_version"] == "v000001"

@@ -68,12 +68,43 @@ def load_source(fmt: str, input: str | Path, **options) -> tuple[ProductGraph, d
         raise DualrecError("no input path given")
     t0 = time.perf_counter()
     graph, report = module.load(input, **opts)
+    if graph.num_copurchase == 0:
+        raise DualrecError(no_edges_message(report))
     price = _check_prices(graph)
     if price:
         report["price_issues"] = price
         graph.report["price_issues"] = price
     report["seconds"] = round(time.perf_counter() - t0, 3)
     return graph, report
+
+
+def no_edges_message(report: dict) -> str:
+    """Why no co-purchase edge is left: the top reasons with counts and examples."""
+    dropped = {k: v for k, v in report.get("dropped", {}).items() if v and not k.startswith("similar")}
+    top = sorted(dropped.items(), key=lambda kv: -kv[1])[:3]
+    ex = report.get("examples", {})
+    why = "; ".join(f"{k.replace('_', ' ')}: {v}" + (f" (e.g. {', '.join(map(repr, ex[k]))})" if k in ex else "")
+                    for k, v in top) or "the input has no co-purchase rows"
+    return (f"no usable co-purchase edge after cleaning ({report.get('products', 0)} products); {why}. "
+            "Check that the edge tables use the products' ids")
+
+
+def summary(report: dict) -> str:
+    """A few human lines: what was kept, what was dropped and why."""
+    lines = [f"kept {report.get('products', 0):,} products, {report.get('copurchase_edges', 0):,} co-purchase edges, "
+             f"{report.get('similar_pairs', 0):,} similar pairs"]
+    dropped = {k: v for k, v in report.get("dropped", {}).items() if v}
+    if dropped:
+        lines.append("dropped or merged: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in
+                                                     sorted(dropped.items(), key=lambda kv: -kv[1])))
+    for col, b in (report.get("bad_numbers") or {}).items():
+        lines.append(f"column {col!r}: {b['bad_cells']} value(s) that are not numbers set missing (rows "
+                     f"{', '.join(map(str, b['rows']))}{' ...' if b['bad_cells'] > len(b['rows']) else ''}: "
+                     f"{', '.join(map(repr, b['values'][:3]))})")
+    p = report.get("price_issues")
+    if p:
+        lines.append(f"price: {p['negative']} negative and {p['above_max']} above {p['max']:g} set missing")
+    return "\n".join(lines)
 
 
 #: prices above this are taken for data errors (a unit mix-up, a code in the price column)
@@ -126,4 +157,4 @@ def ingest(fmt: str, input: str | Path, out: str | Path, **options) -> dict:
     return report
 
 
-__all__ = ["FORMATS", "load_source", "ingest", "options_for"]
+__all__ = ["FORMATS", "load_source", "ingest", "options_for", "summary"]

@@ -94,8 +94,24 @@ def read_table(path: Path) -> pd.DataFrame:
     raise DualrecError(f"{path}: unsupported table type (expected .csv, .tsv or .parquet)")
 
 
-def infer_numeric(df: pd.DataFrame, skip: Iterable[str] = ()) -> pd.DataFrame:
-    """Text columns whose every non-empty value is a number -> numeric (except those in ``skip``)."""
+#: share of a text column's values that must read as numbers for the column to be numeric
+NUMERIC_SHARE = 0.9
+_MONEY = re.compile(r"^\s*[$€£¥]?\s*([-+]?[0-9][0-9,]*(?:\.[0-9]+)?)\s*(?:[$€£¥]|usd|eur|gbp)?\s*$", re.I)
+
+
+def _as_number(v: str) -> float:
+    m = _MONEY.match(v)
+    return float(m.group(1).replace(",", "")) if m else float("nan")
+
+
+def infer_numeric(df: pd.DataFrame, skip: Iterable[str] = (), report: dict | None = None,
+                  table: str = "products") -> pd.DataFrame:
+    """Text columns whose values are numbers -> numeric (except those in ``skip``).
+
+    A column is numeric when at least 90 % of its non-empty values read as numbers (currency
+    signs and thousands commas allowed: ``$1,299.00``); the others become missing, and
+    ``report[column]`` says how many, with their row numbers and values, so one bad cell
+    neither turns the column into text nor goes unnoticed."""
     skip = set(skip)
     df = df.copy()
     for c in df.columns:
@@ -106,10 +122,22 @@ def infer_numeric(df: pd.DataFrame, skip: Iterable[str] = ()) -> pd.DataFrame:
             continue
         if not s.map(lambda v: isinstance(v, str), na_action="ignore").all():
             continue  # lists or mixed objects (Parquet): leave to normalize_metadata
+        present = (s.notna() & (s.astype(str).str.strip() != "")).to_numpy()
+        if not present.any():
+            continue
         num = pd.to_numeric(s, errors="coerce")
-        present = s.notna() & (s.astype(str).str.strip() != "")
-        if present.any() and bool(num[present].notna().all()):
-            df[c] = num
+        retry = present & num.isna().to_numpy()
+        if retry.any():
+            num = num.copy()
+            num[retry] = s[retry].map(_as_number).to_numpy()
+        bad = present & num.isna().to_numpy()
+        if bad.sum() > (1 - NUMERIC_SHARE) * present.sum():
+            continue  # a text column (titles, codes)
+        df[c] = num
+        if bad.any() and report is not None:
+            rows = np.flatnonzero(bad)
+            report[str(c)] = {"table": table, "bad_cells": int(bad.size and bad.sum()), "set_missing": True,
+                              "rows": [int(r) + 1 for r in rows[:10]], "values": [str(v)[:40] for v in s[rows[:10]]]}
     return df
 
 
@@ -171,6 +199,8 @@ def as_id_strings(s: pd.Series) -> pd.Series:
     else:
         out = s.astype("string")
     out = out.str.strip()
+    # "12.0" is how pandas writes an integer id column with gaps: the same product as "12"
+    out = out.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
     out = out.mask(out == "")
     return out.astype(object).where(out.notna(), None)
 

@@ -90,6 +90,7 @@ def _edges(
     weight_explicit: bool,
     index: pd.Index,
     dropped: dict,
+    examples: dict,
 ):
     df = read_table(path)
     c1 = resolve_column(df, cols[0], [sides[0]], role=f"'{sides[0]}' id", table=path.name, option=f"{sides[0]}_col")
@@ -111,6 +112,10 @@ def _edges(
     i2 = index.get_indexer(pd.Index(s2.fillna("").to_numpy(dtype=object), dtype=object))
     unknown1 = ~missing & (i1 < 0)
     unknown2 = ~missing & ~unknown1 & (i2 < 0)
+    for name, sel, col in ((f"{table}_{sides[0]}_not_in_products", unknown1, s1),
+                           (f"{table}_{sides[1]}_not_in_products", unknown2, s2)):
+        if sel.any():
+            examples[name] = [str(v) for v in col[sel].head(3)]
     keep = ~missing & (i1 >= 0) & (i2 >= 0)
     dropped[f"{table}_missing_id"] = int(missing.sum())
     dropped[f"{table}_{sides[0]}_not_in_products"] = int(unknown1.sum())
@@ -146,7 +151,8 @@ def load(
     idc = resolve_column(
         raw, id_col if id_col != "id" else None, ["id"], role="product id", table=products_path.name, option="id_col"
     )
-    raw = infer_numeric(raw, skip=[idc])
+    bad_numbers: dict = {}
+    raw = infer_numeric(raw, skip=[idc], report=bad_numbers, table=products_path.name)
     ids = as_id_strings(raw[idc])
     dropped: dict[str, int] = {}
     missing = ids.isna().to_numpy()
@@ -170,16 +176,17 @@ def load(
     steps.update(1)
 
     weight_explicit = weight_col != OPTIONS["weight_col"]
+    examples: dict = {}
     cp, cp_rows, cp_wc = _edges(
         cp_path, "copurchase", ("src", "dst"), (src_col if src_col != "src" else None, dst_col if dst_col != "dst" else None),
-        weight_col, weight_explicit, index, dropped,
+        weight_col, weight_explicit, index, dropped, examples,
     )
     steps.update(1)
     sim, sim_rows, sim_wc = None, 0, None
     if sim_path is not None:
         sim, sim_rows, sim_wc = _edges(
             sim_path, "similar", ("a", "b"), (a_col if a_col != "a" else None, b_col if b_col != "b" else None),
-            weight_col, False, index, dropped,
+            weight_col, False, index, dropped, examples,
         )
     steps.update(1)
     steps.close()
@@ -191,5 +198,7 @@ def load(
         "similar_rows": int(sim_rows),
         "weight_columns": {"copurchase": cp_wc, "similar": sim_wc},
         "metadata_columns": [c for c in products.columns if c != "id"],
+        "examples": examples,
+        "bad_numbers": bad_numbers,
     }
     return finish("csv", folder, products, cp, sim, dropped, facts)

@@ -93,11 +93,15 @@ def admin_token_from_env() -> str | None:
     return None
 
 
-_PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"(),;:]+){2,}")
+_PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:\.{0,2}[\\/][^\\/\s'\"(),;:]+)+")
 
 
-def _scrub(msg: str) -> str:
-    """An error message without server paths (they tell a client how the server is laid out)."""
+def _scrub(msg: str, roots: tuple[str, ...] = ()) -> str:
+    """An error message without server paths (they tell a client how the server is laid out):
+    the served folder's own path first (it may hold spaces), then anything path-like."""
+    for r in sorted(roots, key=len, reverse=True):
+        if r:
+            msg = msg.replace(r, "<model>")
     return _PATHLIKE.sub("<path>", msg)
 
 
@@ -210,6 +214,7 @@ _E404 = {404: {"model": ErrorResponse, "description": "unknown product id"}}
 _E400 = {400: {"model": ErrorResponse, "description": "invalid request"}}
 _EWRITE = {403: {"model": ErrorResponse, "description": "writes are off (no admin token configured) or the "
                  "X-Admin-Token header is missing or wrong"},
+           409: {"model": ErrorResponse, "description": "the served version is not the folder's current one"},
            503: {"model": ErrorResponse, "description": "another writer holds the model folder"}}
 
 
@@ -249,16 +254,28 @@ class Guard:
                 return await self._reply(send, 400, "bad Content-Length")
             if too_big:
                 return await self._reply(send, 413, f"request body over {lim.max_body_bytes} bytes")
-        seen = 0
+        # The body is read here, whole and bounded, then replayed to the app: an oversized body
+        # sent without Content-Length is a 413 too (inside the app it would be a parse error).
+        body, more = [], True
+        size = 0
+        while more and scope["method"] in ("POST", "PUT", "PATCH"):
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return  # the client went away
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > lim.max_body_bytes:
+                return await self._reply(send, 413, f"request body over {lim.max_body_bytes} bytes")
+            body.append(chunk)
+            more = msg.get("more_body", False)
+        replayed = False
 
         async def limited_receive():
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > lim.max_body_bytes:
-                    raise _BodyTooLarge()
-            return msg
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(body), "more_body": False}
+            return await receive()
 
         if scope["path"] in self.EXEMPT:
             return await self.app(scope, limited_receive, send)
@@ -279,9 +296,11 @@ class Guard:
         async def run():
             try:
                 await self.app(scope, limited_receive, guarded_send)
-            except _BodyTooLarge:
-                if not started:
-                    await self._reply(send, 413, f"request body over {lim.max_body_bytes} bytes")
+            except Exception:
+                if abandoned:  # nobody awaits it any more: log it here
+                    log.exception("error in a request that had timed out (%s %s)", scope["method"], scope["path"])
+                    return
+                raise
             finally:
                 self.active -= 1  # the slot is freed when the work ends, not when we stop waiting
 
@@ -298,8 +317,9 @@ class Guard:
         await task
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _unprocessable(loc: list, msg: str) -> JSONResponse:
+    """A 422 in FastAPI's own shape (the documented ``HTTPValidationError``)."""
+    return JSONResponse(status_code=422, content={"detail": [{"loc": loc, "msg": msg, "type": "value_error"}]})
 
 
 def _json(body: dict) -> Response:
@@ -354,13 +374,15 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
         return JSONResponse(status_code=503, headers={"Retry-After": "5"},
                             content={"detail": "the model folder is being written by another process; try again"})
 
+    roots = (str(Path(model_dir)), str(Path(model_dir).resolve()))
+
     @app.exception_handler(DualrecError)
     async def _user_error(request: Request, exc: DualrecError):
-        return JSONResponse(status_code=400, content={"detail": _scrub(str(exc))})
+        return JSONResponse(status_code=400, content={"detail": _scrub(str(exc), roots)})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        errs = [{"loc": e.get("loc"), "msg": _scrub(str(e.get("msg", ""))), "type": e.get("type")}
+        errs = [{"loc": e.get("loc"), "msg": _scrub(str(e.get("msg", "")), roots), "type": e.get("type")}
                 for e in exc.errors()[:20]]
         return JSONResponse(status_code=422, content={"detail": errs})
 
@@ -386,8 +408,8 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
               responses={**_E404, **_E400}, summary="Top-k related products for several ids")
     def related_batch(req: BatchRequest):
         if len(req.ids) * req.k > limits.max_batch_results:
-            return JSONResponse(status_code=422, content={
-                "detail": f"ids x k is {len(req.ids) * req.k}; at most {limits.max_batch_results} per request"})
+            return _unprocessable(["body", "ids"], f"ids x k is {len(req.ids) * req.k}; at most "
+                                             f"{limits.max_batch_results} per request")
         return _json(holder.service.related_batch(req.ids, req.k))
 
     @app.get("/products/{product_id}/incoming", response_model=RelatedResponse, response_model_exclude_unset=True,
@@ -405,8 +427,7 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
     def search(q: Annotated[str, Query(min_length=1, max_length=Limits.max_search_chars, description="id or words")],
                limit: Annotated[int, Query(ge=1, le=MAX_K)] = 20):
         if len(q.split()) > limits.max_search_words:
-            return JSONResponse(status_code=422, content={
-                "detail": f"at most {limits.max_search_words} words per search"})
+            return _unprocessable(["query", "q"], f"at most {limits.max_search_words} words per search")
         return _json(holder.service.search(q, limit))
 
     @app.get("/health", response_model=HealthResponse, summary="Model version, counts, index")
@@ -420,23 +441,28 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
         from dualrec.coldstart import add_products as add
 
         current = holder.service
+        from dualrec.store import ModelStore
+
+        latest = ModelStore(current.model_dir).current_name()
+        if current.version != latest:  # new products go into the current version: say so, never switch silently
+            return JSONResponse(status_code=409, content={
+                "detail": f"this server serves {current.version}, not the folder's current version {latest}; "
+                          "reload it (POST /admin/reload {}) before adding products"})
         allowed = set(map(str, current.products.columns))
         rows = [p.model_dump(exclude_unset=True) for p in req.products]
         extra = sorted({k for r in rows for k in r} - allowed)
         if extra:
-            return JSONResponse(status_code=422, content={
-                "detail": f"unknown field(s) {', '.join(extra[:10])}; the catalogue's columns are: "
-                          f"{', '.join(sorted(allowed))}"})
+            return _unprocessable(["body", "products"], f"unknown field(s) {', '.join(extra[:10])}; the catalogue's "
+                                                  f"columns are: {', '.join(sorted(allowed))}")
         for r in rows:
             for k_, v in r.items():
                 if isinstance(v, str) and len(v) > limits.max_field_chars:
-                    return JSONResponse(status_code=422, content={
-                        "detail": f"{k_} of {r['id']!r} is over {limits.max_field_chars} characters"})
+                    return _unprocessable(["body", "products", k_], f"{k_} of {r['id']!r} is over "
+                                                              f"{limits.max_field_chars} characters")
                 if isinstance(v, float) and not math.isfinite(v):
-                    return JSONResponse(status_code=422, content={"detail": f"{k_} of {r['id']!r} is not finite"})
+                    return _unprocessable(["body", "products", k_], f"{k_} of {r['id']!r} is not finite")
                 if not isinstance(v, (str, int, float, bool, type(None))):
-                    return JSONResponse(status_code=422, content={
-                        "detail": f"{k_} of {r['id']!r} must be text or a number"})
+                    return _unprocessable(["body", "products", k_], f"{k_} of {r['id']!r} must be text or a number")
         df = pd.DataFrame(rows)
         with holder.lock:  # no reload in between: add to the folder being served, then reload it
             try:
