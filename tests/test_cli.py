@@ -146,8 +146,9 @@ def test_recommend_fake_model_text_output(fake_model):
     r = invoke("recommend", fake_model, "Q3", "--k", "4")
     assert r.exit_code == 0, r.output
     lines = r.stdout.strip().splitlines()
-    assert lines[0] == "Q3  thing 3"
-    assert len(lines) == 5 and lines[1].lstrip().startswith("1. Q")
+    assert lines[0].startswith("Q3  thing 3   [daemon; scores: DAEMON cosine")  # what the scores are
+    assert len(lines) == 1 + 2 * 4 and lines[1].lstrip().startswith("1. Q") and " predicted " in lines[1]
+    assert lines[2].strip().startswith("why: DAEMON score")  # each item says why
     assert not any(" Q3 " in ln for ln in lines[1:])
 
 
@@ -246,9 +247,17 @@ def test_end_to_end_ingest_train_evaluate_recommend(store, csv_source, tmp_path)
     r = invoke("recommend", model, *q2, "--k", "3")
     assert r.exit_code == 0, r.output
     lines = r.stdout.strip().splitlines()
-    assert len(lines) == 2 * (1 + 3)
-    assert lines[0].startswith(q2[0]) and lines[4].startswith(q2[1])
+    assert len(lines) == 2 * (1 + 2 * 3)
+    assert lines[0].startswith(q2[0]) and lines[7].startswith(q2[1]) and "[two-stage; scores:" in lines[0]
     assert store.products["title"].iloc[2] in lines[0]
+    kinds = [ln.split()[2] for ln in lines if ln.strip()[:2].rstrip(".").isdigit()]
+    assert set(kinds) <= {"logged", "predicted"} and "logged" in kinds  # logged co-purchases come first
+    whys = [ln.strip() for ln in lines if ln.strip().startswith("why: ")]
+    assert len(whys) == 6 and any("logged co-purchase" in w for w in whys)
+    r = invoke("recommend", model, q2[0], "--k", "30", "--exclude-linked", "--json")
+    items = json.loads(r.stdout)[0]["items"]
+    assert {x["kind"] for x in items} == {"predicted"} and all(x["title"] and x["reason"] for x in items)
+    assert any(x["reason"] != items[0]["reason"] for x in items)  # reasons differ between items
 
 
 def test_recommend_exclude_linked(tmp_path):
@@ -288,3 +297,20 @@ def test_serve_help_names_the_write_endpoints_and_refuses_a_weak_token(tmp_path,
     monkeypatch.setenv("DUALREC_ADMIN_TOKEN", "short")
     r = invoke("serve", tmp_path, "--host", "0.0.0.0")
     assert_clean_error(r, "under 16 characters")
+
+
+def test_incoming_lists_the_products_that_recommend_one(fake_model):
+    import numpy as np
+
+    from dualrec.store import open_version
+
+    r = invoke("incoming", fake_model, "Q3", "--k", "3", "--json")
+    assert r.exit_code == 0, r.output
+    got = [x["id"] for x in json.loads(r.stdout)[0]["results"]]
+    s, t = open_version(fake_model).embeddings()
+    scores = s @ t[3]
+    scores[3] = -np.inf
+    assert got == [f"Q{i}" for i in np.argsort(-scores)[:3]]
+    r = invoke("incoming", fake_model, "Q3", "--k", "3")
+    assert r.exit_code == 0 and r.stdout.splitlines()[0].startswith("Q3  thing 3")
+    assert_clean_error(invoke("incoming", fake_model, "NOPE"), "NOPE")

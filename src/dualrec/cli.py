@@ -219,19 +219,60 @@ def recommend(
     from dualrec.retrieval import Recommender, linked_products
 
     def body():
+        from dualrec.explain import SCORE_LABELS
+
         rec = Recommender.load(model, two_stage=two_stage, version=version)
         exclude = linked_products(rec.version, ids) if exclude_linked else None
-        recs = rec.recommend(ids, k, exclude=exclude)
+        recs = rec.recommend(ids, k, exclude=exclude, explain=True)
+        titles = rec.products.set_index("id")[show] if show and show in rec.products.columns else None
+        label = lambda i: None if titles is None else _text(titles.get(i))  # noqa: E731
         if as_json:
-            typer.echo(json.dumps([r.__dict__ for r in recs], indent=2))
+            typer.echo(json.dumps([{"query": r.query, "title": label(r.query), "ranker": r.ranker,
+                                    "score_meaning": SCORE_LABELS[r.ranker], "ids": r.ids, "scores": r.scores,
+                                    "items": [{"id": i, "title": label(i), "score": s_, "kind": kd, "reason": why}
+                                              for i, s_, kd, why in zip(r.ids, r.scores, r.kinds, r.reasons)]}
+                                   for r in recs], indent=2))
             return
-        col = show if show and show in rec.products.columns else None
-        meta = rec.products.set_index("id")[col] if col else None
         for r in recs:
-            head = f"{r.query}" + (f"  {meta[r.query]}" if col else "")
-            typer.echo(head)
-            for rank, (i, s) in enumerate(zip(r.ids, r.scores), 1):
-                typer.echo(f"  {rank:2d}. {i}  {s:+.3f}" + (f"  {meta[i]}" if col else ""))
+            typer.echo(f"{r.query}" + (f"  {label(r.query)}" if titles is not None else "")
+                       + f"   [{r.ranker}; scores: {SCORE_LABELS[r.ranker]}]")
+            for rank, (i, s_, kd, why) in enumerate(zip(r.ids, r.scores, r.kinds, r.reasons), 1):
+                typer.echo(f"  {rank:2d}. {i}  {kd:<9} {s_:+.3f}" + (f"  {label(i)}" if titles is not None else "")
+                           + f"\n        why: {why}")
+
+    _run(body)
+
+
+def _text(v) -> str | None:
+    import math
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return str(v)
+
+
+@app.command()
+def incoming(
+    model: Path = typer.Argument(..., help="model folder made by `dualrec train`"),
+    ids: list[str] = typer.Argument(..., help="product id(s)"),
+    k: int = typer.Option(10, "--k", "-k", min=1, max=1000, help="how many products"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    version: Optional[str] = typer.Option(None, "--version", help="a model version (default: the current one)"),
+):
+    """The products that recommend each given product (<-): highest DAEMON score s_u . t_id."""
+
+    def body():
+        from dualrec.serve.service import RecommenderService
+
+        svc = RecommenderService.load(model, version=version)
+        out = [svc.incoming(i, k) for i in ids]
+        if as_json:
+            typer.echo(json.dumps(out, indent=2))
+            return
+        for o in out:
+            typer.echo(f"{o['id']}  {_text(svc.product(o['id']).get('title')) or ''}   [{o['scores']}]")
+            for rank, item in enumerate(o["results"], 1):
+                typer.echo(f"  {rank:2d}. {item['id']}  {item['score']:+.3f}  {item.get('title') or ''}")
 
     _run(body)
 

@@ -242,6 +242,12 @@ class CandidateReranker:
         """Products scored: the fitted catalogue plus any added since (rows of the embeddings)."""
         return self.n if self.t is None else self.t.shape[0]
 
+    def ranks_alone(self, row: int) -> bool:
+        """Whether DAEMON alone ranks for query ``row`` (a product without graph features: new)."""
+        if row >= self.n:
+            return True
+        return bool(self.log_in[row] == 0 and self.log_out[row] == 0 and self.log_sim[row] == 0)
+
     def score_fn(self, query: torch.Tensor, known_first: bool = False) -> torch.Tensor:
         """Scores ``(Q, N)``: candidates by the pair model, above the rest in the base order.
 
@@ -379,9 +385,12 @@ class CandidateReranker:
         self.x = torch.nn.functional.normalize(torch.as_tensor(x[:self.n]).float(), dim=1)
 
 
-def ranker_name(reranker: CandidateReranker | None) -> str:
-    """How a model ranks: ``"two-stage"`` with its second stage, ``"daemon"`` without."""
-    return "daemon" if reranker is None else "two-stage"
+def ranker_name(reranker: CandidateReranker | None, row: int | None = None) -> str:
+    """How a model ranks: ``"two-stage"`` with its second stage, ``"daemon"`` without; with
+    ``row``, how that query's list is ranked (a new product's by DAEMON alone)."""
+    if reranker is None or (row is not None and reranker.ranks_alone(row)):
+        return "daemon"
+    return "two-stage"
 
 
 def fit_two_stage(graph, train_mask: torch.Tensor, val_src: torch.Tensor, val_dst: torch.Tensor,

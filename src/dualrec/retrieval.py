@@ -25,6 +25,9 @@ class Recommendation:
     query: str
     ids: list[str]
     scores: list[float]
+    kinds: list[str] | None = None     # "logged" (a co-purchase in the shop's data) or "predicted"
+    reasons: list[str] | None = None   # why, in words (see dualrec.explain)
+    ranker: str | None = None          # how this list was ranked: "two-stage" or "daemon" (what the scores are)
 
 
 class Recommender:
@@ -48,6 +51,7 @@ class Recommender:
         self.reranker = reranker
         self._index = pd.Index(self.products["id"].astype(str))
         self.version = None  # the ModelVersion it was loaded from, if any
+        self._explainer = None
 
     @property
     def ranker(self) -> str:
@@ -117,8 +121,11 @@ class Recommender:
         return torch.cat(out_s), torch.cat(out_i)
 
     def recommend(self, product_ids: Sequence[str], k: int = 10,
-                  exclude: dict[str, Sequence[str]] | None = None) -> list[Recommendation]:
-        """Top-k related products for each query id (unknown ids raise :class:`UnknownProductError`)."""
+                  exclude: dict[str, Sequence[str]] | None = None, explain: bool = False) -> list[Recommendation]:
+        """Top-k related products for each query id (unknown ids raise :class:`UnknownProductError`).
+
+        ``explain`` adds each item's kind (logged / predicted) and reason (needs a model version:
+        :meth:`load`)."""
         q = self.index_of(product_ids)
         ex = None
         if exclude:
@@ -126,10 +133,28 @@ class Recommender:
         scores, idx = self.topk_indices(q, k, ex)
         ids = self.products["id"].to_numpy()
         out = []
-        for p, s, i in zip(product_ids, scores, idx):
+        for p, qi, s, i in zip(product_ids, q.tolist(), scores, idx):
             keep = i >= 0
-            out.append(Recommendation(str(p), ids[i[keep].numpy()].astype(str).tolist(), s[keep].tolist()))
+            from dualrec.rerank import ranker_name
+
+            rec = Recommendation(str(p), ids[i[keep].numpy()].astype(str).tolist(), s[keep].tolist(),
+                                 ranker=ranker_name(self.reranker, qi))
+            if explain:
+                why = self.explainer.explain(qi, i[keep].numpy())
+                rec.kinds, rec.reasons = [w["kind"] for w in why], [w["reason"] for w in why]
+            out.append(rec)
         return out
+
+    @property
+    def explainer(self):
+        if self._explainer is None:
+            from dualrec.explain import Explainer
+
+            if self.version is None:
+                raise DualrecError("explanations need a model folder: load it with Recommender.load")
+            self._explainer = Explainer.from_version(self.version, self.source.numpy(), self.target.numpy(),
+                                                     self.reranker)
+        return self._explainer
 
 
 def linked_products(version, product_ids: Sequence[str]) -> dict[str, list[str]]:

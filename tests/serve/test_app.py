@@ -48,7 +48,9 @@ def test_related(client, model_a):
     rows, scores = exact_topk(model_a, 3, 7)
     assert [x["id"] for x in body["results"]] == [ids[i] for i in rows]
     np.testing.assert_allclose([x["score"] for x in body["results"]], scores, atol=1e-5)
-    assert set(body["results"][0]) == {"id", "score", "title", "category", "brand", "price"}
+    assert set(body["results"][0]) == {"id", "score", "kind", "reason", "title", "category", "brand", "price"}
+    assert body["ranker"] == "daemon" and "cosine" in body["scores"]
+    assert {x["kind"] for x in body["results"]} == {"predicted"} and "DAEMON score" in body["results"][0]["reason"]
     assert ids[3] not in [x["id"] for x in body["results"]]
     assert len(client.get(f"/products/{ids[3]}/related").json()["results"]) == 10  # default k
 
@@ -79,7 +81,7 @@ def test_batch_equals_single(client, model_a):
     body = r.json()
     assert body["k"] == 4 and [x["id"] for x in body["results"]] == q
     for entry in body["results"]:
-        single = client.get(f"/products/{entry['id']}/related", params={"k": 4}).json()
+        single = client.get(f"/products/{entry['id']}/related", params={"k": 4, "explain": "false"}).json()
         assert entry["results"] == single["results"]
     assert client.post("/related", json={"ids": [ids[1]]}).json()["k"] == 10
 
@@ -277,7 +279,7 @@ def test_swap_is_atomic_under_concurrent_requests(tmp_path):
                 body = c.post("/related", json={"ids": probe, "k": 5}).json()
                 ok = body["model_version"] in expected and body == expected[body["model_version"]][1]
             else:
-                body = c.get(f"/products/{pid}/related", params={"k": 5}).json()
+                body = c.get(f"/products/{pid}/related", params={"k": 5, "explain": "false"}).json()
                 ok = body.get("model_version") in expected and body == expected[body["model_version"]][0][pid]
             seen.append(body.get("model_version"))
             if not ok:
@@ -403,3 +405,13 @@ def test_adding_products_to_a_version_that_is_not_current_is_409(tmp_path, monke
     r = c.post("/products", headers={"X-Admin-Token": "s3cret"}, json={"products": [{"id": "N1"}]})
     assert r.status_code == 409 and "v000002" in r.json()["detail"]
     assert c.get("/health").json()["model_version"] == "v000001"
+
+
+def test_api_docs_work_offline(client):
+    import re
+
+    r = client.get("/docs")
+    assert r.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert assets and all(a.startswith("/") for a in assets)  # nothing from a CDN
+    assert all(client.get(a).status_code == 200 for a in assets)

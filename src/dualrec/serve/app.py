@@ -114,6 +114,8 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
     score: Optional[float] = None
+    kind: Optional[str] = Field(None, description="'logged' (a co-purchase in the shop's data) or 'predicted'")
+    reason: Optional[str] = Field(None, description="why it is recommended, in words")
     title: Any = None
     category: Any = None
     brand: Any = None
@@ -124,12 +126,16 @@ class RelatedResponse(BaseModel):
     id: str
     k: int
     model_version: str
+    ranker: Optional[str] = Field(None, description="how this list was ranked: 'two-stage' or 'daemon'")
+    scores: Optional[str] = Field(None, description="what the scores are (comparable within a list)")
     results: list[Item]
 
 
 class BatchEntry(BaseModel):
     id: str
     k: int
+    ranker: Optional[str] = Field(None, description="how this list was ranked: 'two-stage' or 'daemon'")
+    scores: Optional[str] = Field(None, description="what the scores are (comparable within a list)")
     results: list[Item]
 
 
@@ -138,6 +144,7 @@ class BatchRequest(BaseModel):
     ids: list[Annotated[str, Field(max_length=Limits.max_id_chars)]] = Field(
         ..., min_length=1, max_length=Limits.max_batch_ids, description="product ids (at most 100)")
     k: int = Field(10, ge=1, le=MAX_K, description="products per id; ids x k at most 10,000")
+    explain: bool = Field(False, description="add each item's kind (logged / predicted) and reason")
 
 
 class BatchResponse(BaseModel):
@@ -356,7 +363,10 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
     holder = ServiceHolder(RecommenderService.load(model_dir, log=log.warning, version=version), log=log.warning)
     token = admin_token if admin_token is not None else admin_token_from_env()
 
-    app = FastAPI(title="dualrec", version="1",
+    # the API docs (/docs, /redoc) from files shipped in a package, not a CDN: they work offline
+    from fastapi_offline import FastAPIOffline
+
+    app = FastAPIOffline(title="dualrec", version="1",
                   description="Related-product recommendations from DAEMON dual (source/target) embeddings. "
                               "The write endpoints (POST /products, POST /admin/reload) need the X-Admin-Token "
                               "header and are off while the server has no admin token.")
@@ -401,8 +411,9 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
 
     @app.get("/products/{product_id}/related", response_model=RelatedResponse, response_model_exclude_unset=True,
              responses=_E404, summary="Top-k related products")
-    def related(product_id: _ID, k: _K = 10):
-        return _json(holder.service.related(product_id, k))
+    def related(product_id: _ID, k: _K = 10,
+                explain: Annotated[bool, Query(description="each item's kind (logged / predicted) and reason")] = True):
+        return _json(holder.service.related(product_id, k, explain))
 
     @app.post("/related", response_model=BatchResponse, response_model_exclude_unset=True,
               responses={**_E404, **_E400}, summary="Top-k related products for several ids")
@@ -410,7 +421,7 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
         if len(req.ids) * req.k > limits.max_batch_results:
             return _unprocessable(["body", "ids"], f"ids x k is {len(req.ids) * req.k}; at most "
                                              f"{limits.max_batch_results} per request")
-        return _json(holder.service.related_batch(req.ids, req.k))
+        return _json(holder.service.related_batch(req.ids, req.k, req.explain))
 
     @app.get("/products/{product_id}/incoming", response_model=RelatedResponse, response_model_exclude_unset=True,
              responses=_E404, summary="Products that recommend this one")

@@ -25,6 +25,7 @@ import pandas as pd
 
 from dualrec.errors import DualrecError, UnknownProductError
 from dualrec.index import RetrievalIndex, load_model_index
+from dualrec.explain import SCORE_LABELS
 from dualrec.rerank import load_model_reranker, ranker_name
 from dualrec.store import open_version
 
@@ -102,6 +103,7 @@ class RecommenderService:
         self._haystack = hay
         self._ids_lower = ids.str.lower()
         self.loaded_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._explainer = None
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -162,11 +164,12 @@ class RecommenderService:
         return self._items(rows[keep], scores[keep])
 
     # -- queries -----------------------------------------------------------------------------------
-    def related(self, product_id: str, k: int = 10) -> dict:
+    def related(self, product_id: str, k: int = 10, explain: bool = False) -> dict:
         """Top-k products recommended for ``product_id`` (never itself), best first."""
-        return self.related_batch([product_id], k)["results"][0] | {"model_version": self.model_version}
+        return self.related_batch([product_id], k, explain)["results"][0] | {"model_version": self.model_version}
 
-    def related_batch(self, ids: Sequence[str], k: int = 10) -> dict:
+    def related_batch(self, ids: Sequence[str], k: int = 10, explain: bool = False) -> dict:
+        """``explain`` adds each item's ``kind`` (logged / predicted) and ``reason``."""
         k = _check_k(k)
         if len(ids) == 0:
             raise DualrecError("ids must not be empty")
@@ -175,9 +178,25 @@ class RecommenderService:
             scores, idx = self.index.recommend(rows, k)
         else:
             scores, idx = self.reranker.top_k(rows, k)
-        results = [{"id": self.ids[r], "k": k, "results": self._results(s, i)}
-                   for r, s, i in zip(rows.tolist(), scores, idx)]
+        results = []
+        for r, s, i in zip(rows.tolist(), scores, idx):
+            items = self._results(s, i)
+            if explain:
+                for item, why in zip(items, self.explainer.explain(r, i[i >= 0])):
+                    item.update(why)
+            ranker = ranker_name(self.reranker, r)  # per list: a new product's is DAEMON's
+            results.append({"id": self.ids[r], "k": k, "ranker": ranker, "scores": SCORE_LABELS[ranker],
+                            "results": items})
         return {"k": k, "model_version": self.model_version, "results": results}
+
+    @property
+    def explainer(self):
+        if self._explainer is None:
+            from dualrec.explain import Explainer
+
+            self._explainer = Explainer.from_version(open_version(self.model_dir, self.version, verify=False),
+                                                     self.source, self.target, self.reranker)
+        return self._explainer
 
     def incoming(self, product_id: str, k: int = 10, chunk_rows: int = 1 << 18) -> dict:
         """The top-k products that recommend ``product_id``: highest ``source[u] · target[id]``
@@ -188,7 +207,8 @@ class RecommenderService:
         n = self.num_products
         kk = min(k, n - 1)
         if kk <= 0:
-            return {"id": self.ids[r], "k": k, "model_version": self.model_version, "results": []}
+            return {"id": self.ids[r], "k": k, "model_version": self.model_version, "ranker": "daemon",
+                    "scores": "", "results": []}
         best_s = np.empty(0, dtype=np.float32)
         best_i = np.empty(0, dtype=np.int64)
         for lo in range(0, n, chunk_rows):
@@ -202,7 +222,8 @@ class RecommenderService:
         order = np.lexsort((best_i, -best_s))[:kk]  # score descending, then row
         rows, scores = best_i[order], best_s[order]
         keep = np.isfinite(scores)
-        return {"id": self.ids[r], "k": k, "model_version": self.model_version,
+        return {"id": self.ids[r], "k": k, "model_version": self.model_version, "ranker": "daemon",
+                "scores": "DAEMON cosine of each product's source embedding and this product's target embedding",
                 "results": self._items(rows[keep], scores[keep])}
 
     def product(self, product_id: str) -> dict:

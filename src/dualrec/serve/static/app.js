@@ -79,6 +79,20 @@
     sub.textContent = bits.join(" · ");
     a.title = bits.join(" · ");
     a.appendChild(sub);
+    if (item.kind || item.reason) {
+      // why it is here: a logged co-purchase, or the ranking's strongest evidence
+      const why = document.createElement("span");
+      why.className = "item-why";
+      why.setAttribute("data-testid", testid + "-why");
+      if (item.kind) {
+        const badge = document.createElement("span");
+        badge.className = "badge " + item.kind;
+        badge.textContent = item.kind === "logged" ? "bought together" : "predicted";
+        why.appendChild(badge);
+      }
+      if (item.reason) why.appendChild(document.createTextNode(" " + item.reason));
+      a.appendChild(why);
+    }
     li.appendChild(a);
     if (typeof item.score === "number") {
       const s = document.createElement("span");
