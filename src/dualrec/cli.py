@@ -90,6 +90,8 @@ def ingest(
     out: Path = typer.Option(..., "--out", "-o", help="dataset folder to write"),
     option: list[str] = typer.Option([], "--option", help="format option KEY=VALUE (repeatable), "
                                      "e.g. --option min_support=3 --option customer_col=user"),
+    products: Optional[Path] = typer.Option(None, "--products", help="orders: a products table (id + metadata "
+                                            "columns such as title, category, brand) joined by product id"),
     as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON (also in OUT/graph.json)"),
 ):
     """Read a catalogue + co-purchase/co-view data into a dataset folder (Parquet)."""
@@ -99,6 +101,10 @@ def ingest(
         if format not in FORMATS:
             raise DualrecError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
         opts = _key_values(option, "--option")
+        if products is not None:
+            if format != "orders":
+                raise DualrecError("--products is for --format orders (the other formats read their own catalogue)")
+            opts["products"] = str(products)
         report = do_ingest(format, input, out, **opts)
         if as_json:
             typer.echo(json.dumps(report, indent=2, default=str))
@@ -311,6 +317,23 @@ def demo(
     from dualrec.demo import run_demo
 
     _run(lambda: run_demo(out, products, epochs, seed))
+
+
+@app.command("sample-data")
+def sample_data(
+    out: Path = typer.Argument(..., help="folder to write products.csv and orders.csv into"),
+    products: int = typer.Option(1000, min=20, max=200_000, help="products in the sample shop"),
+    seed: int = typer.Option(0),
+):
+    """Write a small shop's products.csv and orders.csv (synthetic), to try `dualrec ingest --format orders`."""
+    from dualrec.synthetic import write_shop_csv
+
+    def body():
+        rep = write_shop_csv(out, products, seed)
+        typer.echo(f"wrote {out / 'products.csv'} ({rep['products']} products) and {out / 'orders.csv'} "
+                   f"({rep['order_lines']} order lines, {rep['orders']} orders, {rep['customers']} customers)")
+
+    _run(body)
 
 
 @app.command()

@@ -95,7 +95,6 @@ def _train_into(store: ModelStore, graph: ProductGraph, dataset_dir, config: Tra
                     info.update(ranker="two-stage", rerank_seconds=round(time.time() - t0, 3),
                                 rerank={k: v for k, v in rr.info_.items() if k != "features"})
             v = w.commit(info, keep=keep)
-        log(f"model version {v.name} written to {store.root}")
     result.version = v.name
     return result
 

@@ -396,3 +396,42 @@ def make_store(config: StoreConfig | None = None, **overrides) -> ProductGraph:
         report={"source": "synthetic", "config": asdict(cfg)},
     )
     return graph
+
+
+def write_shop_csv(out, n_products: int = 1000, seed: int = 0, customers_per_pair: int = 3) -> dict:
+    """A small shop's files, as a shop would export them: ``products.csv`` (id, title, category,
+    brand, price) and ``orders.csv`` (order lines: order_id, product_id, customer_id, order_date,
+    quantity, unit_price), made from a synthetic store. Each co-purchase ``u -> v`` of the store
+    becomes ``customers_per_pair`` customers who order ``u`` and, in a later order, ``v``; each
+    co-view pair two orders holding both. For trying ``dualrec ingest --format orders``."""
+    import pandas as pd
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    g = make_store(n_products=n_products, seed=seed)
+    rng = np.random.default_rng(seed)
+    p = g.products
+    p[["id", "title", "category", "brand", "price"]].to_csv(out / "products.csv", index=False)
+    ids, price = p["id"].to_numpy(), p["price"].to_numpy()
+    rows, order, cust = [], 0, 0
+    day0 = np.datetime64("2026-01-01T09:00")
+    for u, v in zip(g.cp_src.tolist(), g.cp_dst.tolist()):
+        for _ in range(customers_per_pair):
+            cust += 1
+            t = day0 + np.timedelta64(int(rng.integers(0, 300 * 24)), "h")
+            for item, when in ((u, t), (v, t + np.timedelta64(int(rng.integers(1, 30 * 24)), "h"))):
+                order += 1
+                rows.append((f"O{order:07d}", ids[item], f"C{cust:06d}", str(when), 1, price[item]))
+    for a, b in zip(g.sim_a.tolist(), g.sim_b.tolist()):
+        for _ in range(2):  # bought in the same order twice: a same-basket (similar) pair
+            order += 1
+            cust += 1
+            t = str(day0 + np.timedelta64(int(rng.integers(0, 300 * 24)), "h"))
+            rows += [(f"O{order:07d}", ids[a], f"C{cust:06d}", t, 1, price[a]),
+                     (f"O{order:07d}", ids[b], f"C{cust:06d}", t, 1, price[b])]
+    orders = pd.DataFrame(rows, columns=["order_id", "product_id", "customer_id", "order_date", "quantity",
+                                         "unit_price"]).sort_values(["order_date", "order_id"], kind="stable")
+    orders.to_csv(out / "orders.csv", index=False)
+    return {"products": len(p), "order_lines": len(orders), "orders": int(orders["order_id"].nunique()),
+            "customers": cust, "folder": str(out)}

@@ -260,3 +260,22 @@ def test_matches_reference_on_random_log(tmp_path, edges, sims, monkeypatch):
     assert edges(graph) == {k: float(v) for k, v in directed.items() if v >= 2}
     assert report["dropped"]["copurchase_pairs_below_min_support"] == sum(v < 2 for v in directed.values())
     assert not math.isnan(report["seconds"])
+
+
+def test_a_products_table_joins_metadata_by_id(fixtures, tmp_path):
+    (tmp_path / "products.csv").write_text(
+        "id,category,brand,title\n85123A,Home > Decor,Hearts Co,White hanging heart T-light holder\n"
+        "42,Kitchen > Mugs,MugCo,\n22423,Kitchen > Cake stands,Regency,\nNOT-SOLD,Garden,X,Gnome\n")
+    g, rep = load_source("orders", fixtures / "orders_tiny.csv", products=str(tmp_path / "products.csv"),
+                         min_support=1, progress=False)
+    p = g.products.set_index("id")
+    assert p.loc["85123A", "category"] == "Home > Decor" and p.loc["85123A", "brand"] == "Hearts Co"
+    assert p.loc["85123A", "title"] == "White hanging heart T-light holder"  # the table wins
+    assert p.loc["00042", "title"] == "RED MUG"  # derived from the log where the table has none
+    assert p.loc["POST", "category"] == ""  # in the log only: no metadata, kept
+    assert "NOT-SOLD" not in p.index
+    t = rep["products_table"]
+    assert t["rows"] == 4 and t["log_products_matched"] >= 2
+    with pytest.raises(DualrecError, match="no product of the order log"):
+        (tmp_path / "other.csv").write_text("id,brand\nZZZ,x\n")
+        load_source("orders", fixtures / "orders_tiny.csv", products=str(tmp_path / "other.csv"), progress=False)

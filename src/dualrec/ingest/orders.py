@@ -67,7 +67,8 @@ import numpy as np
 import pandas as pd
 
 from dualrec.graph import DualrecError
-from dualrec.ingest._common import as_id_strings, existing_path, finish, read_table, resolve_column, TABLE_EXTS
+from dualrec.ingest._common import (TABLE_EXTS, as_id_strings, existing_path, finish, infer_numeric,
+                                    normalize_metadata, read_table, resolve_column)
 from dualrec.ingest._common import progress as bar
 
 OPTIONS: dict = {
@@ -82,6 +83,7 @@ OPTIONS: dict = {
     "min_basket_support": 2,
     "basket_edges": "similar",
     "max_basket_size": 100,
+    "products": None,
 }
 
 BASKET_EDGES = ("similar", "copurchase", "none")
@@ -253,6 +255,36 @@ def _find_input(path: Path) -> Path:
     raise DualrecError(f"{path} holds several tables ({', '.join(p.name for p in found)}); pass the order log itself")
 
 
+def _join_products(catalogue: pd.DataFrame, path: Path, log_col) -> tuple[pd.DataFrame, dict]:
+    """The log's products with the metadata of a products table, joined by id."""
+    table = read_table(existing_path(path))
+    idc = resolve_column(table, None, ["id", str(log_col), "StockCode", "product_id", "sku", "item_id"],
+                         role="product id", table=path.name, option="products")
+    report: dict = {}
+    meta = infer_numeric(table.drop(columns=[idc]), report=report, table=path.name)
+    meta = normalize_metadata(meta)
+    ids = as_id_strings(table[idc])
+    keep = ids.notna().to_numpy() & ~ids.duplicated().to_numpy()
+    meta = meta[keep].set_index(pd.Index(ids[keep].astype(str).to_numpy(), name="id"))
+    hit = catalogue["id"].isin(meta.index)
+    out = catalogue.set_index("id")
+    for c in meta.columns:
+        col = meta[c].reindex(out.index)
+        if c in out.columns:  # the table's value wins where it has one
+            present = col.notna() & (col.astype(str) != "")
+            out[c] = out[c].where(~present.to_numpy(), col)
+        else:
+            out[c] = col.fillna(np.nan if pd.api.types.is_numeric_dtype(col) else "")
+    facts = {"file": path.name, "rows": int(len(table)), "rows_without_id_or_duplicate": int((~keep).sum()),
+             "log_products_matched": int(hit.sum()), "log_products_without_metadata": int((~hit).sum()),
+             "columns": [str(c) for c in meta.columns], "bad_numbers": report}
+    if not hit.any():
+        ex = ", ".join(repr(i) for i in catalogue["id"].head(3))
+        raise DualrecError(f"{path.name}: no product of the order log is in it (log ids like {ex}; its id column "
+                           f"is {idc!r})")
+    return out.reset_index(), facts
+
+
 def load(
     input,
     *,
@@ -267,9 +299,14 @@ def load(
     min_basket_support: int = 2,
     basket_edges: str = "similar",
     max_basket_size: int = 100,
+    products: str | None = None,
     progress: bool = True,
 ) -> tuple:
-    """Read an order log and derive the product graph; see the module docstring."""
+    """Read an order log and derive the product graph; see the module docstring.
+
+    ``products``: a products table (CSV/Parquet/JSON lines) whose metadata (category, brand,
+    ...) joins the derived products by id (column ``id``, or the log's product column name);
+    its values win over those derived from the log."""
     show = progress
     min_support = _int_option("min_support", min_support, 1)
     min_basket_support = _int_option("min_basket_support", min_basket_support, 1)
@@ -348,11 +385,15 @@ def load(
         freq = freq.sort_values(["p", "n", "d"], ascending=[True, False, True]).drop_duplicates("p")
         title[freq["p"].to_numpy()] = freq["d"].to_numpy()
     med = lines.groupby("p")["price"].median().reindex(range(n_prod)).to_numpy(dtype=np.float64)
-    products = pd.DataFrame({"id": pd.Series(pnames, dtype=str)})
+    catalogue = pd.DataFrame({"id": pd.Series(pnames, dtype=str)})
     if cols["description"]:  # metadata columns only where the source has them
-        products["title"] = pd.Series(title, dtype=str)
+        catalogue["title"] = pd.Series(title, dtype=str)
     if cols["price"]:
-        products["price"] = med
+        catalogue["price"] = med
+    joined = {}
+    if products is not None:
+        catalogue, joined = _join_products(catalogue, Path(str(products)), cols["product"])
+    products = catalogue
     steps.update(1)
 
     # line-level codes aligned with the product codes
@@ -456,5 +497,6 @@ def load(
         "copurchase_weight": "number of distinct customers who bought src then dst in their next invoice"
         + (" (+ same-basket invoice count, both directions)" if basket_edges == "copurchase" else ""),
         "similar_weight": "number of invoices containing both" if basket_edges == "similar" else None,
+        **({"products_table": joined} if joined else {}),
     }
     return finish("orders", given, products, (cp_src, cp_dst, cp_w), sim, dropped, facts)
