@@ -46,25 +46,33 @@ def main_table(ds: str) -> list[str]:
     if c and "cooccurrence_rerank" in c["methods"]:
         methods["cooccurrence_rerank"] = c["methods"]["cooccurrence_rerank"]
     order = ["daemon", "cooccurrence_rerank", "daemon_embedding", *BASELINES]
-    rows = [f"**{ds}**: {r['n_products']:,} products, {r['n_edges']['copurchase']:,} co-purchase edges, "
-            f"{r['n_edges'].get('similar', 0):,} co-view pairs; seeds {r['seeds']}.", "",
-            "| method | HR@10 | MRR@10 | HR@20 | dir. acc. | long-tail HR@10 | head share@10 | coverage@10 | train s |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        f"**{ds}**: {r['n_products']:,} products, {r['n_edges']['copurchase']:,} co-purchase edges, "
+        f"{r['n_edges'].get('similar', 0):,} co-view pairs; seeds {r['seeds']}.",
+        "",
+        "| method | HR@10 | MRR@10 | HR@20 | dir. acc. | long-tail HR@10 | head share@10 | coverage@10 | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in [m for m in order if m in methods]:
         m = methods[name]
         lt = (m.get("long_tail") or {}).get("HitRate@10")
         bias = m.get("bias") or {}
-        rows.append(f"| {'**daemon** (shipped)' if name == 'daemon' else name} | {pm(m, 'HitRate@10')} | "
-                    f"{pm(m, 'MRR@10')} | {pm(m, 'HitRate@20')} | {f3(m.get('direction_accuracy'))} | {f3(lt)} | "
-                    f"{f3(bias.get('head_share@10'))} | {f3(bias.get('coverage@10'))} | "
-                    f"{m.get('train_seconds', 0):.0f} |")
+        rows.append(
+            f"| {'**daemon** (shipped)' if name == 'daemon' else name} | {pm(m, 'HitRate@10')} | "
+            f"{pm(m, 'MRR@10')} | {pm(m, 'HitRate@20')} | {f3(m.get('direction_accuracy'))} | {f3(lt)} | "
+            f"{f3(bias.get('head_share@10'))} | {f3(bias.get('coverage@10'))} | "
+            f"{m.get('train_seconds', 0):.0f} |"
+        )
     return rows + [""]
 
 
 def summary_rows() -> list[str]:
-    rows = ["| dataset | dualrec HR@10 / MRR@10 | best baseline (HR@10 / MRR@10) | dualrec / best baseline | "
-            "dualrec / same second stage without DAEMON | cold new product as query, HR@10 (DAEMON / best baseline) | "
-            "as target, HR@10 (dualrec / text similarity) |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| dataset | dualrec HR@10 / MRR@10 | best baseline (HR@10 / MRR@10) | dualrec / best baseline | "
+        "dualrec / same second stage without DAEMON | cold new product as query, HR@10 (DAEMON / best baseline) | "
+        "as target, HR@10 (dualrec / text similarity) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for ds in DATASETS:
         r, c, cs = load(f"{ds}/results.json"), load(f"control/{ds}/results.json"), load(f"cold_start/{ds}/results.json")
         if r is None:
@@ -80,11 +88,17 @@ def summary_rows() -> list[str]:
             cold_q = f"{f3(cm['daemon']['HitRate@10'])} / {f3(base_q)}"
             ts = cm.get("text_similarity", {}).get("as_target", {}).get("HitRate@10")
             cold_t = f"{f3(cm['daemon']['as_target']['HitRate@10'])} / {f3(ts)}"
-        rows.append(f"| {ds} | {f3(d['HitRate@10'])} / {f3(d['MRR@10'])} | {best} {f3(m[best]['HitRate@10'])} / "
-                    f"{f3(m[best]['MRR@10'])} | {ratio(d['HitRate@10'], m[best]['HitRate@10'])} / "
-                    f"{ratio(d['MRR@10'], m[best]['MRR@10'])} | "
-                    + (f"{ratio(d['HitRate@10'], ctrl['HitRate@10'])} / {ratio(d['MRR@10'], ctrl['MRR@10'])}"
-                       if ctrl else "n/a") + f" | {cold_q} | {cold_t} |")
+        rows.append(
+            f"| {ds} | {f3(d['HitRate@10'])} / {f3(d['MRR@10'])} | {best} {f3(m[best]['HitRate@10'])} / "
+            f"{f3(m[best]['MRR@10'])} | {ratio(d['HitRate@10'], m[best]['HitRate@10'])} / "
+            f"{ratio(d['MRR@10'], m[best]['MRR@10'])} | "
+            + (
+                f"{ratio(d['HitRate@10'], ctrl['HitRate@10'])} / {ratio(d['MRR@10'], ctrl['MRR@10'])}"
+                if ctrl
+                else "n/a"
+            )
+            + f" | {cold_q} | {cold_t} |"
+        )
     return rows
 
 
@@ -92,13 +106,19 @@ def cold_table(ds: str) -> list[str]:
     cs = load(f"cold_start/{ds}/results.json")
     if not cs or "cold_start" not in cs:
         return []
-    rows = [f"Cold start on {ds} (seed 0, 10 % of the products unseen in training):", "",
-            "| method | as query HR@10 | as query MRR@10 | as target HR@10 | as target MRR@10 |", "|---|---|---|---|---|"]
+    rows = [
+        f"Cold start on {ds} (seed 0, 10 % of the products unseen in training):",
+        "",
+        "| method | as query HR@10 | as query MRR@10 | as target HR@10 | as target MRR@10 |",
+        "|---|---|---|---|---|",
+    ]
     for name, m in cs["cold_start"].items():
         t = m.get("as_target") or {}
         label = name + (" (popularity fallback)" if m.get("fallback") else "")
-        rows.append(f"| {label} | {f3(m['HitRate@10'])} | {f3(m['MRR@10'])} | {f3(t.get('HitRate@10'))} | "
-                    f"{f3(t.get('MRR@10'))} |")
+        rows.append(
+            f"| {label} | {f3(m['HitRate@10'])} | {f3(m['MRR@10'])} | {f3(t.get('HitRate@10'))} | "
+            f"{f3(t.get('MRR@10'))} |"
+        )
     return rows + [""]
 
 
@@ -106,12 +126,18 @@ def ablation_table(ds: str) -> list[str]:
     a = load(f"ablations/{ds}/results.json")
     if not a:
         return []
-    rows = [f"Ablations of the first stage on {ds} (seed 0):", "",
-            "| method | HR@10 | MRR@10 | dir. acc. | head share@10 | coverage@10 | train s |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        f"Ablations of the first stage on {ds} (seed 0):",
+        "",
+        "| method | HR@10 | MRR@10 | dir. acc. | head share@10 | coverage@10 | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, m in a["methods"].items():
         bias = m.get("bias") or {}
-        rows.append(f"| {name} | {f3(m['HitRate@10'])} | {f3(m['MRR@10'])} | {f3(m.get('direction_accuracy'))} | "
-                    f"{f3(bias.get('head_share@10'))} | {f3(bias.get('coverage@10'))} | {m.get('train_seconds', 0):.0f} |")
+        rows.append(
+            f"| {name} | {f3(m['HitRate@10'])} | {f3(m['MRR@10'])} | {f3(m.get('direction_accuracy'))} | "
+            f"{f3(bias.get('head_share@10'))} | {f3(bias.get('coverage@10'))} | {m.get('train_seconds', 0):.0f} |"
+        )
     return rows + [""]
 
 
@@ -120,12 +146,19 @@ def serving() -> list[str]:
     q = load("cli_clothing/query_latency.json")
     e = load("cli_clothing/evaluate.json")
     if e:
-        out += [f"`dualrec evaluate` on clothing (`bash benchmarks/cli_clothing.sh`): test HR@10 {f3(e['HitRate@10'])}, "
-                f"MRR@10 {f3(e['MRR@10'])} ({e.get('ranker')}); DAEMON alone "
-                f"{f3(e.get('daemon_alone', {}).get('HitRate@10'))} / {f3(e.get('daemon_alone', {}).get('MRR@10'))}.", ""]
+        out += [
+            f"`dualrec evaluate` on clothing (`bash benchmarks/cli_clothing.sh`): test HR@10 {f3(e['HitRate@10'])}, "
+            f"MRR@10 {f3(e['MRR@10'])} ({e.get('ranker')}); DAEMON alone "
+            f"{f3(e.get('daemon_alone', {}).get('HitRate@10'))} / {f3(e.get('daemon_alone', {}).get('MRR@10'))}.",
+            "",
+        ]
     if q:
-        out += ["One query in process on clothing (`benchmarks/query_latency.py`):", "",
-                "| path | p50 ms | p99 ms |", "|---|---|---|"]
+        out += [
+            "One query in process on clothing (`benchmarks/query_latency.py`):",
+            "",
+            "| path | p50 ms | p99 ms |",
+            "|---|---|---|",
+        ]
         for k in ("two_stage", "daemon_index"):
             if k in q:
                 out.append(f"| {k} | {q[k]['p50_ms']} | {q[k]['p99_ms']} |")
@@ -134,21 +167,36 @@ def serving() -> list[str]:
     loads.append(("demo model", load("serve_load.json")))
     loads = [(n, x) for n, x in loads if x]
     if loads:
-        out += ["HTTP `GET /products/{id}/related?k=10` (`benchmarks/serve_load.py`; client and server share 2 cores):", "",
-                "| model | clients | requests | errors | req/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+        out += [
+            "HTTP `GET /products/{id}/related?k=10` (`benchmarks/serve_load.py`; client and server share 2 cores):",
+            "",
+            "| model | clients | requests | errors | req/s | p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for n, x in loads:
-            out.append(f"| {n} ({x.get('num_products', '?')} products) | {x['clients']} | {x['requests']} | "
-                       f"{x.get('errors', 0)} | {x['throughput_rps']} | {x['latency_ms_p50']} | {x['latency_ms_p99']} |")
+            out.append(
+                f"| {n} ({x.get('num_products', '?')} products) | {x['clients']} | {x['requests']} | "
+                f"{x.get('errors', 0)} | {x['throughput_rps']} | {x['latency_ms_p50']} | {x['latency_ms_p99']} |"
+            )
         out.append("")
     ab = load("serve_abuse.json")
     if ab:
-        out += [f"Abusive requests (`{ab['command']}`, {ab['products']} products): every one answered 4xx/503 in "
-                f"under a second: **{ab['all_cases_ok']}**.", "", "| request | status | ms |", "|---|---|---|"]
+        out += [
+            f"Abusive requests (`{ab['command']}`, {ab['products']} products): every one answered 4xx/503 in "
+            f"under a second: **{ab['all_cases_ok']}**.",
+            "",
+            "| request | status | ms |",
+            "|---|---|---|",
+        ]
         out += [f"| {c['case']} | {c['status']} | {c['ms']} |" for c in ab["cases"]]
         fl, h = ab["flood"], ab["health"]
-        out += ["", f"Flood of {fl['requests']} valid heavy requests ({fl['body']}, {fl['concurrent']} at a time): "
-                f"status {fl['status']}; meanwhile `/health` p50 {h['ms_p50']} ms, p99 {h['ms_p99']} ms, max "
-                f"{h['ms_max']} ms over {h['requests']} polls, {h['failed']} failed.", ""]
+        out += [
+            "",
+            f"Flood of {fl['requests']} valid heavy requests ({fl['body']}, {fl['concurrent']} at a time): "
+            f"status {fl['status']}; meanwhile `/health` p50 {h['ms_p50']} ms, p99 {h['ms_p99']} ms, max "
+            f"{h['ms_max']} ms over {h['requests']} polls, {h['failed']} failed.",
+            "",
+        ]
     return out
 
 
@@ -156,51 +204,80 @@ def scale() -> list[str]:
     out = []
     t = load("train_scale.json")
     if t:
-        out += [f"Full-graph training step at scale (`{t['command']}`):", "",
-                "| products | co-purchase edges | s / step | s / epoch | peak RSS GiB |", "|---|---|---|---|---|"]
+        out += [
+            f"Full-graph training step at scale (`{t['command']}`):",
+            "",
+            "| products | co-purchase edges | s / step | s / epoch | peak RSS GiB |",
+            "|---|---|---|---|---|",
+        ]
         for r in t["results"]:
-            out.append(f"| {r['products']:,} | {r['copurchase_edges']:,} | {r['seconds_per_step']} | "
-                       f"{r['seconds_per_epoch']}{' (extrapolated)' if r.get('seconds_per_epoch_is_extrapolated') else ''}"
-                       f" | {r['peak_rss_gib']} |")
+            out.append(
+                f"| {r['products']:,} | {r['copurchase_edges']:,} | {r['seconds_per_step']} | "
+                f"{r['seconds_per_epoch']}{' (extrapolated)' if r.get('seconds_per_epoch_is_extrapolated') else ''}"
+                f" | {r['peak_rss_gib']} |"
+            )
         out.append("")
     rt = load("retrieval.json")
     if rt and "results" in rt:
-        out += ["Retrieval index (`benchmarks/retrieval.py`, k = 10):", "",
-                "| products | embeddings | index | p50 ms | p99 ms | recall@10 |", "|---|---|---|---|---|---|"]
+        out += [
+            "Retrieval index (`benchmarks/retrieval.py`, k = 10):",
+            "",
+            "| products | embeddings | index | p50 ms | p99 ms | recall@10 |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rt["results"]:
-            out.append(f"| {r.get('n', r.get('products')):,} | {r.get('embeddings')} | {r.get('index', r.get('kind'))} | "
-                       f"{r.get('latency_ms_p50', r.get('p50_ms'))} | {r.get('latency_ms_p99', r.get('p99_ms'))} | "
-                       f"{r.get('recall_at_10')} |")
+            out.append(
+                f"| {r.get('n', r.get('products')):,} | {r.get('embeddings')} | {r.get('index', r.get('kind'))} | "
+                f"{r.get('latency_ms_p50', r.get('p50_ms'))} | {r.get('latency_ms_p99', r.get('p99_ms'))} | "
+                f"{r.get('recall_at_10')} |"
+            )
         out.append("")
     return out
 
 
 def benchmarks_readme() -> str:
-    lines = ["# Benchmarks", "",
-             "Generated by `python benchmarks/make_readme.py` from the result files under `benchmarks/results/`; "
-             "do not edit by hand. Every number was measured on the 2-core development machine by the command "
-             "named with it.", "",
-             "## Ranking quality on real data", "",
-             "`bash benchmarks/real_data.sh` (every method, three datasets, 3 seeds, from the raw files in "
-             "`../shared/data`) and `bash benchmarks/extras.sh` (the control `cooccurrence_rerank`: the same second "
-             "stage without DAEMON; cold start; ablations). Protocol: per seed, 10 % / 10 % of every product's "
-             "co-purchase out-edges are held out for validation / test; every method learns from the same training "
-             "edges, tunes or fits on validation only, and is scored by one evaluator over all products (the query "
-             "and its known edges excluded, tie-aware ranks). Long tail = test edges into the lower half of the "
-             "products by training in-degree; head share@10 = share of top-10 slots taken by the 1 % most popular "
-             "products; coverage@10 = share of the catalogue in some top-10. Mean ± std over seeds.", "",
-             *summary_rows(), ""]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python benchmarks/make_readme.py` from the result files under `benchmarks/results/`; "
+        "do not edit by hand. Every number was measured on the 2-core development machine by the command "
+        "named with it.",
+        "",
+        "## Ranking quality on real data",
+        "",
+        "`bash benchmarks/real_data.sh` (every method, three datasets, 3 seeds, from the raw files in "
+        "`../shared/data`) and `bash benchmarks/extras.sh` (the control `cooccurrence_rerank`: the same second "
+        "stage without DAEMON; cold start; ablations). Protocol: per seed, 10 % / 10 % of every product's "
+        "co-purchase out-edges are held out for validation / test; every method learns from the same training "
+        "edges, tunes or fits on validation only, and is scored by one evaluator over all products (the query "
+        "and its known edges excluded, tie-aware ranks). Long tail = test edges into the lower half of the "
+        "products by training in-degree; head share@10 = share of top-10 slots taken by the 1 % most popular "
+        "products; coverage@10 = share of the catalogue in some top-10. Mean ± std over seeds.",
+        "",
+        *summary_rows(),
+        "",
+    ]
     for ds in DATASETS:
         lines += main_table(ds)
-    lines += ["## Cold start", "", "A seeded 10 % of the products is held out with all its edges; the models never see "
-              "them in training and embed them from metadata (as `dualrec add-products` does). *As query*: the new "
-              "product's held-out out-edges; *as target*: held-out edges from known products into it.", ""]
+    lines += [
+        "## Cold start",
+        "",
+        "A seeded 10 % of the products is held out with all its edges; the models never see "
+        "them in training and embed them from metadata (as `dualrec add-products` does). *As query*: the new "
+        "product's held-out out-edges; *as target*: held-out edges from known products into it.",
+        "",
+    ]
     for ds in DATASETS:
         lines += cold_table(ds)
-    lines += ["## Ablations", "", "`daemon_paper` = the paper's form (metadata only, in-batch negatives); "
-              "`daemon_no_similar` = no co-view channel or loss; `daemon_no_asym` = no asymmetric term; "
-              "`daemon_shared` = one embedding instead of source/target; `daemon_no_text` = random instead of text "
-              "features.", ""]
+    lines += [
+        "## Ablations",
+        "",
+        "`daemon_paper` = the paper's form (metadata only, in-batch negatives); "
+        "`daemon_no_similar` = no co-view channel or loss; `daemon_no_asym` = no asymmetric term; "
+        "`daemon_shared` = one embedding instead of source/target; `daemon_no_text` = random instead of text "
+        "features.",
+        "",
+    ]
     for ds in ("clothing", "cellphones"):
         lines += ablation_table(ds)
     lines += ["## Serving", "", *serving(), "## Scale", "", *scale()]

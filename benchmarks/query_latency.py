@@ -42,10 +42,16 @@ def main() -> None:
     source, target = (np.ascontiguousarray(x, dtype=np.float32) for x in v.embeddings())
     rows = np.random.default_rng(0).integers(0, len(source), a.queries)
     index = load_model_index(v, source, target)
-    res = {"model": str(a.model), "num_products": int(len(source)), "queries": a.queries, "k": a.k,
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads": torch.get_num_threads(),
-           "date": time.strftime("%Y-%m-%d %H:%M"),
-           "command": f"python benchmarks/query_latency.py {a.model} --queries {a.queries}"}
+    res = {
+        "model": str(a.model),
+        "num_products": int(len(source)),
+        "queries": a.queries,
+        "k": a.k,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": f"python benchmarks/query_latency.py {a.model} --queries {a.queries}",
+    }
     runs = {"daemon_index": lambda q: index.recommend(q, a.k)}
     rr = load_model_reranker(v, source, target)
     if rr is not None:
@@ -53,8 +59,11 @@ def main() -> None:
         res["rerank_bytes"] = sum(m["bytes"] for f, m in v.files.items() if f.startswith("rerank/"))
     for name, fn in runs.items():
         ms = np.array(per_query_ms(fn, rows))
-        res[name] = {"p50_ms": round(float(np.median(ms)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-                     "mean_ms": round(float(ms.mean()), 2)}
+        res[name] = {
+            "p50_ms": round(float(np.median(ms)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "mean_ms": round(float(ms.mean()), 2),
+        }
         print(name, res[name], flush=True)
     if a.out:
         a.out.write_text(json.dumps(res, indent=2))

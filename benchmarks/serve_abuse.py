@@ -55,29 +55,65 @@ def cases(ids: list[str]) -> list[tuple[str, dict, set]]:
     extra = {"id": "X-EXTRA", **{f"field{i}": "v" for i in range(2000)}}
     return [
         ("reload with a path, no token", dict(method="POST", url="/admin/reload", json={"model_dir": "/"}), {403}),
-        ("reload with a path, with token", dict(method="POST", url="/admin/reload", json={"model_dir": "/"},
-                                                headers=tok), {422}),
-        ("reload with a traversal version", dict(method="POST", url="/admin/reload",
-                                                 json={"version": "../../etc"}, headers=tok), {422}),
-        ("cross-origin form post to reload, no body", dict(method="POST", url="/admin/reload", headers={
-            "content-type": "text/plain", "origin": "http://evil.example"}), {415}),
+        (
+            "reload with a path, with token",
+            dict(method="POST", url="/admin/reload", json={"model_dir": "/"}, headers=tok),
+            {422},
+        ),
+        (
+            "reload with a traversal version",
+            dict(method="POST", url="/admin/reload", json={"version": "../../etc"}, headers=tok),
+            {422},
+        ),
+        (
+            "cross-origin form post to reload, no body",
+            dict(
+                method="POST",
+                url="/admin/reload",
+                headers={"content-type": "text/plain", "origin": "http://evil.example"},
+            ),
+            {415},
+        ),
         ("DNS rebinding: foreign Host", dict(method="GET", url="/health", headers={"host": "evil.example"}), {400}),
-        ("add products without token", dict(method="POST", url="/products",
-                                            json={"products": [{"id": "X1", "title": "x"}]}), {403}),
-        ("add a product with 2,000 extra fields", dict(method="POST", url="/products", json={"products": [extra]},
-                                                       headers=tok), {413, 422}),
-        ("add a product with a 6 MB title", dict(method="POST", url="/products", headers=tok,
-                                                 json={"products": [{"id": "X2", "title": "x" * 6_000_000}]}),
-         {413}),
-        ("add 10,000 products", dict(method="POST", url="/products", headers=tok,
-                                     json={"products": [{"id": f"Y{i}"} for i in range(10_000)]}), {413, 422}),
+        (
+            "add products without token",
+            dict(method="POST", url="/products", json={"products": [{"id": "X1", "title": "x"}]}),
+            {403},
+        ),
+        (
+            "add a product with 2,000 extra fields",
+            dict(method="POST", url="/products", json={"products": [extra]}, headers=tok),
+            {413, 422},
+        ),
+        (
+            "add a product with a 6 MB title",
+            dict(
+                method="POST", url="/products", headers=tok, json={"products": [{"id": "X2", "title": "x" * 6_000_000}]}
+            ),
+            {413},
+        ),
+        (
+            "add 10,000 products",
+            dict(
+                method="POST", url="/products", headers=tok, json={"products": [{"id": f"Y{i}"} for i in range(10_000)]}
+            ),
+            {413, 422},
+        ),
         ("1,000 ids x k=1,000", dict(method="POST", url="/related", json={"ids": big_ids, "k": 1000}), {413, 422}),
         ("100 ids x k=1,000", dict(method="POST", url="/related", json={"ids": big_ids[:100], "k": 1000}), {422}),
         ("search of 1,000 words", dict(method="GET", url="/search", params={"q": " ".join(["a"] * 1000)}), {422}),
         ("search of 50 words", dict(method="GET", url="/search", params={"q": " ".join(["ab"] * 50)}), {422}),
         ("k = 100,000", dict(method="GET", url=f"/products/{ids[0]}/related", params={"k": 100000}), {422}),
-        ("a 1 MB body", dict(method="POST", url="/related", content=b"{" + b" " * 1_000_000 + b"}",
-                             headers={"content-type": "application/json"}), {413}),
+        (
+            "a 1 MB body",
+            dict(
+                method="POST",
+                url="/related",
+                content=b"{" + b" " * 1_000_000 + b"}",
+                headers={"content-type": "application/json"},
+            ),
+            {413},
+        ),
     ]
 
 
@@ -98,8 +134,12 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     log = open(Path(tmp.name) / "server.log", "w")
     env = {**os.environ, "DUALREC_ADMIN_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "dualrec.cli", "serve", str(model), "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dualrec.cli", "serve", str(model), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     health_file = Path(tmp.name) / "health.txt"
     stop_file = Path(tmp.name) / "stop"
     results = []
@@ -115,9 +155,17 @@ def main() -> None:
                 t0 = time.perf_counter()
                 r = c.request(**req)
                 ms = (time.perf_counter() - t0) * 1e3
-                results.append({"case": name, "status": r.status_code, "ms": round(ms, 1),
-                                "ok": r.status_code in ok and ms < 1000, "detail": str(r.json().get("detail"))[:120]
-                                if r.headers.get("content-type", "").startswith("application/json") else r.text[:120]})
+                results.append(
+                    {
+                        "case": name,
+                        "status": r.status_code,
+                        "ms": round(ms, 1),
+                        "ok": r.status_code in ok and ms < 1000,
+                        "detail": str(r.json().get("detail"))[:120]
+                        if r.headers.get("content-type", "").startswith("application/json")
+                        else r.text[:120],
+                    }
+                )
                 print(f"{r.status_code}  {ms:7.1f} ms  {name}", flush=True)
             # two of the heaviest at once, then a flood of valid but heavy batches
             heavy = {"ids": ids[:100], "k": 100}
@@ -128,6 +176,7 @@ def main() -> None:
                 out = []
                 lim = httpx.Limits(max_connections=a.flood, max_keepalive_connections=a.flood)
                 async with httpx.AsyncClient(base_url=base, timeout=60, limits=lim) as ac:
+
                     async def one():
                         t0 = time.perf_counter()
                         r = await ac.post("/related", json=heavy)
@@ -157,13 +206,27 @@ def main() -> None:
     h = np.array([float(x) for x in health_file.read_text().split()])
     out = {
         "command": "python benchmarks/serve_abuse.py" + (f" --model {a.model}" if a.model else ""),
-        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "products": len(ids), "cases": results, "all_cases_ok": all(r["ok"] for r in results),
-        "flood": {"requests": a.flood * a.rounds, "concurrent": a.flood, "body": "100 ids x k=100", "status": codes, "seconds": round(flood_s, 2),
-                  "ms_p50": round(float(np.percentile(fl, 50)), 1), "ms_max": round(float(fl.max()), 1)},
-        "health": {"requests": int(h.size), "ms_p50": round(float(np.percentile(h, 50)), 2),
-                   "ms_p99": round(float(np.percentile(h, 99)), 2), "ms_max": round(float(h.max()), 2),
-                   "failed": int(np.isinf(h).sum())},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "products": len(ids),
+        "cases": results,
+        "all_cases_ok": all(r["ok"] for r in results),
+        "flood": {
+            "requests": a.flood * a.rounds,
+            "concurrent": a.flood,
+            "body": "100 ids x k=100",
+            "status": codes,
+            "seconds": round(flood_s, 2),
+            "ms_p50": round(float(np.percentile(fl, 50)), 1),
+            "ms_max": round(float(fl.max()), 1),
+        },
+        "health": {
+            "requests": int(h.size),
+            "ms_p50": round(float(np.percentile(h, 50)), 2),
+            "ms_p99": round(float(np.percentile(h, 99)), 2),
+            "ms_max": round(float(h.max()), 2),
+            "failed": int(np.isinf(h).sum()),
+        },
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=2))

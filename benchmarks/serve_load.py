@@ -30,7 +30,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 
 
 def free_port() -> int:
@@ -46,8 +45,13 @@ def demo_model(root: Path, n: int, epochs: int) -> Path:
 
     g = make_store(n_products=n, seed=0)
     g.save(root / "dataset")
-    train_dataset(root / "dataset", root / "model", TrainConfig(encoder="hash", epochs=epochs, seed=0),
-                  progress=False, log=lambda m: print("   ", m, flush=True))
+    train_dataset(
+        root / "dataset",
+        root / "model",
+        TrainConfig(encoder="hash", epochs=epochs, seed=0),
+        progress=False,
+        log=lambda m: print("   ", m, flush=True),
+    )
     return root / "model"
 
 
@@ -73,6 +77,7 @@ async def load(base: str, ids: list[str], clients: int, requests: int, warmup: i
     nxt = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+
         async def worker(counted: bool, stop: int):
             nonlocal nxt
             while nxt < stop:
@@ -95,12 +100,17 @@ async def load(base: str, ids: list[str], clients: int, requests: int, warmup: i
         await asyncio.gather(*(worker(True, warmup + requests) for _ in range(clients)))
         wall = time.perf_counter() - t0
     a = np.array(lat) * 1e3
-    return {"requests": len(lat), "seconds": round(wall, 2), "throughput_rps": round(len(lat) / wall, 1),
-            "latency_ms_p50": round(float(np.percentile(a, 50)), 2),
-            "latency_ms_p90": round(float(np.percentile(a, 90)), 2),
-            "latency_ms_p99": round(float(np.percentile(a, 99)), 2), "latency_ms_max": round(float(a.max()), 2),
-            "status": {str(c): v for c, v in sorted(status.items(), key=str)},
-            "errors": int(sum(v for c, v in status.items() if c != 200))}
+    return {
+        "requests": len(lat),
+        "seconds": round(wall, 2),
+        "throughput_rps": round(len(lat) / wall, 1),
+        "latency_ms_p50": round(float(np.percentile(a, 50)), 2),
+        "latency_ms_p90": round(float(np.percentile(a, 90)), 2),
+        "latency_ms_p99": round(float(np.percentile(a, 99)), 2),
+        "latency_ms_max": round(float(a.max()), 2),
+        "status": {str(c): v for c, v in sorted(status.items(), key=str)},
+        "errors": int(sum(v for c, v in status.items() if c != 200)),
+    }
 
 
 def main() -> None:
@@ -127,16 +137,21 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     log = open(Path(tmp.name) / "server.log", "w")
     load_before = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
-    proc = subprocess.Popen([sys.executable, "-m", "dualrec.cli", "serve", str(model), "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dualrec.cli", "serve", str(model), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         t0 = time.time()
         wait_ready(base, proc)
         startup = time.time() - t0
         health = httpx.get(base + "/health").json()
-        print(f"server ready in {startup:.1f} s: {health['num_products']} products, ranker {health.get('ranker')}, "
-              f"index {health['index']['kind']}",
-              flush=True)
+        print(
+            f"server ready in {startup:.1f} s: {health['num_products']} products, ranker {health.get('ranker')}, "
+            f"index {health['index']['kind']}",
+            flush=True,
+        )
         res = asyncio.run(load(base, ids, a.clients, a.requests, a.warmup, a.k, a.seed))
     finally:
         proc.terminate()
@@ -146,15 +161,23 @@ def main() -> None:
             proc.kill()
             proc.wait()
         log.close()
-    out = {"benchmark": "serve_load", "endpoint": f"GET /products/{{id}}/related?k={a.k}",
-           "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared by client and server)",
-           "loadavg_at_start": load_before, "date": time.strftime("%Y-%m-%d %H:%M"),
-           "server": "uvicorn, 1 worker process, FastAPI sync endpoints (thread pool), faiss 1 thread per search",
-           "model": str(a.model) if a.model else f"demo: {a.products} products, hash features, {a.epochs} epochs",
-           "num_products": health["num_products"], "ranker": health.get("ranker", "daemon"),
-           "index": health["index"]["kind"],
-           "clients": a.clients, "warmup_requests": a.warmup, "startup_seconds": round(startup, 1), **res}
+    out = {
+        "benchmark": "serve_load",
+        "endpoint": f"GET /products/{{id}}/related?k={a.k}",
+        "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared by client and server)",
+        "loadavg_at_start": load_before,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "server": "uvicorn, 1 worker process, FastAPI sync endpoints (thread pool), faiss 1 thread per search",
+        "model": str(a.model) if a.model else f"demo: {a.products} products, hash features, {a.epochs} epochs",
+        "num_products": health["num_products"],
+        "ranker": health.get("ranker", "daemon"),
+        "index": health["index"]["kind"],
+        "clients": a.clients,
+        "warmup_requests": a.warmup,
+        "startup_seconds": round(startup, 1),
+        **res,
+    }
     print(json.dumps(out, indent=2))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=2))

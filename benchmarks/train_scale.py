@@ -38,8 +38,7 @@ def run(n: int, batch_size: int, max_steps: int, dim: int = 384) -> dict:
     g = make_store(n_products=n, edges_per_product=20.0, seed=0)
     gen_s = time.time() - t0
     x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
-    cfg = TrainConfig(epochs=1, batch_size=batch_size, max_steps_per_epoch=max_steps,
-                      max_val_edges=2000, seed=0)
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, max_steps_per_epoch=max_steps, max_val_edges=2000, seed=0)
     t1 = time.time()
     res = train(g, x, cfg, progress=False, log=print)
     total_s = time.time() - t1
@@ -48,14 +47,23 @@ def run(n: int, batch_size: int, max_steps: int, dim: int = 384) -> dict:
     folds = max(2, round(1 / cfg.target_fraction))
     full_steps = folds * math.ceil(train_edges / folds / batch_size)
     step_s = h["train_seconds"] / h["steps"]
-    return {"products": n, "copurchase_edges": g.num_copurchase, "similar_pairs": g.num_similar,
-            "train_edges": train_edges, "batch_size": batch_size, "feature_dim": dim,
-            "generate_seconds": round(gen_s, 2), "measured_steps": h["steps"],
-            "seconds_per_step": round(step_s, 3), "steps_per_full_epoch": full_steps,
-            "seconds_per_epoch": round(step_s * full_steps, 1),
-            "seconds_per_epoch_is_extrapolated": h["steps"] < full_steps,
-            "validation_seconds": round(h["seconds"] - h["train_seconds"], 2),
-            "run_seconds": round(total_s, 1), "peak_rss_gib": round(peak_rss_gib(), 2)}
+    return {
+        "products": n,
+        "copurchase_edges": g.num_copurchase,
+        "similar_pairs": g.num_similar,
+        "train_edges": train_edges,
+        "batch_size": batch_size,
+        "feature_dim": dim,
+        "generate_seconds": round(gen_s, 2),
+        "measured_steps": h["steps"],
+        "seconds_per_step": round(step_s, 3),
+        "steps_per_full_epoch": full_steps,
+        "seconds_per_epoch": round(step_s * full_steps, 1),
+        "seconds_per_epoch_is_extrapolated": h["steps"] < full_steps,
+        "validation_seconds": round(h["seconds"] - h["train_seconds"], 2),
+        "run_seconds": round(total_s, 1),
+        "peak_rss_gib": round(peak_rss_gib(), 2),
+    }
 
 
 def main() -> None:
@@ -70,11 +78,17 @@ def main() -> None:
         r = run(n, a.batch_size, a.max_steps)
         print(json.dumps(r))
         rows.append(r)
-    out = {"benchmark": "train_scale", "command": "python benchmarks/train_scale.py " + " ".join(
-        f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
-        for k, v in (("sizes", a.sizes), ("batch_size", a.batch_size), ("max_steps", a.max_steps))),
+    out = {
+        "benchmark": "train_scale",
+        "command": "python benchmarks/train_scale.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
+            for k, v in (("sizes", a.sizes), ("batch_size", a.batch_size), ("max_steps", a.max_steps))
+        ),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "date": time.strftime("%Y-%m-%d"), "results": rows}
+        "date": time.strftime("%Y-%m-%d"),
+        "results": rows,
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=2))
     print(f"written to {a.out}")

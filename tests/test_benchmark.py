@@ -23,7 +23,9 @@ def write_csv_store(folder, n_products=600, seed=0):
     folder.mkdir(parents=True, exist_ok=True)
     ids = g.ids
     g.products.to_csv(folder / "products.csv", index=False)
-    pd.DataFrame({"src": ids[g.cp_src.numpy()], "dst": ids[g.cp_dst.numpy()]}).to_csv(folder / "copurchase.csv", index=False)
+    pd.DataFrame({"src": ids[g.cp_src.numpy()], "dst": ids[g.cp_dst.numpy()]}).to_csv(
+        folder / "copurchase.csv", index=False
+    )
     pd.DataFrame({"a": ids[g.sim_a.numpy()], "b": ids[g.sim_b.numpy()]}).to_csv(folder / "similar.csv", index=False)
     return g
 
@@ -34,8 +36,17 @@ def bench(tmp_path_factory):
     g = write_csv_store(root / "store600")
     out = root / "out"
     lines = []
-    res = run_benchmark("csv", root / "store600", out, seeds=3, quick=True, methods=",".join(METHODS),
-                        encoder="hash", progress=False, log=lines.append)
+    res = run_benchmark(
+        "csv",
+        root / "store600",
+        out,
+        seeds=3,
+        quick=True,
+        methods=",".join(METHODS),
+        encoder="hash",
+        progress=False,
+        log=lines.append,
+    )
     return g, out, res, lines
 
 
@@ -127,34 +138,78 @@ def test_unknown_and_missing_methods(capsys):
         resolve_methods("daemon,nonsense")
     notes = []
     got = resolve_methods(None, log=notes.append)
-    assert {"daemon", "daemon_embedding", "cooccurrence_rerank", "popularity", "cooccurrence", "text_similarity",
-            "daemon_no_similar", "daemon_no_asym",
-            "daemon_shared", "daemon_no_text"} <= set(got)
+    assert {
+        "daemon",
+        "daemon_embedding",
+        "cooccurrence_rerank",
+        "popularity",
+        "cooccurrence",
+        "text_similarity",
+        "daemon_no_similar",
+        "daemon_no_asym",
+        "daemon_shared",
+        "daemon_no_text",
+    } <= set(got)
     for gnn in ("graphsage", "lightgcn", "directed_gnn"):  # present, or skipped with a note
         assert gnn in got or any(gnn in n for n in notes)
 
 
 def test_cli_benchmark_user_errors(tmp_path):
-    r = CliRunner().invoke(app, ["benchmark", "--format", "csv", "--input", str(tmp_path / "nope"),
-                                 "--out", str(tmp_path / "o"), "--methods", "popularity", "--encoder", "hash"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            "--format",
+            "csv",
+            "--input",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "o"),
+            "--methods",
+            "popularity",
+            "--encoder",
+            "hash",
+        ],
+    )
     assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output
-    r = CliRunner().invoke(app, ["benchmark", "--format", "csv", "--input", str(tmp_path), "--out", str(tmp_path / "o"),
-                                 "--methods", "bogus"])
+    r = CliRunner().invoke(
+        app,
+        ["benchmark", "--format", "csv", "--input", str(tmp_path), "--out", str(tmp_path / "o"), "--methods", "bogus"],
+    )
     assert r.exit_code == 2 and "unknown method" in r.output
 
 
 def test_cli_benchmark_runs(tmp_path):
     write_csv_store(tmp_path / "tiny", n_products=300, seed=2)
-    r = CliRunner().invoke(app, ["benchmark", "-f", "csv", "-i", str(tmp_path / "tiny"), "-o", str(tmp_path / "o"),
-                                 "--quick", "--methods", "popularity,text_similarity", "--encoder", "hash",
-                                 "--option", "id_col=id", "--set", "epochs=1"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            "-f",
+            "csv",
+            "-i",
+            str(tmp_path / "tiny"),
+            "-o",
+            str(tmp_path / "o"),
+            "--quick",
+            "--methods",
+            "popularity,text_similarity",
+            "--encoder",
+            "hash",
+            "--option",
+            "id_col=id",
+            "--set",
+            "epochs=1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert list(res["methods"]) == ["popularity", "text_similarity"]
     md = (tmp_path / "o" / "results.md").read_text()
     assert "--option id_col=id" in md and "--set epochs=1" in md
-    r = CliRunner().invoke(app, ["benchmark", "-f", "csv", "-i", str(tmp_path / "tiny"), "-o", str(tmp_path / "o2"),
-                                 "--set", "epoch=1"])
+    r = CliRunner().invoke(
+        app, ["benchmark", "-f", "csv", "-i", str(tmp_path / "tiny"), "-o", str(tmp_path / "o2"), "--set", "epoch=1"]
+    )
     assert r.exit_code == 2 and "unknown training option" in r.output
 
 

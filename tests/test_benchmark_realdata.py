@@ -20,10 +20,17 @@ def test_daemon_beats_cooccurrence_popularity_and_text_on_cellphones(tmp_path):
     if not (CELLPHONES / "product.txt.gz").is_file():
         pytest.skip(f"real data not found at {CELLPHONES} (../shared/data relative to the repo root)")
     lines = []
-    res = run_benchmark("amazon2014", CELLPHONES, tmp_path / "bench", quick=True,
-                        methods="daemon,cooccurrence,popularity,text_similarity", encoder="minilm", progress=False,
-                        daemon_config={"max_steps_per_epoch": 20},  # 8 x 20 steps: a few minutes on 2 cores
-                        log=lines.append)
+    res = run_benchmark(
+        "amazon2014",
+        CELLPHONES,
+        tmp_path / "bench",
+        quick=True,
+        methods="daemon,cooccurrence,popularity,text_similarity",
+        encoder="minilm",
+        progress=False,
+        daemon_config={"max_steps_per_epoch": 20},  # 8 x 20 steps: a few minutes on 2 cores
+        log=lines.append,
+    )
     print("\n".join(lines))
     m = res["methods"]
     assert res["dataset"] == "cellphones" and res["n_products"] == 10_429 and res["seeds"] == [0]

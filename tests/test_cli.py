@@ -46,9 +46,9 @@ def csv_source(store, tmp_path_factory) -> Path:
     ids = store.ids
     store.products[["id", "title", "category", "brand", "price"]].to_csv(d / "products.csv", index=False)
     pd.DataFrame({"src": ids[store.cp_src.numpy()], "dst": ids[store.cp_dst.numpy()]}).to_csv(
-        d / "copurchase.csv", index=False)
-    pd.DataFrame({"a": ids[store.sim_a.numpy()], "b": ids[store.sim_b.numpy()]}).to_csv(
-        d / "similar.csv", index=False)
+        d / "copurchase.csv", index=False
+    )
+    pd.DataFrame({"a": ids[store.sim_a.numpy()], "b": ids[store.sim_b.numpy()]}).to_csv(d / "similar.csv", index=False)
     return d
 
 
@@ -71,8 +71,10 @@ def fake_model(tmp_path) -> Path:
         for name in ("source", "target"):
             x = rng.standard_normal((n, 4)).astype(np.float32)
             w.save_array(f"{name}.npy", x / np.linalg.norm(x, axis=1, keepdims=True))
-        w.save_parquet("products.parquet", pd.DataFrame({"id": [f"Q{i}" for i in range(n)],
-                                                         "title": [f"thing {i}" for i in range(n)]}))
+        w.save_parquet(
+            "products.parquet",
+            pd.DataFrame({"id": [f"Q{i}" for i in range(n)], "title": [f"thing {i}" for i in range(n)]}),
+        )
         w.commit({"ranker": "daemon", "num_products": n})
     return tmp_path
 
@@ -132,8 +134,11 @@ def test_recommend_on_folder_that_is_not_a_model(which, small_dataset, tmp_path)
     folder = {"empty": tmp_path, "dataset": small_dataset, "missing": tmp_path / "nope"}[which]
     r = invoke("recommend", folder, "P0000001")
     msg = assert_clean_error(r)
-    assert ("not a trained dualrec model" in msg and "dualrec train" in msg) if which != "missing" \
+    assert (
+        ("not a trained dualrec model" in msg and "dualrec train" in msg)
+        if which != "missing"
         else ("not found" in msg)
+    )
 
 
 def test_recommend_unknown_product_id(fake_model):
@@ -173,8 +178,7 @@ def test_ingest_missing_input(tmp_path):
 # ---------------------------------------------------------------------- csv ingest
 def test_ingest_csv(store, csv_source, tmp_path):
     out = tmp_path / "ds"
-    r = invoke("ingest", "--format", "csv", "--input", csv_source, "--out", out, "--option", "progress=false",
-               "--json")
+    r = invoke("ingest", "--format", "csv", "--input", csv_source, "--out", out, "--option", "progress=false", "--json")
     assert r.exit_code == 0, r.output
     stdout = r.stdout.strip()
     assert stdout.splitlines()[-1] == f"dataset written to {out} (full report: {out / 'graph.json'})"
@@ -208,7 +212,14 @@ def test_end_to_end_ingest_train_evaluate_recommend(store, csv_source, tmp_path)
     from dualrec.store import open_version
 
     v = open_version(model)
-    for f in ("source.npy", "target.npy", "products.parquet", "weights.safetensors", "model.json", "rerank/booster.txt"):
+    for f in (
+        "source.npy",
+        "target.npy",
+        "products.parquet",
+        "weights.safetensors",
+        "model.json",
+        "rerank/booster.txt",
+    ):
         assert v.has(f), f
     assert v.info["ranker"] == "two-stage"
     assert (ds / "features-hash.npy").exists()  # features were cached in the dataset folder
@@ -273,8 +284,10 @@ def test_recommend_exclude_linked(tmp_path):
     g = make_store(n_products=300, seed=2)
     g.save(tmp_path / "ds")
     runner = CliRunner()
-    r = runner.invoke(app, ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--encoder", "hash",
-                            "--epochs", "2", "--quiet"])
+    r = runner.invoke(
+        app,
+        ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--encoder", "hash", "--epochs", "2", "--quiet"],
+    )
     assert r.exit_code == 0, r.output
     g = ProductGraph.load(tmp_path / "ds")
     q = int(g.cp_src[0])
@@ -314,3 +327,19 @@ def test_incoming_lists_the_products_that_recommend_one(fake_model):
     r = invoke("incoming", fake_model, "Q3", "--k", "3")
     assert r.exit_code == 0 and r.stdout.splitlines()[0].startswith("Q3  thing 3")
     assert_clean_error(invoke("incoming", fake_model, "NOPE"), "NOPE")
+
+
+def test_help_lists_choices_and_every_format_option():
+    from dualrec.cli import INGEST_OPTIONS
+    from dualrec.ingest import FORMATS, options_for
+
+    for fmt in FORMATS:
+        listed = INGEST_OPTIONS.split(f"{fmt}: ", 1)[1].split(";")[0] if f"{fmt}: " in INGEST_OPTIONS else ""
+        keys = {k.strip() for k in listed.split(",") if k.strip() and k.strip() != "none"} | {"progress"}
+        assert keys == set(options_for(fmt)), fmt
+    flat = lambda out: " ".join(out.replace("│", " ").split())  # noqa: E731 - rich draws boxes around help
+    text = flat(invoke("ingest", "--help").output)
+    assert "one of: orders, csv, amazon2014, amazon2018" in text and "min_basket_support" in text
+    assert "one of: exact" in flat(invoke("index", "--help").output)
+    r = invoke("--version")
+    assert r.exit_code == 0 and r.output.startswith("dualrec ")

@@ -43,6 +43,7 @@ def _new_accessory(g, category_id, new_id):
 def test_new_accessory_is_recommended_for_its_category_mains(model, tmp_path):
     root, g = model
     import shutil
+
     mdir = tmp_path / "model"
     shutil.copytree(root / "model", mdir)
     before = Recommender.load(mdir)
@@ -66,7 +67,7 @@ def test_new_accessory_is_recommended_for_its_category_mains(model, tmp_path):
     def median_rank(query_ids):
         sc = after.source[after.index_of(query_ids)] @ after.target.T
         new_col = int(after.index_of(["NEW-ACC-1"]))
-        return float((sc > sc[:, new_col:new_col + 1]).sum(1).float().median()) + 1
+        return float((sc > sc[:, new_col : new_col + 1]).sum(1).float().median()) + 1
 
     other_mains = p[(p["category_id"] != cat) & (p["role"] == "main")]["id"].tolist()[:300]
     assert 3 * median_rank(mains) < median_rank(other_mains)
@@ -82,14 +83,15 @@ def test_new_accessory_is_recommended_for_its_category_mains(model, tmp_path):
     # Old products' recommendations are unchanged except where the new product enters.
     for rr in after.recommend(others, k):
         kept = [i for i in rr.ids if i != "NEW-ACC-1"]
-        assert kept == old[rr.query][:len(kept)]
+        assert kept == old[rr.query][: len(kept)]
     # Old embeddings are untouched.
-    assert torch.equal(after.source[:before.num_products], before.source)
+    assert torch.equal(after.source[: before.num_products], before.source)
 
 
 def test_add_products_with_edges_and_errors(model, tmp_path):
     root, g = model
     import shutil
+
     mdir = tmp_path / "model"
     shutil.copytree(root / "model", mdir)
     new = _new_accessory(g, 0, "NEW-2")
@@ -108,6 +110,7 @@ def test_add_products_with_edges_and_errors(model, tmp_path):
 def test_cli_add_products(model, tmp_path):
     root, g = model
     import shutil
+
     mdir = tmp_path / "model"
     shutil.copytree(root / "model", mdir)
     f = tmp_path / "new.csv"

@@ -365,6 +365,7 @@ def test_long_tail_and_recommendation_bias_by_hand():
     assert b["head_share@2"] == 0.5  # product 4 (the 1 most popular) takes 2 of 4 slots
     assert b["coverage@2"] == 2 / 6 and b["long_tail_share@2"] == 0.0
     # the query itself and excluded pairs are never recommended
-    b = recommendation_bias(pop, torch.tensor([4]), deg, k=2, head_share=1 / 6,
-                            exclude_src=torch.tensor([4]), exclude_dst=torch.tensor([0]))
+    b = recommendation_bias(
+        pop, torch.tensor([4]), deg, k=2, head_share=1 / 6, exclude_src=torch.tensor([4]), exclude_dst=torch.tensor([0])
+    )
     assert b["head_share@2"] == 0.0 and b["coverage@2"] == 2 / 6  # recommends 2 and 5

@@ -33,7 +33,7 @@ def catalogue() -> pd.DataFrame:
             "brand": ["Acme", None, "", "Hoser"],
             "price": [19.0, np.nan, 4.0, 99.0],
             "stock": np.array([0, 10, 100, 1000], dtype=np.int64),
-            "role": ["main", "accessory", "main", "main"],       # ground truth: never a feature
+            "role": ["main", "accessory", "main", "main"],  # ground truth: never a feature
             "category_id": np.array([1, 2, 3, 4], dtype=np.int64),  # ground truth: never a feature
             "flag": [True, False, True, False],
         }
@@ -112,8 +112,15 @@ def test_numeric_features_log_standardised_with_missing_indicator():
 
 
 def test_numeric_features_signed_log_constant_and_all_missing():
-    p = pd.DataFrame({"id": list("abc"), "delta": [-9.0, 0.0, 9.0], "const": [5.0, 5.0, 5.0],
-                      "empty": [np.nan, np.nan, np.nan], "inf": [1.0, np.inf, 1.0]})
+    p = pd.DataFrame(
+        {
+            "id": list("abc"),
+            "delta": [-9.0, 0.0, 9.0],
+            "const": [5.0, 5.0, 5.0],
+            "empty": [np.nan, np.nan, np.nan],
+            "inf": [1.0, np.inf, 1.0],
+        }
+    )
     x, _ = numeric_features(p)
     # delta, const, empty, empty-missing, inf, inf-missing
     assert x.shape == (3, 6)
@@ -137,8 +144,9 @@ def test_numeric_stats_reapplied_to_new_products():
     np.testing.assert_array_equal(x, y)
     assert same is stats
     # new products: same columns and scales, not re-fitted (a single row would otherwise be all 0)
-    new = pd.DataFrame({"id": ["n1", "n2"], "price": [19.0, np.nan], "stock": [10, 10],
-                        "extra": [1.0, 2.0]})  # a column the catalogue did not have: ignored
+    new = pd.DataFrame(
+        {"id": ["n1", "n2"], "price": [19.0, np.nan], "stock": [10, 10], "extra": [1.0, 2.0]}
+    )  # a column the catalogue did not have: ignored
     z, _ = numeric_features(new, stats)
     assert z.shape == (2, 3)
     np.testing.assert_allclose(z[0, 0], x[0, 0], rtol=1e-6)  # price 19 -> same value as in the catalogue

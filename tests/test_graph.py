@@ -83,9 +83,9 @@ def test_similarity_pairs_canonicalised_and_merged():
 @pytest.mark.parametrize(
     "copurchase, similar",
     [
-        (([0, 1], [1, 5]), None),    # dst == n
-        (([-1, 1], [1, 2]), None),   # negative src
-        (None, ([0], [7])),          # similarity endpoint out of range
+        (([0, 1], [1, 5]), None),  # dst == n
+        (([-1, 1], [1, 2]), None),  # negative src
+        (None, ([0], [7])),  # similarity endpoint out of range
         (None, ([-2], [1])),
     ],
 )
@@ -162,8 +162,12 @@ def test_save_load_round_trip(tmp_path):
         report={"format": "unit-test", "nested": {"x": 1}},
     )
     out = g.save(tmp_path / "ds")
-    assert {f.name for f in out.iterdir()} >= {"products.parquet", "copurchase.parquet", "similar.parquet",
-                                                "graph.json"}
+    assert {f.name for f in out.iterdir()} >= {
+        "products.parquet",
+        "copurchase.parquet",
+        "similar.parquet",
+        "graph.json",
+    }
     meta = json.loads((out / "graph.json").read_text())
     assert meta["summary"]["products"] == 4 and meta["summary"]["copurchase_edges"] == 4
 
@@ -261,7 +265,8 @@ def test_csr_adjacency_unweighted_and_unnormalised():
     x = torch.tensor([[1.0], [10.0], [100.0], [1000.0]])
     torch.testing.assert_close(csr_adjacency(row, col, n) @ x, torch.tensor([[55.0], [0.0], [0.0], [10.0]]))
     raw = csr_adjacency(row, col, n, torch.tensor([2.0, 1.0, 3.0]), normalize="none")
-    torch.testing.assert_close(raw.to_dense(), torch.tensor(
-        [[0.0, 3.0, 1.0, 0.0], [0.0] * 4, [0.0] * 4, [0.0, 2.0, 0.0, 0.0]]))
+    torch.testing.assert_close(
+        raw.to_dense(), torch.tensor([[0.0, 3.0, 1.0, 0.0], [0.0] * 4, [0.0] * 4, [0.0, 2.0, 0.0, 0.0]])
+    )
     empty = csr_adjacency(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), 3)
     assert torch.equal(empty @ torch.ones(3, 2), torch.zeros(3, 2))

@@ -21,9 +21,17 @@ def setup():
     split = edge_split(g, 0.1, 0.1, seed=0)
     tm, vm = split.mask(TRAIN), split.mask(VAL)
     tg = g.subgraph_edges(tm)
-    cooc = Cooccurrence(seed=0).fit(tg, torch.ones(tg.num_copurchase, dtype=torch.bool), val=(g.cp_src[vm], g.cp_dst[vm]))
-    res = train(g, x, TrainConfig(encoder="hash", epochs=4, patience=2, hard_negatives=16), split=split,
-                progress=False, log=lambda m: None)
+    cooc = Cooccurrence(seed=0).fit(
+        tg, torch.ones(tg.num_copurchase, dtype=torch.bool), val=(g.cp_src[vm], g.cp_dst[vm])
+    )
+    res = train(
+        g,
+        x,
+        TrainConfig(encoder="hash", epochs=4, patience=2, hard_negatives=16),
+        split=split,
+        progress=False,
+        log=lambda m: None,
+    )
     return g, x, split, cooc, res
 
 
@@ -102,8 +110,9 @@ def test_a_product_without_edges_is_ranked_by_daemon_alone(setup):
     tg = cs.graph.subgraph_edges(tm)
     val = (cs.graph.cp_src[vm], cs.graph.cp_dst[vm])
     cooc = Cooccurrence(seed=0).fit(tg, torch.ones(tg.num_copurchase, dtype=torch.bool), val=val)
-    rr = CandidateReranker(cooc, res.source, res.target, x, cs.graph.cp_src[tm], cs.graph.cp_dst[tm],
-                           RerankConfig()).fit(*val, log=lambda m: None)
+    rr = CandidateReranker(
+        cooc, res.source, res.target, x, cs.graph.cp_src[tm], cs.graph.cp_dst[tm], RerankConfig()
+    ).fit(*val, log=lambda m: None)
     cold, warm = cs.cold.nonzero().view(-1)[:5], (~cs.cold).nonzero().view(-1)[:5]
     got = rr.score_fn(torch.cat([warm[:2], cold, warm[2:]]))
     torch.testing.assert_close(got[2:7], res.source[cold] @ res.target.T)
@@ -155,9 +164,21 @@ def test_save_load_gives_the_same_scores(setup, tmp_path, small_rr):
     rr = small_rr
     store = ModelStore(tmp_path / "m")
     with store.lock(0), store.writer(None) as w:
-        save_trained(w, config={}, state_dict={}, in_channels=x.shape[1], split=split, graph=g, features=x.numpy(),
-                     feature_spec={}, source=res.source.numpy(), target=res.target.numpy(), history=[],
-                     best_epoch=0, val_metrics={})
+        save_trained(
+            w,
+            config={},
+            state_dict={},
+            in_channels=x.shape[1],
+            split=split,
+            graph=g,
+            features=x.numpy(),
+            feature_spec={},
+            source=res.source.numpy(),
+            target=res.target.numpy(),
+            history=[],
+            best_epoch=0,
+            val_metrics={},
+        )
         rr.save(w)
         v = w.commit({"ranker": "two-stage", "trained_products": g.num_products})
     assert not [f for f in v.files if f.endswith((".pkl", ".pickle"))]
@@ -199,7 +220,10 @@ def test_products_added_after_the_fit_are_ranked_by_daemon(setup, small_rr):
     n = g.num_products
     before = rr.score_fn(torch.tensor([3, 4]))
     gen = torch.Generator().manual_seed(0)
-    s_new, t_new = torch.randn(5, res.source.shape[1], generator=gen), torch.randn(5, res.target.shape[1], generator=gen)
+    s_new, t_new = (
+        torch.randn(5, res.source.shape[1], generator=gen),
+        torch.randn(5, res.target.shape[1], generator=gen),
+    )
     rr.s, rr.t = torch.cat([res.source, s_new]), torch.cat([res.target, t_new])
     try:
         got = rr.score_fn(torch.tensor([3, n + 1, 4]))

@@ -154,7 +154,8 @@ def test_load_round_trip(tmp_path):
     loaded = Recommender.load(tmp_path)
     assert loaded.num_products == 30
     assert [r.ids for r in loaded.recommend(["id004", "id029"], 7)] == [
-        r.ids for r in rec.recommend(["id004", "id029"], 7)]
+        r.ids for r in rec.recommend(["id004", "id029"], 7)
+    ]
 
 
 def test_load_non_model_folder_raises(tmp_path):
@@ -169,6 +170,7 @@ def test_load_non_model_folder_raises(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # A trained model folder with its second stage (what `dualrec train` writes by default)
 
+
 @pytest.fixture(scope="module")
 def two_stage(tmp_path_factory):
     from dualrec.pipeline import train_dataset
@@ -178,8 +180,13 @@ def two_stage(tmp_path_factory):
     root = tmp_path_factory.mktemp("two_stage")
     g = make_store(n_products=500, seed=2)
     g.save(root / "dataset")
-    train_dataset(root / "dataset", root / "model", TrainConfig(encoder="hash", epochs=3, seed=0),
-                  progress=False, log=lambda m: None)
+    train_dataset(
+        root / "dataset",
+        root / "model",
+        TrainConfig(encoder="hash", epochs=3, seed=0),
+        progress=False,
+        log=lambda m: None,
+    )
     return root, g
 
 
@@ -192,8 +199,8 @@ def _copy(src, dst):
 
 def test_two_stage_model_recommends_reranked_candidates_known_first(two_stage):
     from dualrec.pipeline import evaluate_model
-    from dualrec.store import open_version
     from dualrec.split import TRAIN
+    from dualrec.store import open_version
 
     root, g = two_stage
     rec = Recommender.load(root / "model")
@@ -208,7 +215,7 @@ def test_two_stage_model_recommends_reranked_candidates_known_first(two_stage):
     assert len(known) > int((g.cp_src[tm] == u).sum())
     k = len(known) + 5
     r = rec.recommend([g.ids[u]], k)[0]
-    assert set(r.ids[:len(known)]) == known  # what the shop logged comes first ...
+    assert set(r.ids[: len(known)]) == known  # what the shop logged comes first ...
     assert len(r.ids) == k and g.ids[u] not in r.ids and len(set(r.ids)) == k
     assert r.scores == sorted(r.scores, reverse=True)
     # ... then the reranker's new candidates, exactly its score order
@@ -282,8 +289,9 @@ def test_the_model_folder_needs_no_dataset_and_retrains_without_the_second_stage
     assert [r.ids for r in Recommender.load(mdir).recommend(q, 7)] == want
     assert Recommender.load(mdir, two_stage=False).ranker == "daemon"
     # retraining into the folder with rerank=False: the new version has no second stage
-    train_dataset(ds, mdir, TrainConfig(encoder="hash", epochs=1, seed=0), progress=False,
-                  log=lambda m: None, rerank=False)
+    train_dataset(
+        ds, mdir, TrainConfig(encoder="hash", epochs=1, seed=0), progress=False, log=lambda m: None, rerank=False
+    )
     shutil.rmtree(ds)
     v = open_version(mdir)
     assert v.name == "v000002" and not v.has("rerank/booster.txt") and v.info["ranker"] == "daemon"
@@ -306,8 +314,13 @@ def test_a_failed_second_stage_keeps_a_complete_daemon_model(tmp_path, monkeypat
     monkeypatch.setattr(dualrec.pipeline, "fit_two_stage", boom)
     make_store(n_products=60, seed=0).save(tmp_path / "dataset")
     logs = []
-    train_dataset(tmp_path / "dataset", tmp_path / "model", TrainConfig(encoder="hash", epochs=1, seed=0),
-                  progress=False, log=logs.append)
+    train_dataset(
+        tmp_path / "dataset",
+        tmp_path / "model",
+        TrainConfig(encoder="hash", epochs=1, seed=0),
+        progress=False,
+        log=logs.append,
+    )
     from dualrec.store import open_version
 
     v = open_version(tmp_path / "model")

@@ -23,8 +23,10 @@ def test_deterministic_per_seed_and_different_across_seeds(store):
     assert torch.equal(a.labels, b.labels)
     assert not torch.equal(a.labels, c.labels)
     # not just a relabelling: the held-out edge sets differ substantially
-    ha, hc = set(torch.nonzero(a.labels == TEST).flatten().tolist()), set(
-        torch.nonzero(c.labels == TEST).flatten().tolist())
+    ha, hc = (
+        set(torch.nonzero(a.labels == TEST).flatten().tolist()),
+        set(torch.nonzero(c.labels == TEST).flatten().tolist()),
+    )
     assert len(ha ^ hc) > 0.5 * len(ha)
 
 
@@ -114,9 +116,9 @@ def test_cold_split_holds_out_whole_products(store):
     assert not torch.equal(cs.cold, cold_split(store, 0.1, 0.1, seed=6).cold)
     g, lab = cs.graph, cs.split.labels
     touches = cs.cold[g.cp_src] | cs.cold[g.cp_dst]
-    assert bool((lab[touches] == TEST).all())          # nothing of a cold product is trained on
-    assert not bool((lab[~touches] == TEST).any())     # and the warm graph keeps all its edges
-    assert int((lab[~touches] == VAL).sum()) > 0        # validation for model selection
+    assert bool((lab[touches] == TEST).all())  # nothing of a cold product is trained on
+    assert not bool((lab[~touches] == TEST).any())  # and the warm graph keeps all its edges
+    assert int((lab[~touches] == VAL).sum()) > 0  # validation for model selection
     assert not bool((cs.cold[g.sim_a] | cs.cold[g.sim_b]).any())  # no co-view history either
     assert g.num_similar < store.num_similar and g.num_copurchase == store.num_copurchase
     q, t = cs.query_mask(), cs.target_mask()

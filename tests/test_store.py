@@ -63,12 +63,24 @@ def _recs(model: Path, ids, k=5) -> dict:
 
 # -- versions and manifests -------------------------------------------------------------------
 
+
 def test_a_version_holds_everything_and_no_pickle(trained):
     v = open_version(trained)
     assert v.name == "v000001" and (trained / "CURRENT").read_text().strip() == "v000001"
     names = set(v.files)
-    assert {"weights.safetensors", "source.npy", "target.npy", "products.parquet", "features.npy", "split.npy",
-            "cp_edges.npy", "rerank/booster.txt", "rerank/rerank.json", "model.json", "config.json"} <= names
+    assert {
+        "weights.safetensors",
+        "source.npy",
+        "target.npy",
+        "products.parquet",
+        "features.npy",
+        "split.npy",
+        "cp_edges.npy",
+        "rerank/booster.txt",
+        "rerank/rerank.json",
+        "model.json",
+        "config.json",
+    } <= names
     assert not [n for n in names if n.endswith((".pkl", ".pt", ".pickle"))]
     for n in names:
         if n.endswith(".npy"):
@@ -120,6 +132,7 @@ def test_rollback_and_retention(trained, tmp_path):
 
 # -- no code from data ----------------------------------------------------------------------------
 
+
 class _Payload:
     """Unpickling this creates the file ``marker``: proof that loading ran code."""
 
@@ -154,17 +167,28 @@ def test_planted_payloads_never_run(trained, dataset, tmp_path):
     pid = str(v.ids()[0])
     new_csv = tmp_path / "new.csv"
     pd.DataFrame({"id": ["N1"], "title": ["a new thing"]}).to_csv(new_csv, index=False)
-    ok = [["recommend", str(m), pid], ["evaluate", str(m)], ["export", str(m), "--out", str(tmp_path / "r.parquet")],
-          ["add-products", str(m), str(new_csv)], ["index", str(m)], ["rollback", str(m), "--list"]]
+    ok = [
+        ["recommend", str(m), pid],
+        ["evaluate", str(m)],
+        ["export", str(m), "--out", str(tmp_path / "r.parquet")],
+        ["add-products", str(m), str(new_csv)],
+        ["index", str(m)],
+        ["rollback", str(m), "--list"],
+    ]
     for args in ok:
         r = run(cli, args)
         assert r.exit_code == 0, (args, r.output)
     r = run(cli, ["train", str(dataset), "--out", str(m), "--resume", "--set", "encoder=hash", "--epochs", "2"])
     assert r.exit_code == 2 and "cannot read the training checkpoint" in r.output, r.output
-    for args in (["recommend", str(legacy), pid], ["evaluate", str(legacy)], ["serve", str(legacy)],
-                 ["export", str(legacy), "--out", str(tmp_path / "x.parquet")], ["index", str(legacy)],
-                 ["add-products", str(legacy), str(new_csv)],
-                 ["train", str(dataset), "--out", str(legacy), "--resume"]):
+    for args in (
+        ["recommend", str(legacy), pid],
+        ["evaluate", str(legacy)],
+        ["serve", str(legacy)],
+        ["export", str(legacy), "--out", str(tmp_path / "x.parquet")],
+        ["index", str(legacy)],
+        ["add-products", str(legacy), str(new_csv)],
+        ["train", str(dataset), "--out", str(legacy), "--resume"],
+    ):
         r = run(cli, args)
         assert r.exit_code == 2 and "older dualrec" in r.output, (args, r.output)
 
@@ -185,8 +209,10 @@ def test_planted_payloads_never_run(trained, dataset, tmp_path):
     man = json.loads((cur.dir / "MANIFEST.json").read_text())
     from dualrec.store import _sha256
 
-    man["files"]["source.npy"] = {"bytes": (cur.dir / "source.npy").stat().st_size,
-                                  "sha256": _sha256(cur.dir / "source.npy")}
+    man["files"]["source.npy"] = {
+        "bytes": (cur.dir / "source.npy").stat().st_size,
+        "sha256": _sha256(cur.dir / "source.npy"),
+    }
     (cur.dir / "MANIFEST.json").write_text(json.dumps(man))
     with pytest.raises(DualrecError, match="cannot read source.npy"):
         Recommender.load(m)
@@ -194,6 +220,7 @@ def test_planted_payloads_never_run(trained, dataset, tmp_path):
 
 
 # -- crash safety: kill -9 at random points --------------------------------------------------------
+
 
 def _cli(*args) -> list[str]:
     return [sys.executable, "-c", "from dualrec.cli import app; app()", *args]
@@ -221,8 +248,9 @@ def _kill_trials(make_args, folders: list[Path], trials: int, seed: int, check) 
         rng = np.random.default_rng(seed * 100 + j)
         folder = folders[j]
         for _ in range(j, trials, len(folders)):
-            p = subprocess.Popen(_cli(*make_args(folder)), env=_env(), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+            p = subprocess.Popen(
+                _cli(*make_args(folder)), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             time.sleep(float(rng.uniform(0.4, 1.1) * full))
             killed = p.poll() is None
             if killed:
@@ -264,8 +292,19 @@ def test_kill_9_during_train_and_add_products(trained, dataset, tmp_path):
 
     for f in folders:
         check(f)
-    train = lambda f: ["train", str(dataset), "--out", str(f), "--quiet", "--seed", "1",  # noqa: E731
-                       *[a for k, val in TINY.items() for a in ("--set", f"{k}={val}")]]
+
+    def train(f):
+        return [
+            "train",
+            str(dataset),
+            "--out",
+            str(f),
+            "--quiet",
+            "--seed",
+            "1",
+            *[a for k, val in TINY.items() for a in ("--set", f"{k}={val}")],
+        ]
+
     out_t = _kill_trials(train, folders, 20, seed=0, check=check)
     counts = {f.name: len(open_version(f).ids()) for f in folders}
     made = iter(range(10_000))
@@ -287,14 +326,18 @@ def test_kill_9_during_train_and_add_products(trained, dataset, tmp_path):
 
 # -- serialised writers -----------------------------------------------------------------------------
 
+
 def test_concurrent_add_products_all_land(trained, tmp_path):
     m = _copy(trained, tmp_path / "m")
     procs = []
     for i in range(2):
         csv = tmp_path / f"new{i}.csv"
         pd.DataFrame({"id": [f"C{i}"], "title": [f"concurrent product {i}"]}).to_csv(csv, index=False)
-        procs.append(subprocess.Popen(_cli("add-products", str(m), str(csv)), env=_env(),
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                _cli("add-products", str(m), str(csv)), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        )
     outs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     ids = set(open_version(m).ids())
@@ -306,16 +349,23 @@ def test_cli_and_server_writers_both_land(trained, tmp_path):
     c = TestClient(create_app(m, admin_token="t" * 20), base_url="http://127.0.0.1")
     csv = tmp_path / "new.csv"
     pd.DataFrame({"id": ["CLI-1"], "title": ["from the command line"]}).to_csv(csv, index=False)
-    p = subprocess.Popen(_cli("add-products", str(m), str(csv)), env=_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT)
-    r = c.post("/products", headers={"X-Admin-Token": "t" * 20},
-               json={"products": [{"id": "HTTP-1", "title": "from the server"}]})
+    p = subprocess.Popen(
+        _cli("add-products", str(m), str(csv)), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    r = c.post(
+        "/products",
+        headers={"X-Admin-Token": "t" * 20},
+        json={"products": [{"id": "HTTP-1", "title": "from the server"}]},
+    )
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
     assert r.status_code in (201, 503), r.text
     if r.status_code == 503:  # the folder was busy for longer than the server waits: say so, retry
-        r = c.post("/products", headers={"X-Admin-Token": "t" * 20},
-                   json={"products": [{"id": "HTTP-1", "title": "from the server"}]})
+        r = c.post(
+            "/products",
+            headers={"X-Admin-Token": "t" * 20},
+            json={"products": [{"id": "HTTP-1", "title": "from the server"}]},
+        )
         assert r.status_code == 201, r.text
     assert {"CLI-1", "HTTP-1"} <= set(open_version(m).ids())
     c.post("/admin/reload", headers={"X-Admin-Token": "t" * 20}, json={})
@@ -349,12 +399,22 @@ def test_a_busy_folder_fails_clearly(trained, dataset, tmp_path):
 
 # -- validated settings -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("setting, message", [
-    ("epochs=0", "epochs must be in"), ("lr=-1", "lr must be in"), ("lr=nan", "lr must be a finite number"),
-    ("target_fraction=0", "target_fraction must be in"), ("id_dim=abc", "id_dim must be an integer"),
-    ("batch_size=0", "batch_size must be in"), ("tau=0", "tau must be in"), ("dual=3", "dual must be true or false"),
-    ("encoder=bert", "encoder must be one of"), ("nope=1", "unknown training option"),
-])
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("epochs=0", "epochs must be in"),
+        ("lr=-1", "lr must be in"),
+        ("lr=nan", "lr must be a finite number"),
+        ("target_fraction=0", "target_fraction must be in"),
+        ("id_dim=abc", "id_dim must be an integer"),
+        ("batch_size=0", "batch_size must be in"),
+        ("tau=0", "tau must be in"),
+        ("dual=3", "dual must be true or false"),
+        ("encoder=bert", "encoder must be one of"),
+        ("nope=1", "unknown training option"),
+    ],
+)
 def test_bad_settings_fail_before_anything_is_written(trained, dataset, tmp_path, setting, message):
     m = _copy(trained, tmp_path / "m")
     before = sorted(p.relative_to(m).as_posix() for p in m.rglob("*") if p.name != ".lock.owner")
@@ -368,8 +428,15 @@ def test_resume_names_what_differs(dataset, tmp_path):
     m = tmp_path / "m"
     train_dataset(dataset, m, TrainConfig(**TINY), progress=False, log=lambda s: None, rerank=False)
     with pytest.raises(DualrecError, match=r"lr: checkpoint 0.003, now 0.01"):
-        train_dataset(dataset, m, TrainConfig(**{**TINY, "lr": 0.01}), resume=True, progress=False,
-                      log=lambda s: None, rerank=False)
+        train_dataset(
+            dataset,
+            m,
+            TrainConfig(**{**TINY, "lr": 0.01}),
+            resume=True,
+            progress=False,
+            log=lambda s: None,
+            rerank=False,
+        )
     other = tmp_path / "other"
     make_store(n_products=300, seed=4).save(other)
     with pytest.raises(DualrecError, match="another dataset"):
@@ -389,20 +456,35 @@ def test_ingest_rejects_weights_that_overflow(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     pd.DataFrame({"id": ["a", "b", "c"], "title": ["x", "y", "z"], "price": [1.0, -5.0, 1e12]}).to_csv(
-        src / "products.csv", index=False)
-    pd.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "weight": [1.0, 1e39]}).to_csv(src / "copurchase.csv",
-                                                                                      index=False)
+        src / "products.csv", index=False
+    )
+    pd.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "weight": [1.0, 1e39]}).to_csv(
+        src / "copurchase.csv", index=False
+    )
     r = CliRunner().invoke(cli, ["ingest", "--format", "csv", "--input", str(src), "--out", str(tmp_path / "d")])
     assert r.exit_code == 2 and "weight" in r.output and "1e+39" in r.output, r.output
-    pd.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "weight": [1.0, 2.0]}).to_csv(src / "copurchase.csv",
-                                                                                     index=False)
+    pd.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "weight": [1.0, 2.0]}).to_csv(
+        src / "copurchase.csv", index=False
+    )
     r = CliRunner().invoke(cli, ["ingest", "--format", "csv", "--input", str(src), "--out", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "d" / "graph.json").read_text())
     issues = rep.get("report", rep).get("price_issues") or rep.get("price_issues")
     assert issues["negative"] == 1 and issues["above_max"] == 1
-    r = CliRunner().invoke(cli, ["ingest", "--format", "orders", "--input", str(src / "products.csv"),
-                                 "--out", str(tmp_path / "o"), "--option", "min_support=0"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "ingest",
+            "--format",
+            "orders",
+            "--input",
+            str(src / "products.csv"),
+            "--out",
+            str(tmp_path / "o"),
+            "--option",
+            "min_support=0",
+        ],
+    )
     assert r.exit_code == 2 and "min_support must be >= 1" in r.output
 
 
@@ -417,8 +499,16 @@ def test_rollback_goes_to_the_version_that_was_replaced(trained, tmp_path):
     assert "R2" not in set(open_version(m).ids())
 
 
-@pytest.mark.parametrize("manifest", ["[]", '{"format": 2, "files": [1]}', '{"format": 2, "files": {"x": {}}}',
-                                      '{"format": 2, "files": {"../x": {"bytes": 1, "sha256": "0"}}}', "{nope"])
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        "[]",
+        '{"format": 2, "files": [1]}',
+        '{"format": 2, "files": {"x": {}}}',
+        '{"format": 2, "files": {"../x": {"bytes": 1, "sha256": "0"}}}',
+        "{nope",
+    ],
+)
 def test_a_damaged_manifest_is_a_clear_error(trained, tmp_path, manifest):
     m = _copy(trained, tmp_path / "m")
     (open_version(m).dir / "MANIFEST.json").write_text(manifest)

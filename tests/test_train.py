@@ -37,7 +37,8 @@ def test_beats_popularity_and_respects_direction(store, trained):
     known = res.split.mask(TRAIN) | res.split.mask(VAL)
     m = res.split.mask(TEST)
     pop = RankingEvaluator(g.num_products).eval(
-        Popularity().fit(g, res.split.mask(TRAIN)).score_fn, g.cp_src[m], g.cp_dst[m], g.cp_src[known], g.cp_dst[known])
+        Popularity().fit(g, res.split.mask(TRAIN)).score_fn, g.cp_src[m], g.cp_dst[m], g.cp_src[known], g.cp_dst[known]
+    )
     assert test["HitRate@10"] > 3 * pop["HitRate@10"], (test, pop)
     assert test["MRR@10"] > 3 * pop["MRR@10"]
     # main -> accessory: the forward score beats the reverse one

@@ -71,8 +71,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dualrec.evaluate import (RankingEvaluator, direction_accuracy, long_tail_targets, metrics_from_ranks,
-                              recommendation_bias)
+from dualrec.evaluate import (
+    RankingEvaluator,
+    direction_accuracy,
+    long_tail_targets,
+    metrics_from_ranks,
+    recommendation_bias,
+)
 from dualrec.graph import DualrecError, ProductGraph
 from dualrec.split import TEST, TRAIN, VAL, EdgeSplit, cold_split, edge_split
 
@@ -87,16 +92,26 @@ GNN_METHODS = ("graphsage", "lightgcn", "directed_gnn")
 # in 45 minutes on 2 cores. Measured on clothing seed 0 (val MRR@10): LightGCN 0.240 after 8 epochs,
 # 0.267 after 20 (its default); DiGAE 0.104 vs 0.136; GraphSAGE 0.096 after 2 epochs, 0.104
 # after 6; DAEMON 0.236 after 5 epochs, 0.267 after 10. Early stopping reads 5,000 val edges.
-GNN_BUDGET = {"graphsage": {"epochs": 2, "max_val_edges": 5000},
-              "lightgcn": {"epochs": 8, "max_val_edges": 5000},
-              "directed_gnn": {"epochs": 8, "max_val_edges": 5000}}
+GNN_BUDGET = {
+    "graphsage": {"epochs": 2, "max_val_edges": 5000},
+    "lightgcn": {"epochs": 8, "max_val_edges": 5000},
+    "directed_gnn": {"epochs": 8, "max_val_edges": 5000},
+}
 COLD_FRACTION = 0.1
 # Methods run in the cold-start section; a value names the fallback a graph-only method gets
 # (it has nothing to say about a product it never saw), None = the method handles new products.
-COLD_METHODS = {"daemon": None, "daemon_embedding": None, "daemon_paper": None,
-                "popularity": None, "text_similarity": None, "graphsage": None,
-                "cooccurrence": "popularity", "cooccurrence_rerank": "popularity",
-                "lightgcn": "popularity", "directed_gnn": "popularity"}
+COLD_METHODS = {
+    "daemon": None,
+    "daemon_embedding": None,
+    "daemon_paper": None,
+    "popularity": None,
+    "text_similarity": None,
+    "graphsage": None,
+    "cooccurrence": "popularity",
+    "cooccurrence_rerank": "popularity",
+    "lightgcn": "popularity",
+    "directed_gnn": "popularity",
+}
 DAEMON_ABLATIONS = {
     # DAEMON alone (retrieval by s_u . t_v), and dualrec's first stage: the default TrainConfig,
     # as `dualrec train` makes it, so the ablations vary exactly that stage. 2-hop hard negatives
@@ -118,9 +133,9 @@ DAEMON_ABLATIONS = {
 class BenchContext:
     """What a method gets for one seed. Only TRAIN edges may be learned from."""
 
-    graph: ProductGraph          # the full graph (a method must read only ``train_mask`` edges)
+    graph: ProductGraph  # the full graph (a method must read only ``train_mask`` edges)
     split: EdgeSplit
-    x: torch.Tensor              # node features (text encoder)
+    x: torch.Tensor  # node features (text encoder)
     seed: int
     quick: bool
     encoder: str
@@ -211,8 +226,9 @@ def _train_daemon(ctx: BenchContext, overrides: dict, random_features: bool = Fa
         x = ctx.x
         if random_features:
             x = torch.randn(x.shape, generator=torch.Generator().manual_seed(ctx.seed))
-        ctx.cache[key] = train(ctx.graph, x, cfg, split=ctx.split, progress=False, log=lambda m: None,
-                               unseen=ctx.unseen)
+        ctx.cache[key] = train(
+            ctx.graph, x, cfg, split=ctx.split, progress=False, log=lambda m: None, unseen=ctx.unseen
+        )
     return ctx.cache[key]
 
 
@@ -264,9 +280,12 @@ def _daemon_runner(overrides: dict, random_features: bool = False) -> Runner:
     def run(ctx: BenchContext) -> Fitted:
         res = _train_daemon(ctx, overrides, random_features)
         s, t = res.source, res.target
-        return Fitted(lambda q: s[q] @ t.T, lambda u, v: (s[u] * t[v]).sum(-1), res.seconds,
-                      {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
-                       "val_MRR@10": res.val_metrics.get("MRR@10")})
+        return Fitted(
+            lambda q: s[q] @ t.T,
+            lambda u, v: (s[u] * t[v]).sum(-1),
+            res.seconds,
+            {"best_epoch": res.best_epoch, "epochs_run": len(res.history), "val_MRR@10": res.val_metrics.get("MRR@10")},
+        )
 
     return run
 
@@ -284,11 +303,16 @@ def _rerank_runner(with_daemon: bool) -> Runner:
         if with_daemon:
             res = _train_daemon(ctx, DAEMON_ABLATIONS["daemon_embedding"])  # shared: one training
             s, t, secs = res.source, res.target, secs + res.seconds
-            info.update(best_epoch=res.best_epoch, epochs_run=len(res.history),
-                        daemon_val_MRR_at_10=res.val_metrics.get("MRR@10"), daemon_seconds=round(res.seconds, 3))
+            info.update(
+                best_epoch=res.best_epoch,
+                epochs_run=len(res.history),
+                daemon_val_MRR_at_10=res.val_metrics.get("MRR@10"),
+                daemon_seconds=round(res.seconds, 3),
+            )
         t0 = time.perf_counter()
-        rr = fit_two_stage(ctx.graph, ctx.train_mask, *ctx.val, ctx.x, s, t, seed=ctx.seed, cooc=cooc,
-                           log=lambda m: None)
+        rr = fit_two_stage(
+            ctx.graph, ctx.train_mask, *ctx.val, ctx.x, s, t, seed=ctx.seed, cooc=cooc, log=lambda m: None
+        )
         secs += time.perf_counter() - t0
         info["reranker"] = rr.info_
         score_fn = RowMemo(rr.score_fn, ctx.graph.num_products)
@@ -362,9 +386,17 @@ def resolve_methods(methods: list[str] | str | None, log=print) -> dict[str, Run
 
 
 # ---------------------------------------------------------------------- evaluation
-def evaluate_method(graph: ProductGraph, split: EdgeSplit, score_fn, pair_score_fn, part: int = TEST,
-                    max_edges: int | None = None, seed: int = 0, edge_mask: torch.Tensor | None = None,
-                    bias: bool = False) -> dict:
+def evaluate_method(
+    graph: ProductGraph,
+    split: EdgeSplit,
+    score_fn,
+    pair_score_fn,
+    part: int = TEST,
+    max_edges: int | None = None,
+    seed: int = 0,
+    edge_mask: torch.Tensor | None = None,
+    bias: bool = False,
+) -> dict:
     """HitRate/MRR@{5,10,20} + direction accuracy of a method on one split part.
 
     Exactly :func:`dualrec.train.evaluate_embeddings` for any score function: the same
@@ -394,8 +426,11 @@ def evaluate_method(graph: ProductGraph, split: EdgeSplit, score_fn, pair_score_
         out["bias"] = recommendation_bias(score_fn, src, in_degree, 10, ex_src, ex_dst)
     one_way = ~graph.reciprocal_mask(src, dst)
     out["num_one_way"] = int(one_way.sum())
-    out["direction_accuracy"] = (direction_accuracy(pair_score_fn, src[one_way], dst[one_way], graph.num_products)
-                                 if one_way.any() and pair_score_fn is not None else float("nan"))
+    out["direction_accuracy"] = (
+        direction_accuracy(pair_score_fn, src[one_way], dst[one_way], graph.num_products)
+        if one_way.any() and pair_score_fn is not None
+        else float("nan")
+    )
     return out
 
 
@@ -458,10 +493,22 @@ def aggregate(per_seed: dict[str, list[dict]]) -> dict:
     return out
 
 
-def run_benchmark(format: str, input: str | Path, out: str | Path, seeds: int = 3, quick: bool = False,
-                  methods: list[str] | str | None = None, encoder: str = "minilm", options: dict | None = None,
-                  daemon_config: dict | None = None, command: str | None = None, progress: bool = True,
-                  cold_start: bool = True, cold_start_seeds: int = 1, log=print) -> dict:
+def run_benchmark(
+    format: str,
+    input: str | Path,
+    out: str | Path,
+    seeds: int = 3,
+    quick: bool = False,
+    methods: list[str] | str | None = None,
+    encoder: str = "minilm",
+    options: dict | None = None,
+    daemon_config: dict | None = None,
+    command: str | None = None,
+    progress: bool = True,
+    cold_start: bool = True,
+    cold_start_seeds: int = 1,
+    log=print,
+) -> dict:
     """Ingest ``input``, run every method on ``seeds`` splits, write ``out/results.*``; returns results.json's dict.
 
     ``options`` are the format's ingest options (as ``dualrec ingest --option``); ``daemon_config``
@@ -492,8 +539,19 @@ def run_benchmark(format: str, input: str | Path, out: str | Path, seeds: int = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if command is None:
-        command = _command_line(format, input, out, seeds, quick, list(runners), encoder, options, daemon_config,
-                                cold_start, cold_start_seeds)
+        command = _command_line(
+            format,
+            input,
+            out,
+            seeds,
+            quick,
+            list(runners),
+            encoder,
+            options,
+            daemon_config,
+            cold_start,
+            cold_start_seeds,
+        )
 
     t0 = time.perf_counter()
     opts = {"progress": progress, **(options or {})}
@@ -505,15 +563,29 @@ def run_benchmark(format: str, input: str | Path, out: str | Path, seeds: int = 
     name = dataset_name(input)
     n = graph.num_products
     max_edges = QUICK_MAX_TEST_EDGES if quick and n > QUICK_LARGE_PRODUCTS else None
-    log(f"{name}: {n} products, {graph.num_copurchase} co-purchase edges, {graph.num_similar} co-view pairs; "
+    log(
+        f"{name}: {n} products, {graph.num_copurchase} co-purchase edges, {graph.num_similar} co-view pairs; "
         f"features {tuple(x.shape)} ({encoder}); methods {', '.join(runners)}; seeds {seed_list}"
         + (f"; at most {max_edges} test edges" if max_edges else "")
-        + f"  [{time.perf_counter() - t0:.1f}s]")
+        + f"  [{time.perf_counter() - t0:.1f}s]"
+    )
 
-    run = {"dataset": name, "format": format, "input": str(input), "command": command, "quick": quick,
-           "encoder": encoder, "options": options or {}, "daemon_config": daemon_config, "max_test_edges": max_edges,
-           "ingest_report": report, "split": {"val_fraction": 0.1, "test_fraction": 0.1},
-           "started": _now(), "seeds": {}, "failures": []}
+    run = {
+        "dataset": name,
+        "format": format,
+        "input": str(input),
+        "command": command,
+        "quick": quick,
+        "encoder": encoder,
+        "options": options or {},
+        "daemon_config": daemon_config,
+        "max_test_edges": max_edges,
+        "ingest_report": report,
+        "split": {"val_fraction": 0.1, "test_fraction": 0.1},
+        "started": _now(),
+        "seeds": {},
+        "failures": [],
+    }
     per_seed: dict[str, list[dict]] = {m: [] for m in runners}
     cold_runners = {m: r for m, r in runners.items() if m in COLD_METHODS} if cold_start else {}
     per_seed_cold: dict[str, list[dict]] = {m: [] for m in cold_runners}
@@ -541,12 +613,15 @@ def run_benchmark(format: str, input: str | Path, out: str | Path, seeds: int = 
         seed_info = {"split": split.counts(), "methods": {}}
         run["seeds"][str(s)] = seed_info
         for m, runner in runners.items():
+
             def one(m=m, runner=runner):
                 fitted = runner(ctx)
                 te = time.perf_counter()
-                metrics = evaluate_method(graph, split, fitted.score_fn, fitted.pair_score_fn, TEST, max_edges, s,
-                                          bias=True)
+                metrics = evaluate_method(
+                    graph, split, fitted.score_fn, fitted.pair_score_fn, TEST, max_edges, s, bias=True
+                )
                 return fitted, metrics, time.perf_counter() - te
+
             got = attempt(s, m, one)
             if got is None:
                 continue
@@ -556,22 +631,33 @@ def run_benchmark(format: str, input: str | Path, out: str | Path, seeds: int = 
             row["train_seconds"] = round(float(fitted.train_seconds), 3)
             row["long_tail"], row["bias"] = metrics["long_tail"], metrics["bias"]
             per_seed[m].append(row)
-            seed_info["methods"][m] = {**row, "eval_seconds": round(eval_seconds, 3),
-                                       "num_test_edges": metrics["num_queries"],
-                                       "num_one_way": metrics["num_one_way"], "info": _jsonable(fitted.info)}
+            seed_info["methods"][m] = {
+                **row,
+                "eval_seconds": round(eval_seconds, 3),
+                "num_test_edges": metrics["num_queries"],
+                "num_one_way": metrics["num_one_way"],
+                "info": _jsonable(fitted.info),
+            }
             del fitted  # free the model before the next method
             d = row["direction_accuracy"]
-            log(f"seed {s}  {m:<18} HR@10 {row['HitRate@10']:.4f}  MRR@10 {row['MRR@10']:.4f}  "
+            log(
+                f"seed {s}  {m:<18} HR@10 {row['HitRate@10']:.4f}  MRR@10 {row['MRR@10']:.4f}  "
                 f"dir {'  n/a' if d is None else f'{d:.3f}'}  train {row['train_seconds']:.1f}s  "
-                f"eval {eval_seconds:.1f}s  ({metrics['num_queries']} test edges)")
+                f"eval {eval_seconds:.1f}s  ({metrics['num_queries']} test edges)"
+            )
         if cold_runners and seed_list.index(s) < cold_start_seeds:
             cs = cold_split(graph, COLD_FRACTION, 0.1, seed=s)
             cctx = BenchContext(cs.graph, cs.split, x, s, quick, encoder, daemon_config, unseen=cs.cold)
             in_degree = torch.bincount(graph.cp_dst[cs.split.mask(TRAIN)], minlength=n)
-            cold_info = {"cold_products": int(cs.cold.sum()), "query_edges": int(cs.query_mask().sum()),
-                         "target_edges": int(cs.target_mask().sum()), "methods": {}}
+            cold_info = {
+                "cold_products": int(cs.cold.sum()),
+                "query_edges": int(cs.query_mask().sum()),
+                "target_edges": int(cs.target_mask().sum()),
+                "methods": {},
+            }
             seed_info["cold_start"] = cold_info
             for m, runner in cold_runners.items():
+
                 def one_cold(m=m, runner=runner):
                     if COLD_METHODS[m]:
                         # A graph-only method's output here does not depend on its model: cold
@@ -581,30 +667,46 @@ def run_benchmark(format: str, input: str | Path, out: str | Path, seeds: int = 
                     else:
                         fitted = runner(cctx)
                     te = time.perf_counter()
-                    q = evaluate_method(cs.graph, cs.split, fitted.score_fn, None, TEST, max_edges, s,
-                                        edge_mask=cs.query_mask())
-                    t = evaluate_method(cs.graph, cs.split, fitted.score_fn, None, TEST, max_edges, s,
-                                        edge_mask=cs.target_mask())
+                    q = evaluate_method(
+                        cs.graph, cs.split, fitted.score_fn, None, TEST, max_edges, s, edge_mask=cs.query_mask()
+                    )
+                    t = evaluate_method(
+                        cs.graph, cs.split, fitted.score_fn, None, TEST, max_edges, s, edge_mask=cs.target_mask()
+                    )
                     return fitted, q, t, time.perf_counter() - te
+
                 got = attempt(s, f"{m} (cold start)", one_cold)
                 if got is None:
                     continue
                 fitted, q, t, eval_seconds = got
                 row = {k: q[k] for k in METRICS}
-                row.update(direction_accuracy=None, train_seconds=round(float(fitted.train_seconds), 3),
-                           as_target={k: t[k] for k in METRICS}, fallback=COLD_METHODS[m])
+                row.update(
+                    direction_accuracy=None,
+                    train_seconds=round(float(fitted.train_seconds), 3),
+                    as_target={k: t[k] for k in METRICS},
+                    fallback=COLD_METHODS[m],
+                )
                 per_seed_cold[m].append(row)
-                cold_info["methods"][m] = {**row, "eval_seconds": round(eval_seconds, 3),
-                                           "info": _jsonable(fitted.info)}
+                cold_info["methods"][m] = {
+                    **row,
+                    "eval_seconds": round(eval_seconds, 3),
+                    "info": _jsonable(fitted.info),
+                }
                 del fitted
-                log(f"seed {s}  {m + ' (cold)':<18} query HR@10 {row['HitRate@10']:.4f}  MRR@10 {row['MRR@10']:.4f}  "
+                log(
+                    f"seed {s}  {m + ' (cold)':<18} query HR@10 {row['HitRate@10']:.4f}  MRR@10 {row['MRR@10']:.4f}  "
                     f"as target HR@10 {t['HitRate@10']:.4f}  MRR@10 {t['MRR@10']:.4f}"
                     + (f"  [{COLD_METHODS[m]} fallback]" if COLD_METHODS[m] else "")
-                    + f"  train {row['train_seconds']:.1f}s")
+                    + f"  train {row['train_seconds']:.1f}s"
+                )
         done = {m: r for m, r in per_seed.items() if r and m not in failed}
-        results = {"dataset": name, "n_products": n,
-                   "n_edges": {"copurchase": graph.num_copurchase, "similar": graph.num_similar},
-                   "seeds": seed_list[: seed_list.index(s) + 1], "methods": aggregate(done)}
+        results = {
+            "dataset": name,
+            "n_products": n,
+            "n_edges": {"copurchase": graph.num_copurchase, "similar": graph.num_similar},
+            "seeds": seed_list[: seed_list.index(s) + 1],
+            "methods": aggregate(done),
+        }
         cold_done = {m: r for m, r in per_seed_cold.items() if r and f"{m} (cold start)" not in failed}
         if cold_done:
             results["cold_start"] = aggregate(cold_done)
@@ -628,8 +730,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _command_line(format, input, out, seeds, quick, methods, encoder, options, daemon_config=None,
-                  cold_start=True, cold_start_seeds=1) -> str:
+def _command_line(
+    format, input, out, seeds, quick, methods, encoder, options, daemon_config=None, cold_start=True, cold_start_seeds=1
+) -> str:
     parts = ["dualrec", "benchmark", "--format", format, "--input", str(input), "--out", str(out)]
     parts += ["--quick"] if quick else ["--seeds", str(seeds)]
     if not cold_start:
@@ -662,31 +765,46 @@ def _pm(mean, std, digits=4) -> str:
 
 def results_markdown(results: dict, run: dict) -> str:
     seeds = results["seeds"]
-    lines = [f"# Benchmark: {results['dataset']}", "",
-             f"- Command: `{run['command']}`",
-             f"- Date: {run.get('finished') or run['started']}"
-             + ("" if run.get("finished") else f" (partial: seeds {seeds} done)"),
-             f"- Dataset: {results['dataset']} ({run['format']}), {results['n_products']:,} products, "
-             f"{results['n_edges']['copurchase']:,} co-purchase edges, {results['n_edges']['similar']:,} co-view pairs; "
-             f"text encoder {run['encoder']}",
-             f"- Protocol: per seed, `edge_split(graph, 0.1, 0.1, seed)`; methods learn from TRAIN edges (+ all co-view "
-             "pairs), tune on VAL, are scored on TEST over all products with the query and the TRAIN/VAL edges "
-             "excluded (tie-aware); direction accuracy on one-way TEST edges.",
-             f"- Seeds: {seeds}; mean ± sample std over seeds" + (" (std 0 with one seed)" if len(seeds) == 1 else "")]
+    lines = [
+        f"# Benchmark: {results['dataset']}",
+        "",
+        f"- Command: `{run['command']}`",
+        f"- Date: {run.get('finished') or run['started']}"
+        + ("" if run.get("finished") else f" (partial: seeds {seeds} done)"),
+        f"- Dataset: {results['dataset']} ({run['format']}), {results['n_products']:,} products, "
+        f"{results['n_edges']['copurchase']:,} co-purchase edges, {results['n_edges']['similar']:,} co-view pairs; "
+        f"text encoder {run['encoder']}",
+        "- Protocol: per seed, `edge_split(graph, 0.1, 0.1, seed)`; methods learn from TRAIN edges (+ all co-view "
+        "pairs), tune on VAL, are scored on TEST over all products with the query and the TRAIN/VAL edges "
+        "excluded (tie-aware); direction accuracy on one-way TEST edges.",
+        f"- Seeds: {seeds}; mean ± sample std over seeds" + (" (std 0 with one seed)" if len(seeds) == 1 else ""),
+    ]
     if run.get("quick"):
-        lines.append(f"- Quick mode: one seed, DAEMON at most {QUICK_DAEMON['epochs']} epochs "
-                     f"(patience {QUICK_DAEMON['patience']})"
-                     + (f"; TEST metrics on a seeded subsample of at most {run['max_test_edges']:,} test edges "
-                        f"(the same for every method)" if run.get("max_test_edges") else "; all test edges"))
+        lines.append(
+            f"- Quick mode: one seed, DAEMON at most {QUICK_DAEMON['epochs']} epochs "
+            f"(patience {QUICK_DAEMON['patience']})"
+            + (
+                f"; TEST metrics on a seeded subsample of at most {run['max_test_edges']:,} test edges "
+                f"(the same for every method)"
+                if run.get("max_test_edges")
+                else "; all test edges"
+            )
+        )
     if run.get("daemon_config"):
-        lines.append("- DAEMON TrainConfig overrides: "
-                     + ", ".join(f"{k}={v}" for k, v in run["daemon_config"].items()))
+        lines.append(
+            "- DAEMON TrainConfig overrides: " + ", ".join(f"{k}={v}" for k, v in run["daemon_config"].items())
+        )
     counts = [v["split"] for v in run["seeds"].values()]
     if counts:
-        lines.append(f"- Split (seed {seeds[0]}): {counts[0]['train']:,} train / {counts[0]['val']:,} val / "
-                     f"{counts[0]['test']:,} test edges")
-    lines += ["", "| method | HR@5 | HR@10 | HR@20 | MRR@5 | MRR@10 | MRR@20 | dir. acc. | train s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"- Split (seed {seeds[0]}): {counts[0]['train']:,} train / {counts[0]['val']:,} val / "
+            f"{counts[0]['test']:,} test edges"
+        )
+    lines += [
+        "",
+        "| method | HR@5 | HR@10 | HR@20 | MRR@5 | MRR@10 | MRR@20 | dir. acc. | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in results["methods"].items():
         cells = [_pm(m[k], m["std"][k]) for k in METRICS]
         cells.append(_pm(m["direction_accuracy"], m["std"]["direction_accuracy"], 3))
@@ -705,19 +823,27 @@ def _bias_markdown(results: dict) -> list[str]:
     rows = [(name, m) for name, m in results["methods"].items() if m.get("long_tail") or m.get("bias")]
     if not rows:
         return []
-    lines = ["", "## Long tail and popularity bias", "",
-             "Long tail = test edges whose target is in the lower 50 % of products by training in-degree. "
-             "head share@10 = share of all top-10 slots (over the test queries) taken by the 1 % most popular "
-             "products; coverage@10 = distinct products recommended / all products. "
-             "`daemon_no_similar` is DAEMON without the co-view augmentation.", "",
-             "| method | long-tail edges | long-tail HR@10 | long-tail MRR@10 | head share@10 | coverage@10 | long-tail share@10 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Long tail and popularity bias",
+        "",
+        "Long tail = test edges whose target is in the lower 50 % of products by training in-degree. "
+        "head share@10 = share of all top-10 slots (over the test queries) taken by the 1 % most popular "
+        "products; coverage@10 = distinct products recommended / all products. "
+        "`daemon_no_similar` is DAEMON without the co-view augmentation.",
+        "",
+        "| method | long-tail edges | long-tail HR@10 | long-tail MRR@10 | head share@10 | coverage@10 "
+        "| long-tail share@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, m in rows:
         lt, b = m.get("long_tail") or {}, m.get("bias") or {}
         cells = [f"{lt['num_queries']:,.0f}" if lt.get("num_queries") is not None else "n/a"]
         cells += [_pm(lt.get(k), (lt.get("std") or {}).get(k)) for k in ("HitRate@10", "MRR@10")]
-        cells += [_pm(b.get(k), (b.get("std") or {}).get(k), 3) for k in ("head_share@10", "coverage@10",
-                                                                         "long_tail_share@10")]
+        cells += [
+            _pm(b.get(k), (b.get("std") or {}).get(k), 3)
+            for k in ("head_share@10", "coverage@10", "long_tail_share@10")
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -728,18 +854,27 @@ def _cold_markdown(results: dict, run: dict) -> list[str]:
         return []
     info = next((v["cold_start"] for v in run["seeds"].values() if "cold_start" in v), {})
     cold_seeds = run.get("cold_start_seeds", results["seeds"][:1])
-    lines = ["", "## Cold start", "",
-             f"Seeds {cold_seeds}: `cold_split(graph, {COLD_FRACTION}, 0.1, seed)` holds out {COLD_FRACTION:.0%} of the products "
-             "entirely (their co-purchase edges and co-view pairs are removed from training and message passing; "
-             "DAEMON gives them no per-product embedding and never samples them as negatives). *As query*: the cold "
-             "product's own held-out out-edges, all products ranked. *As target*: held-out edges from a known product "
-             "to a cold one: is the new product recommended? Methods marked *popularity fallback* know nothing of an "
-             "unseen product: a cold query gets the best-sellers and a cold product is never recommended."
-             + (f" Seed {results['seeds'][0]}: {info.get('cold_products', 0):,} cold products, "
-                f"{info.get('query_edges', 0):,} query edges, {info.get('target_edges', 0):,} target edges."
-                if info else ""), "",
-             "| method | query HR@5 | query HR@10 | query HR@20 | query MRR@10 | target HR@10 | target MRR@10 | train s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Cold start",
+        "",
+        f"Seeds {cold_seeds}: `cold_split(graph, {COLD_FRACTION}, 0.1, seed)` holds out {COLD_FRACTION:.0%} "
+        "of the products "
+        "entirely (their co-purchase edges and co-view pairs are removed from training and message passing; "
+        "DAEMON gives them no per-product embedding and never samples them as negatives). *As query*: the cold "
+        "product's own held-out out-edges, all products ranked. *As target*: held-out edges from a known product "
+        "to a cold one: is the new product recommended? Methods marked *popularity fallback* know nothing of an "
+        "unseen product: a cold query gets the best-sellers and a cold product is never recommended."
+        + (
+            f" Seed {results['seeds'][0]}: {info.get('cold_products', 0):,} cold products, "
+            f"{info.get('query_edges', 0):,} query edges, {info.get('target_edges', 0):,} target edges."
+            if info
+            else ""
+        ),
+        "",
+        "| method | query HR@5 | query HR@10 | query HR@20 | query MRR@10 | target HR@10 | target MRR@10 | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in cold.items():
         t = m.get("as_target") or {}
         label = name + (f" ({m['fallback']} fallback)" if m.get("fallback") else "")
@@ -773,5 +908,16 @@ def plot_results(results: dict, out: Path) -> None:
         plt.close(fig)
 
 
-__all__ = ["run_benchmark", "evaluate_method", "register_method", "resolve_methods", "known_methods",
-           "baseline_runner", "BenchContext", "Fitted", "aggregate", "write_outputs", "METRICS"]
+__all__ = [
+    "run_benchmark",
+    "evaluate_method",
+    "register_method",
+    "resolve_methods",
+    "known_methods",
+    "baseline_runner",
+    "BenchContext",
+    "Fitted",
+    "aggregate",
+    "write_outputs",
+    "METRICS",
+]

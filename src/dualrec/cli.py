@@ -1,15 +1,15 @@
 """Command-line interface: a thin face over the library.
 
-    dualrec demo                                   # synthetic store, end to end, about a minute
-    dualrec ingest --format amazon2014 --input DIR --out DATASET
-    dualrec train DATASET --out MODEL
-    dualrec evaluate MODEL
-    dualrec recommend MODEL ID [ID ...] --k 10
-    dualrec index MODEL --kind hnsw               # faiss index (a new model version)
-    dualrec rollback MODEL                        # the previous model version becomes current
-    dualrec serve MODEL --port 8000               # HTTP API (FastAPI)
-    dualrec export MODEL --k 20 --out recs.parquet
-    dualrec benchmark --format amazon2014 --input DIR --out RESULTS [--quick]
+dualrec demo                                   # synthetic store, end to end, about a minute
+dualrec ingest --format amazon2014 --input DIR --out DATASET
+dualrec train DATASET --out MODEL
+dualrec evaluate MODEL
+dualrec recommend MODEL ID [ID ...] --k 10
+dualrec index MODEL --kind hnsw               # faiss index (a new model version)
+dualrec rollback MODEL                        # the previous model version becomes current
+dualrec serve MODEL --port 8000               # HTTP API (FastAPI)
+dualrec export MODEL --k 20 --out recs.parquet
+dualrec benchmark --format amazon2014 --input DIR --out RESULTS [--quick]
 """
 
 from __future__ import annotations
@@ -24,10 +24,21 @@ import typer
 from dualrec.errors import DualrecError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="dualrec: related-product recommendations from a directed product graph (DAEMON dual embeddings).\n\n"
-         "Typical flow: `dualrec ingest` -> `dualrec train` -> `dualrec evaluate` / `dualrec recommend`. "
-         "Try `dualrec demo` first.",
+    "Typical flow: `dualrec ingest` -> `dualrec train` -> `dualrec evaluate` / `dualrec recommend`. "
+    "Try `dualrec demo` first.",
+)
+
+
+#: each format's --option keys (tests/test_cli.py checks them against dualrec.ingest.options_for)
+INGEST_OPTIONS = (
+    "orders: invoice_col, product_col, customer_col, time_col, description_col, quantity_col, price_col, "
+    "min_support, min_basket_support, basket_edges, max_basket_size, products; "
+    "csv: id_col, src_col, dst_col, a_col, b_col, weight_col; amazon2014, amazon2018: none; "
+    "every format: progress"
 )
 
 
@@ -41,13 +52,19 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _global(
-    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
-                                 help="print the version and exit"),
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="print the version and exit"
+    ),
     threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, max=1024, envvar="DUALREC_THREADS",
+        None,
+        "--threads",
+        min=1,
+        max=1024,
+        envvar="DUALREC_THREADS",
         help="CPU threads for torch, faiss and LightGBM (default: all cores). Give each of several dualrec "
-             "processes on one machine its share, e.g. --threads 1 for each of 2 on 2 cores: threads that "
-             "outnumber the cores slow torch down many times over"),
+        "processes on one machine its share, e.g. --threads 1 for each of 2 on 2 cores: threads that "
+        "outnumber the cores slow torch down many times over",
+    ),
 ):
     if threads is not None:
         import os
@@ -85,17 +102,22 @@ def _print_metrics(m: dict, title: str) -> None:
 
 @app.command()
 def ingest(
-    format: str = typer.Option(..., "--format", "-f", help="amazon2014 | amazon2018 | orders | csv"),
+    format: str = typer.Option(
+        ..., "--format", "-f", help="one of: orders, csv, amazon2014, amazon2018 (docs/data-formats.md)"
+    ),
     input: Path = typer.Option(..., "--input", "-i", help="source file or folder"),
     out: Path = typer.Option(..., "--out", "-o", help="dataset folder to write"),
-    option: list[str] = typer.Option([], "--option", help="format option KEY=VALUE (repeatable), "
-                                     "e.g. --option min_support=3 --option customer_col=user"),
-    products: Optional[Path] = typer.Option(None, "--products", help="orders: a products table (id + metadata "
-                                            "columns such as title, category, brand) joined by product id"),
+    option: list[str] = typer.Option([], "--option", help="format option KEY=VALUE (repeatable). " + INGEST_OPTIONS),
+    products: Optional[Path] = typer.Option(
+        None,
+        "--products",
+        help="orders: a products table (id + metadata columns such as title, category, brand) joined by product id",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON (also in OUT/graph.json)"),
 ):
     """Read a catalogue + co-purchase/co-view data into a dataset folder (Parquet)."""
-    from dualrec.ingest import FORMATS, ingest as do_ingest, summary
+    from dualrec.ingest import FORMATS, summary
+    from dualrec.ingest import ingest as do_ingest
 
     def body():
         if format not in FORMATS:
@@ -140,15 +162,18 @@ def train(
     dataset: Path = typer.Argument(..., help="dataset folder made by `dualrec ingest`"),
     out: Path = typer.Option(..., "--out", "-o", help="model folder to write"),
     epochs: int = typer.Option(None, help="maximum epochs (early stopping on validation MRR@10)"),
-    encoder: str = typer.Option(None, help="text encoder: minilm (default) or hash (fast, weaker)"),
+    encoder: str = typer.Option(None, help="text encoder, one of: minilm (the default), hash (fast, weaker)"),
     config: Optional[Path] = typer.Option(None, help="JSON file of TrainConfig fields"),
     set_: list[str] = typer.Option([], "--set", help="override a TrainConfig field, KEY=VALUE (repeatable)"),
     seed: int = typer.Option(None, help="random seed (split, init, sampling)"),
     resume: bool = typer.Option(False, help="continue from the training checkpoint in OUT (after a crash or Ctrl-C)"),
     quiet: bool = typer.Option(False, help="no progress bars"),
-    rerank: bool = typer.Option(True, help="also fit the second stage (co-occurrence candidates + a "
-                                "LambdaMART reranker learned from the validation edges); "
-                                "--no-rerank ranks by DAEMON alone"),
+    rerank: bool = typer.Option(
+        True,
+        help="also fit the second stage (co-occurrence candidates + a "
+        "LambdaMART reranker learned from the validation edges); "
+        "--no-rerank ranks by DAEMON alone",
+    ),
     keep: int = typer.Option(3, min=1, help="model versions kept in OUT (older ones are deleted)"),
 ):
     """Train the DAEMON model (and the second stage); prints one line per epoch and the validation metrics."""
@@ -177,8 +202,10 @@ def train(
         from dualrec.store import open_version
 
         two = open_version(out, res.version, verify=False).has_reranker
-        typer.echo(f"model version {res.version} written to {out} (ranker: {'two-stage' if two else 'DAEMON alone'}; "
-                   "`dualrec evaluate` gives its test metrics)")
+        typer.echo(
+            f"model version {res.version} written to {out} (ranker: {'two-stage' if two else 'DAEMON alone'}; "
+            "`dualrec evaluate` gives its test metrics)"
+        )
 
     _run(body)
 
@@ -186,9 +213,12 @@ def train(
 @app.command()
 def evaluate(
     model: Path = typer.Argument(..., help="model folder made by `dualrec train`"),
-    part: str = typer.Option("test", help="test or val"),
-    dataset: Optional[Path] = typer.Option(None, help="check that this dataset folder is still the one the model "
-                                           "was trained on (the model folder holds its graph)"),
+    part: str = typer.Option("test", help="held-out edges to score, one of: test, val"),
+    dataset: Optional[Path] = typer.Option(
+        None,
+        help="check that this dataset folder is still the one the model "
+        "was trained on (the model folder holds its graph)",
+    ),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the metrics to this JSON file"),
     version: Optional[str] = typer.Option(None, "--version", help="a model version (default: the current one)"),
 ):
@@ -214,11 +244,15 @@ def recommend(
     k: int = typer.Option(10, "--k", "-k", min=1, max=1000, help="how many related products"),
     show: str = typer.Option("title", help="metadata column to print next to each id ('' for none)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
-    exclude_linked: bool = typer.Option(False, help="leave out products the query already links to "
-                                        "(its co-purchase out-neighbours in the dataset)"),
-    two_stage: bool = typer.Option(True, "--two-stage/--one-stage",
-                                   help="rerank with the model's second stage when it has one (its known "
-                                   "co-purchases first); --one-stage ranks by DAEMON alone"),
+    exclude_linked: bool = typer.Option(
+        False, help="leave out products the query already links to (its co-purchase out-neighbours in the dataset)"
+    ),
+    two_stage: bool = typer.Option(
+        True,
+        "--two-stage/--one-stage",
+        help="rerank with the model's second stage when it has one (its known "
+        "co-purchases first); --one-stage ranks by DAEMON alone",
+    ),
     version: Optional[str] = typer.Option(None, "--version", help="a model version (default: the current one)"),
 ):
     """Top-k related products for each given product id."""
@@ -233,18 +267,39 @@ def recommend(
         titles = rec.products.set_index("id")[show] if show and show in rec.products.columns else None
         label = lambda i: None if titles is None else _text(titles.get(i))  # noqa: E731
         if as_json:
-            typer.echo(json.dumps([{"query": r.query, "title": label(r.query), "ranker": r.ranker,
-                                    "score_meaning": SCORE_LABELS[r.ranker], "ids": r.ids, "scores": r.scores,
-                                    "items": [{"id": i, "title": label(i), "score": s_, "kind": kd, "reason": why}
-                                              for i, s_, kd, why in zip(r.ids, r.scores, r.kinds, r.reasons)]}
-                                   for r in recs], indent=2))
+            typer.echo(
+                json.dumps(
+                    [
+                        {
+                            "query": r.query,
+                            "title": label(r.query),
+                            "ranker": r.ranker,
+                            "score_meaning": SCORE_LABELS[r.ranker],
+                            "ids": r.ids,
+                            "scores": r.scores,
+                            "items": [
+                                {"id": i, "title": label(i), "score": s_, "kind": kd, "reason": why}
+                                for i, s_, kd, why in zip(r.ids, r.scores, r.kinds, r.reasons)
+                            ],
+                        }
+                        for r in recs
+                    ],
+                    indent=2,
+                )
+            )
             return
         for r in recs:
-            typer.echo(f"{r.query}" + (f"  {label(r.query)}" if titles is not None else "")
-                       + f"   [{r.ranker}; scores: {SCORE_LABELS[r.ranker]}]")
+            typer.echo(
+                f"{r.query}"
+                + (f"  {label(r.query)}" if titles is not None else "")
+                + f"   [{r.ranker}; scores: {SCORE_LABELS[r.ranker]}]"
+            )
             for rank, (i, s_, kd, why) in enumerate(zip(r.ids, r.scores, r.kinds, r.reasons), 1):
-                typer.echo(f"  {rank:2d}. {i}  {kd:<9} {s_:+.3f}" + (f"  {label(i)}" if titles is not None else "")
-                           + f"\n        why: {why}")
+                typer.echo(
+                    f"  {rank:2d}. {i}  {kd:<9} {s_:+.3f}"
+                    + (f"  {label(i)}" if titles is not None else "")
+                    + f"\n        why: {why}"
+                )
 
     _run(body)
 
@@ -330,15 +385,17 @@ def sample_data(
 
     def body():
         rep = write_shop_csv(out, products, seed)
-        typer.echo(f"wrote {out / 'products.csv'} ({rep['products']} products) and {out / 'orders.csv'} "
-                   f"({rep['order_lines']} order lines, {rep['orders']} orders, {rep['customers']} customers)")
+        typer.echo(
+            f"wrote {out / 'products.csv'} ({rep['products']} products) and {out / 'orders.csv'} "
+            f"({rep['order_lines']} order lines, {rep['orders']} orders, {rep['customers']} customers)"
+        )
 
     _run(body)
 
 
 @app.command()
 def benchmark(
-    format: str = typer.Option(..., "--format", "-f", help="amazon2014 | amazon2018 | orders | csv"),
+    format: str = typer.Option(..., "--format", "-f", help="one of: orders, csv, amazon2014, amazon2018"),
     input: Path = typer.Option(..., "--input", "-i", help="source file or folder (as for `dualrec ingest`)"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for results.json, results.md, plots, dataset/"),
     seeds: int = typer.Option(3, help="number of seeded splits (mean ± std over them)"),
@@ -355,8 +412,19 @@ def benchmark(
 
     def body():
         opts, daemon = _key_values(option, "--option"), _key_values(set_, "--set")
-        run_benchmark(format, input, out, seeds, quick, methods, encoder, opts, daemon,  # records the command line
-                      cold_start=cold_start, cold_start_seeds=cold_start_seeds)
+        run_benchmark(
+            format,
+            input,
+            out,
+            seeds,
+            quick,
+            methods,
+            encoder,
+            opts,
+            daemon,  # records the command line
+            cold_start=cold_start,
+            cold_start_seeds=cold_start_seeds,
+        )
 
     _run(body)
 
@@ -364,12 +432,18 @@ def benchmark(
 @app.command("index")
 def index_cmd(
     model: Path = typer.Argument(..., help="model folder made by `dualrec train`"),
-    kind: str = typer.Option("exact", help="exact (faiss flat) | hnsw | ivf"),
-    target_recall: float = typer.Option(0.95, help="hnsw/ivf: raise efSearch/nprobe until recall@10 vs exact "
-                                        "reaches this, measured on the model's own source embeddings"),
+    kind: str = typer.Option("exact", help="one of: exact (faiss flat), hnsw, ivf"),
+    target_recall: float = typer.Option(
+        0.95,
+        help="hnsw/ivf: raise efSearch/nprobe until recall@10 vs exact "
+        "reaches this, measured on the model's own source embeddings",
+    ),
     sample: int = typer.Option(1000, help="queries sampled to tune, and as many more to measure recall"),
-    param: list[str] = typer.Option([], "--param", help="fix an index parameter, KEY=VALUE (repeatable): "
-                                    "hnsw M, efConstruction, efSearch; ivf nlist, nprobe"),
+    param: list[str] = typer.Option(
+        [],
+        "--param",
+        help="fix an index parameter, KEY=VALUE (repeatable): hnsw M, efConstruction, efSearch; ivf nlist, nprobe",
+    ),
     seed: int = typer.Option(0),
 ):
     """Build the retrieval index of a model folder (written as a new model version)."""
@@ -380,15 +454,25 @@ def index_cmd(
         bad = [k_ for k_, v in params.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
         if bad:
             raise DualrecError(f"--param values must be positive integers: {', '.join(bad)}")
-        meta = write_model_index(model, kind, target_recall=target_recall, sample=sample, seed=seed,
-                                 log=lambda m: typer.echo("  " + m), **params)
+        meta = write_model_index(
+            model,
+            kind,
+            target_recall=target_recall,
+            sample=sample,
+            seed=seed,
+            log=lambda m: typer.echo("  " + m),
+            **params,
+        )
         meta.pop("target_fingerprint", None)
         typer.echo(json.dumps(meta, indent=2))
         typer.echo(f"index written to a new version of {model}")
         if not meta.get("target_met", True):
-            typer.secho(f"warning: measured recall@10 {meta['recall_at_10']} is below the target {target_recall}; "
-                        "serve with --kind exact, or try --param M=64 / a larger efConstruction or nlist",
-                        fg=typer.colors.YELLOW, err=True)
+            typer.secho(
+                f"warning: measured recall@10 {meta['recall_at_10']} is below the target {target_recall}; "
+                "serve with --kind exact, or try --param M=64 / a larger efConstruction or nlist",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
 
     _run(body)
 
@@ -399,14 +483,21 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0 for all)"),
     port: int = typer.Option(8000, min=1, max=65535),
     admin_token_file: Optional[Path] = typer.Option(
-        None, envvar="DUALREC_ADMIN_TOKEN_FILE",
+        None,
+        envvar="DUALREC_ADMIN_TOKEN_FILE",
         help="file whose first line is the admin token (or set DUALREC_ADMIN_TOKEN). Without a token the "
-             "two write endpoints, POST /products and POST /admin/reload, answer 403"),
+        "two write endpoints, POST /products and POST /admin/reload, answer 403",
+    ),
     allowed_host: list[str] = typer.Option(
-        [], "--allowed-host", envvar="DUALREC_ALLOWED_HOSTS",
+        [],
+        "--allowed-host",
+        envvar="DUALREC_ALLOWED_HOSTS",
         help="Host header names accepted (repeatable; default: loopback names, plus this machine's "
-             "names when binding another interface; '*' for any, e.g. behind a proxy that checks it)"),
-    version: Optional[str] = typer.Option(None, "--version", help="serve this model version (default: the current one)"),
+        "names when binding another interface; '*' for any, e.g. behind a proxy that checks it)",
+    ),
+    version: Optional[str] = typer.Option(
+        None, "--version", help="serve this model version (default: the current one)"
+    ),
     faiss_threads: int = typer.Option(1, min=1, help="OpenMP threads per faiss search (1 suits concurrent requests)"),
 ):
     """Serve the model over HTTP (FastAPI + uvicorn); API docs at /docs.
@@ -431,13 +522,19 @@ def serve(
         token = admin_token_from_env()
         loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
         if not loopback and token is not None and len(token) < 16:
-            raise DualrecError(f"refusing to serve writes on {host} with an admin token under 16 characters; "
-                               "use a long random token (e.g. `python -c 'import secrets; "
-                               "print(secrets.token_urlsafe(32))'`)")
+            raise DualrecError(
+                f"refusing to serve writes on {host} with an admin token under 16 characters; "
+                "use a long random token (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`)"
+            )
         hosts = [h.strip() for item in allowed_host for h in item.split(",") if h.strip()]
         for h in hosts:  # Starlette's rules: a name, "*", or "*.domain"; no port
-            if ":" in h.strip("[]") and not h.startswith("[") and h.count(":") == 1 or \
-                    ("*" in h and h != "*" and not (h.startswith("*.") and "*" not in h[2:])):
+            if (
+                ":" in h.strip("[]")
+                and not h.startswith("[")
+                and h.count(":") == 1
+                or ("*" in h and h != "*" and not (h.startswith("*.") and "*" not in h[2:]))
+            ):
                 raise DualrecError(f"--allowed-host {h!r}: give a host name without port, '*', or '*.domain'")
         if not hosts:
             hosts = list(LOOPBACK_HOSTS)
@@ -445,8 +542,11 @@ def serve(
                 hosts += [h for h in {socket.gethostname(), socket.getfqdn()} if h]
                 if host not in ("0.0.0.0", "::"):
                     hosts.append(host)
-        typer.echo(f"writes: {'on (X-Admin-Token required)' if token else 'off (no admin token configured)'}; "
-                   f"allowed Host names: {', '.join(hosts)}", err=True)
+        typer.echo(
+            f"writes: {'on (X-Admin-Token required)' if token else 'off (no admin token configured)'}; "
+            f"allowed Host names: {', '.join(hosts)}",
+            err=True,
+        )
         api = create_app(model, admin_token=token, faiss_threads=faiss_threads, allowed_hosts=hosts, version=version)
         uvicorn.run(api, host=host, port=port, log_level="info", server_header=False)
 
@@ -468,8 +568,10 @@ def rollback(
         if list_:
             for name in store.versions():
                 info = store.version(name, verify=False).info
-                typer.echo(f"{'*' if name == cur else ' '} {name}  {info.get('written', '')}  "
-                           f"{info.get('num_products')} products  ranker {info.get('ranker')}")
+                typer.echo(
+                    f"{'*' if name == cur else ' '} {name}  {info.get('written', '')}  "
+                    f"{info.get('num_products')} products  ranker {info.get('ranker')}"
+                )
             return
         name = store.rollback(to)
         typer.echo(f"{model}: current version {cur} -> {name}")
@@ -491,8 +593,9 @@ def export(
     from dualrec.serve.export import export_recommendations
 
     def body():
-        rep = export_recommendations(model, out, k=k, batch=batch, progress=not quiet,
-                                     log=lambda m: typer.echo(m, err=True), version=version)
+        rep = export_recommendations(
+            model, out, k=k, batch=batch, progress=not quiet, log=lambda m: typer.echo(m, err=True), version=version
+        )
         typer.echo(json.dumps(rep, indent=2))
 
     _run(body)

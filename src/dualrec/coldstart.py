@@ -47,8 +47,13 @@ def _read_table(path: str | Path) -> pd.DataFrame:
         raise DualrecError(f"cannot read {p}: {str(e).splitlines()[0][:200]}") from None
 
 
-def embed_new_products(version: ModelVersion, new_products: pd.DataFrame, copurchase: pd.DataFrame | None = None,
-                       similar: pd.DataFrame | None = None, progress: bool = False):
+def embed_new_products(
+    version: ModelVersion,
+    new_products: pd.DataFrame,
+    copurchase: pd.DataFrame | None = None,
+    similar: pd.DataFrame | None = None,
+    progress: bool = False,
+):
     """Embeddings of new products; returns (products_all, source_new, target_new, edges_all, x_new)."""
     cfg, model, meta = load_daemon(version)
     graph = version.graph()
@@ -66,8 +71,13 @@ def embed_new_products(version: ModelVersion, new_products: pd.DataFrame, copurc
 
     def map_ids(frame, a, b, kind):
         if frame is None or len(frame) == 0:
-            return pd.DataFrame({"kind": pd.Series([], dtype=str), "a": pd.Series([], dtype=np.int64),
-                                 "b": pd.Series([], dtype=np.int64)})
+            return pd.DataFrame(
+                {
+                    "kind": pd.Series([], dtype=str),
+                    "a": pd.Series([], dtype=np.int64),
+                    "b": pd.Series([], dtype=np.int64),
+                }
+            )
         for c in (a, b):
             if c not in frame.columns:
                 raise DualrecError(f"{kind} edges need columns {a!r} and {b!r} (found: {list(frame.columns)})")
@@ -75,13 +85,15 @@ def embed_new_products(version: ModelVersion, new_products: pd.DataFrame, copurc
         ib = index.get_indexer(frame[b].astype(str))
         bad = (ia < 0) | (ib < 0)
         if bad.any():
-            miss = [v for v, i in zip(frame[a].astype(str), ia) if i < 0] + \
-                   [v for v, i in zip(frame[b].astype(str), ib) if i < 0]
+            miss = [v for v, i in zip(frame[a].astype(str), ia) if i < 0] + [
+                v for v, i in zip(frame[b].astype(str), ib) if i < 0
+            ]
             raise UnknownProductError(miss)
         return pd.DataFrame({"kind": kind, "a": ia.astype(np.int64), "b": ib.astype(np.int64)})
 
-    edges_new = pd.concat([map_ids(copurchase, "src", "dst", "copurchase"), map_ids(similar, "a", "b", "similar")],
-                          ignore_index=True)
+    edges_new = pd.concat(
+        [map_ids(copurchase, "src", "dst", "copurchase"), map_ids(similar, "a", "b", "similar")], ignore_index=True
+    )
     edges = pd.concat([version.added_edges(), edges_new], ignore_index=True)
 
     # Message passing over the training graph plus every edge that came with added products.
@@ -94,10 +106,11 @@ def embed_new_products(version: ModelVersion, new_products: pd.DataFrame, copurc
     w = torch.cat([graph.cp_weight[train], torch.ones(len(cp))])
     sa, sb = torch.cat([graph.sim_a, t(sm["a"])]), torch.cat([graph.sim_b, t(sm["b"])])
     sw = torch.cat([graph.sim_weight, torch.ones(len(sm))])
-    adj = DualAdjacency.build(n_all, src, dst, w, *((sa, sb, sw) if cfg.use_similar else (None, None, None)),
-                              symmetric=not cfg.dual)
+    adj = DualAdjacency.build(
+        n_all, src, dst, w, *((sa, sb, sw) if cfg.use_similar else (None, None, None)), symmetric=not cfg.dual
+    )
     node_ids = torch.arange(n_all)
-    node_ids[graph.num_products:] = -1  # added products have no per-product embedding
+    node_ids[graph.num_products :] = -1  # added products have no per-product embedding
     with torch.no_grad():
         s, tt = model(x, adj, node_ids)
     k = len(new)
@@ -118,8 +131,9 @@ def _check_new_products(new: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
         raise DualrecError(f"duplicate id(s) among the new products, e.g. {new['id'][dup].iloc[0]!r}")
     exists = new["id"].isin(set(known["id"].astype(str)))
     if exists.any():
-        raise DualrecError(f"{int(exists.sum())} product id(s) already exist, e.g. {new['id'][exists].iloc[0]!r}; "
-                           "ids must be new")
+        raise DualrecError(
+            f"{int(exists.sum())} product id(s) already exist, e.g. {new['id'][exists].iloc[0]!r}; ids must be new"
+        )
     for c in known.columns:  # keep metadata columns aligned (and dtypes sane) with the catalogue
         if c not in new.columns:
             new[c] = np.nan if pd.api.types.is_numeric_dtype(known[c]) else ""
@@ -129,15 +143,23 @@ def _check_new_products(new: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
             bad = num.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
-                raise DualrecError(f"{c} of product {new['id'].iloc[i]!r} is {raw.iloc[i]!r}, not a number "
-                                   f"({int(bad.sum())} such value(s)); leave it empty if unknown")
+                raise DualrecError(
+                    f"{c} of product {new['id'].iloc[i]!r} is {raw.iloc[i]!r}, not a number "
+                    f"({int(bad.sum())} such value(s)); leave it empty if unknown"
+                )
             new[c] = num
     return new
 
 
-def add_products(model_dir: str | Path, new_products: pd.DataFrame, copurchase: pd.DataFrame | None = None,
-                 similar: pd.DataFrame | None = None, progress: bool = False, wait: float = 60.0,
-                 keep: int = DEFAULT_KEEP) -> list[str]:
+def add_products(
+    model_dir: str | Path,
+    new_products: pd.DataFrame,
+    copurchase: pd.DataFrame | None = None,
+    similar: pd.DataFrame | None = None,
+    progress: bool = False,
+    wait: float = 60.0,
+    keep: int = DEFAULT_KEEP,
+) -> list[str]:
     """Add products to a trained model folder (no retraining) as a new version; returns their ids.
 
     ``copurchase`` (columns ``src``, ``dst``) and ``similar`` (``a``, ``b``) may give edges
@@ -152,15 +174,19 @@ def add_products(model_dir: str | Path, new_products: pd.DataFrame, copurchase: 
         products, s_new, t_new, edges, x_new = embed_new_products(parent, new_products, copurchase, similar, progress)
         source, target = parent.embeddings()
         with store.writer(parent) as w:
-            w.link_all(except_={"source.npy", "target.npy", "products.parquet", "features.npy", ADDED_EDGES,
-                                "model.json"})
+            w.link_all(
+                except_={"source.npy", "target.npy", "products.parquet", "features.npy", ADDED_EDGES, "model.json"}
+            )
             w.save_array("source.npy", np.concatenate([source, s_new.numpy()]))
             w.save_array("target.npy", np.concatenate([target, t_new.numpy()]))
             w.save_parquet("products.parquet", products)
             w.save_array("features.npy", np.concatenate([np.asarray(parent.features(), np.float32), x_new]))
             w.save_parquet(ADDED_EDGES, edges)
-            info = {**parent.info, "num_products": len(products),
-                    "added_products": len(products) - int(parent.info["trained_products"]),
-                    "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            info = {
+                **parent.info,
+                "num_products": len(products),
+                "added_products": len(products) - int(parent.info["trained_products"]),
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
             w.commit(info, keep=keep)
     return new_products["id"].astype(str).tolist()

@@ -13,8 +13,8 @@ from dualrec.evaluate import RankingEvaluator, direction_accuracy
 from dualrec.graph import ProductGraph
 from dualrec.pipeline import evaluate_model, train_dataset
 from dualrec.retrieval import Recommender
-from dualrec.store import open_version
 from dualrec.split import TEST, TRAIN
+from dualrec.store import open_version
 from dualrec.synthetic import make_store
 from dualrec.train import TrainConfig, evaluate_embeddings
 
@@ -26,8 +26,10 @@ def run_demo(out: Path, n_products: int = 5000, epochs: int = 30, seed: int = 0)
     graph = make_store(n_products=n_products, seed=seed)
     dataset = graph.save(out / "dataset")
     s = graph.summary()
-    echo(f"     {s['products']} products, {s['copurchase_edges']} co-purchase edges "
-         f"({s['reciprocal_copurchase_edges']} reciprocal), {s['similar_pairs']} co-view pairs -> {dataset}")
+    echo(
+        f"     {s['products']} products, {s['copurchase_edges']} co-purchase edges "
+        f"({s['reciprocal_copurchase_edges']} reciprocal), {s['similar_pairs']} co-view pairs -> {dataset}"
+    )
 
     echo("2/4  encoding product text with MiniLM (cached in the dataset folder) and training DAEMON")
     cfg = TrainConfig(epochs=epochs, seed=seed)
@@ -53,8 +55,10 @@ def run_demo(out: Path, n_products: int = 5000, epochs: int = 30, seed: int = 0)
         rows.insert(0, ("two-stage", two))
     echo(f"     {'method':<12}{'HR@5':>8}{'HR@10':>8}{'HR@20':>8}{'MRR@10':>8}{'dir-acc':>9}")
     for name, m in rows:
-        echo(f"     {name:<12}{m['HitRate@5']:8.4f}{m['HitRate@10']:8.4f}{m['HitRate@20']:8.4f}"
-             f"{m['MRR@10']:8.4f}{m['direction_accuracy']:9.3f}")
+        echo(
+            f"     {name:<12}{m['HitRate@5']:8.4f}{m['HitRate@10']:8.4f}{m['HitRate@20']:8.4f}"
+            f"{m['MRR@10']:8.4f}{m['direction_accuracy']:9.3f}"
+        )
     echo(f"     direction accuracy on main -> accessory test edges: {acc_m2a:.3f} ({int(m2a.sum())} edges)")
 
     echo("4/4  recommendations (direction matters: a phone recommends its case, a case less so the phone)")

@@ -159,9 +159,7 @@ def _check_index(x, name: str, n: int) -> torch.Tensor:
         lo, hi = int(x.min()), int(x.max())
         if lo < 0 or hi >= n:
             bad = int(((x < 0) | (x >= n)).sum())
-            raise EvaluationError(
-                f"{name} has {bad} index(es) out of range [0, {n}) (min {lo}, max {hi})"
-            )
+            raise EvaluationError(f"{name} has {bad} index(es) out of range [0, {n}) (min {lo}, max {hi})")
     return x
 
 
@@ -320,7 +318,8 @@ class RankingEvaluator:
         if bool(loops.any()):
             i = int(loops.nonzero()[0, 0])
             raise EvaluationError(
-                f"{int(loops.sum())} held-out edge(s) are self-loops (src == dst), e.g. ({int(src[i])}, {int(dst[i])}); "
+                f"{int(loops.sum())} held-out edge(s) are self-loops (src == dst), "
+                f"e.g. ({int(src[i])}, {int(dst[i])}); "
                 "the query product is never a candidate"
             )
         keys = src * n + dst
@@ -445,9 +444,16 @@ def long_tail_targets(in_degree: torch.Tensor, share: float = 0.5) -> torch.Tens
 
 
 @torch.no_grad()
-def recommendation_bias(score_fn: ScoreFn, queries: torch.Tensor, in_degree: torch.Tensor, k: int = 10,
-                        exclude_src: torch.Tensor | None = None, exclude_dst: torch.Tensor | None = None,
-                        head_share: float = 0.01, chunk_elems: int = 2**25) -> dict:
+def recommendation_bias(
+    score_fn: ScoreFn,
+    queries: torch.Tensor,
+    in_degree: torch.Tensor,
+    k: int = 10,
+    exclude_src: torch.Tensor | None = None,
+    exclude_dst: torch.Tensor | None = None,
+    head_share: float = 0.01,
+    chunk_elems: int = 2**25,
+) -> dict:
     """Popularity bias of top-k lists over ``queries``.
 
     Returns ``head_share@k``: the share of all top-k slots taken by the ``head_share`` (1 %)
@@ -469,7 +475,7 @@ def recommendation_bias(score_fn: ScoreFn, queries: torch.Tensor, in_degree: tor
     slots = head_slots = tail_slots = 0
     rows = max(1, chunk_elems // max(n, 1))
     for lo in range(0, queries.numel(), rows):
-        q = queries[lo:lo + rows]
+        q = queries[lo : lo + rows]
         s = score_fn(q).clone().float()
         s[torch.arange(q.numel()), q] = float("-inf")
         if exclude_src is not None:
@@ -486,5 +492,8 @@ def recommendation_bias(score_fn: ScoreFn, queries: torch.Tensor, in_degree: tor
         slots += idx.numel()
         head_slots += int(head[idx].sum())
         tail_slots += int(tail[idx].sum())
-    return {f"head_share@{k}": head_slots / max(slots, 1), f"coverage@{k}": int(seen.sum()) / n,
-            f"long_tail_share@{k}": tail_slots / max(slots, 1)}
+    return {
+        f"head_share@{k}": head_slots / max(slots, 1),
+        f"coverage@{k}": int(seen.sum()) / n,
+        f"long_tail_share@{k}": tail_slots / max(slots, 1),
+    }

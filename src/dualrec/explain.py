@@ -67,8 +67,15 @@ class Explainer:
         reranker: the second stage, or ``None``.
     """
 
-    def __init__(self, logged: sp.csr_matrix, coviewed: sp.csr_matrix, x: np.ndarray | None, source: np.ndarray,
-                 target: np.ndarray, reranker=None):
+    def __init__(
+        self,
+        logged: sp.csr_matrix,
+        coviewed: sp.csr_matrix,
+        x: np.ndarray | None,
+        source: np.ndarray,
+        target: np.ndarray,
+        reranker=None,
+    ):
         self.logged, self.coviewed = logged.tocsr(), coviewed.tocsr()
         self.x = None if x is None else x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         self.source, self.target, self.reranker = source, target, reranker

@@ -33,13 +33,21 @@ EXCLUDED_COLUMNS = {"id", "role", "category_id"}
 
 
 def text_columns(products: pd.DataFrame) -> list[str]:
-    return [c for c in products.columns if c not in EXCLUDED_COLUMNS
-            and (pd.api.types.is_string_dtype(products[c]) or products[c].dtype == object)]
+    return [
+        c
+        for c in products.columns
+        if c not in EXCLUDED_COLUMNS and (pd.api.types.is_string_dtype(products[c]) or products[c].dtype == object)
+    ]
 
 
 def numeric_columns(products: pd.DataFrame) -> list[str]:
-    return [c for c in products.columns if c not in EXCLUDED_COLUMNS
-            and pd.api.types.is_numeric_dtype(products[c]) and not pd.api.types.is_bool_dtype(products[c])]
+    return [
+        c
+        for c in products.columns
+        if c not in EXCLUDED_COLUMNS
+        and pd.api.types.is_numeric_dtype(products[c])
+        and not pd.api.types.is_bool_dtype(products[c])
+    ]
 
 
 def product_texts(products: pd.DataFrame) -> list[str]:
@@ -134,8 +142,13 @@ def minilm_encode(texts: list[str], batch_size: int = 256, show_progress: bool =
         _MINILM = SentenceTransformer(str(minilm_model_path()), device="cpu")
     # Sorting by length makes batches of similar length: much less padding work.
     order = np.argsort([len(t) for t in texts], kind="stable")
-    emb = _MINILM.encode([texts[i] for i in order], batch_size=batch_size, show_progress_bar=show_progress,
-                         convert_to_numpy=True, normalize_embeddings=True)
+    emb = _MINILM.encode(
+        [texts[i] for i in order],
+        batch_size=batch_size,
+        show_progress_bar=show_progress,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+    )
     out = np.empty_like(emb)
     out[order] = emb
     return out.astype(np.float32)
@@ -149,8 +162,9 @@ def encode_texts(texts: list[str], encoder: str = "minilm", show_progress: bool 
     raise DualrecError(f"unknown text encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
 
 
-def build_features(products: pd.DataFrame, encoder: str = "minilm", show_progress: bool = True,
-                   spec: dict | None = None) -> np.ndarray:
+def build_features(
+    products: pd.DataFrame, encoder: str = "minilm", show_progress: bool = True, spec: dict | None = None
+) -> np.ndarray:
     """Feature matrix (N, F) float32 for the products, in row order.
 
     With ``spec`` (see :func:`feature_spec`), new products are encoded exactly like the
@@ -169,8 +183,7 @@ def build_features(products: pd.DataFrame, encoder: str = "minilm", show_progres
 
 def feature_spec(products: pd.DataFrame, encoder: str) -> dict:
     """How features were built for ``products``: stored with a model, used to encode new products."""
-    return {"encoder": encoder, "text_columns": text_columns(products),
-            "numeric_stats": numeric_features(products)[1]}
+    return {"encoder": encoder, "text_columns": text_columns(products), "numeric_stats": numeric_features(products)[1]}
 
 
 def fingerprint(products: pd.DataFrame, encoder: str) -> str:
@@ -180,8 +193,9 @@ def fingerprint(products: pd.DataFrame, encoder: str) -> str:
     return h.hexdigest()[:16]
 
 
-def load_or_build_features(products: pd.DataFrame, dataset_dir: str | Path | None, encoder: str = "minilm",
-                           show_progress: bool = True) -> torch.Tensor:
+def load_or_build_features(
+    products: pd.DataFrame, dataset_dir: str | Path | None, encoder: str = "minilm", show_progress: bool = True
+) -> torch.Tensor:
     """Features for ``products``, cached as ``features-<encoder>.npy`` in ``dataset_dir``."""
     if dataset_dir is None:
         return torch.from_numpy(build_features(products, encoder, show_progress))
@@ -200,6 +214,7 @@ def load_or_build_features(products: pd.DataFrame, dataset_dir: str | Path | Non
     tmp = d / f".features-{encoder}.tmp.npy"
     np.save(tmp, x)
     os.replace(tmp, npy)  # atomic: a crash never leaves a half-written cache
-    meta.write_text(json.dumps({"fingerprint": fp, "shape": list(x.shape), **feature_spec(products, encoder)},
-                               indent=2))
+    meta.write_text(
+        json.dumps({"fingerprint": fp, "shape": list(x.shape), **feature_spec(products, encoder)}, indent=2)
+    )
     return torch.from_numpy(x)

@@ -20,7 +20,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -59,8 +59,10 @@ def _as_weight(w, n: int) -> torch.Tensor:
     bad = ~np.isfinite(w64) | (w64 < 0) | (w64 > 1e9)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DualrecError(f"{int(bad.sum())} edge weight(s) are not numbers in [0, 1e9], e.g. {w64[i]!r} "
-                           f"(edge {i}); weights that large overflow in training")
+        raise DualrecError(
+            f"{int(bad.sum())} edge weight(s) are not numbers in [0, 1e9], e.g. {w64[i]!r} "
+            f"(edge {i}); weights that large overflow in training"
+        )
     return torch.as_tensor(w64.astype(np.float32))
 
 
@@ -207,8 +209,14 @@ class ProductGraph:
         if cp_mask is None:
             return self
         return ProductGraph(
-            self.products, self.cp_src[cp_mask], self.cp_dst[cp_mask], self.cp_weight[cp_mask],
-            self.sim_a, self.sim_b, self.sim_weight, self.report,
+            self.products,
+            self.cp_src[cp_mask],
+            self.cp_dst[cp_mask],
+            self.cp_weight[cp_mask],
+            self.sim_a,
+            self.sim_b,
+            self.sim_weight,
+            self.report,
         )
 
     # ------------------------------------------------------------------ io
@@ -243,7 +251,8 @@ class ProductGraph:
         missing = [f for f in ("products.parquet", "copurchase.parquet", "similar.parquet") if not (path / f).exists()]
         if missing:
             raise DualrecError(
-                f"{path} is not a dualrec dataset folder (missing {', '.join(missing)}); create one with `dualrec ingest`"
+                f"{path} is not a dualrec dataset folder (missing {', '.join(missing)}); "
+                "create one with `dualrec ingest`"
             )
         meta = json.loads((path / "graph.json").read_text()) if (path / "graph.json").exists() else {}
         if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
@@ -254,8 +263,12 @@ class ProductGraph:
         t = lambda col, dt: torch.from_numpy(np.array(col.to_numpy(), copy=True)).to(dt)  # noqa: E731
         return cls(
             _check_products(products),
-            t(cp["src"], torch.long), t(cp["dst"], torch.long), t(cp["weight"], torch.float32),
-            t(sim["a"], torch.long), t(sim["b"], torch.long), t(sim["weight"], torch.float32),
+            t(cp["src"], torch.long),
+            t(cp["dst"], torch.long),
+            t(cp["weight"], torch.float32),
+            t(sim["a"], torch.long),
+            t(sim["b"], torch.long),
+            t(sim["weight"], torch.float32),
             meta.get("report", {}),
         )
 

@@ -58,7 +58,7 @@ def fingerprint(target: np.ndarray, n: int | None = None) -> str:
     """Hash of the shape and the first rows of ``target[:n]``: detects an index built for other
     embeddings (a retrained model), while rows appended later (cold start) keep it valid."""
     n = len(target) if n is None else n
-    head = np.ascontiguousarray(target[:min(n, _FP_ROWS)], dtype=np.float32)
+    head = np.ascontiguousarray(target[: min(n, _FP_ROWS)], dtype=np.float32)
     h = hashlib.sha1(f"{n}x{target.shape[1]}".encode())
     h.update(head.tobytes())
     return h.hexdigest()
@@ -82,8 +82,14 @@ class RetrievalIndex:
     query product's vector by row.
     """
 
-    def __init__(self, index: faiss.Index, kind: str, params: dict | None = None, meta: dict | None = None,
-                 source: np.ndarray | None = None):
+    def __init__(
+        self,
+        index: faiss.Index,
+        kind: str,
+        params: dict | None = None,
+        meta: dict | None = None,
+        source: np.ndarray | None = None,
+    ):
         if kind not in KINDS:
             raise DualrecError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
         self.index, self.kind = index, kind
@@ -94,8 +100,19 @@ class RetrievalIndex:
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def build(cls, target, kind: str = "exact", *, queries=None, source=None, target_recall: float = 0.95,
-              sample: int = 1000, seed: int = 0, log=None, **params) -> "RetrievalIndex":
+    def build(
+        cls,
+        target,
+        kind: str = "exact",
+        *,
+        queries=None,
+        source=None,
+        target_recall: float = 0.95,
+        sample: int = 1000,
+        seed: int = 0,
+        log=None,
+        **params,
+    ) -> "RetrievalIndex":
         """Index ``target`` (N, d). ``queries`` (default: ``source``, else ``target``) are the real
         query vectors whose random sample of ``sample`` rows measures recall@10 against exact
         search. ``params`` fix ``M`` / ``efConstruction`` / ``efSearch`` (hnsw) or ``nlist`` /
@@ -107,8 +124,10 @@ class RetrievalIndex:
         allowed = {"exact": set(), "hnsw": {"M", "efConstruction", "efSearch"}, "ivf": {"nlist", "nprobe"}}[kind]
         unknown = set(params) - allowed
         if unknown:
-            raise DualrecError(f"unknown {kind} index parameter(s): {', '.join(sorted(unknown))}"
-                               + (f" (known: {', '.join(sorted(allowed))})" if allowed else ""))
+            raise DualrecError(
+                f"unknown {kind} index parameter(s): {', '.join(sorted(unknown))}"
+                + (f" (known: {', '.join(sorted(allowed))})" if allowed else "")
+            )
         log = log or (lambda m: None)
         t = _f32(target)
         n, d = t.shape
@@ -159,8 +178,12 @@ class RetrievalIndex:
                     index.train(tr)
                 index.add(t)
                 knob = "nprobe"
-                grid = sorted({min(nlist, g) for g in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256,
-                                                        384, 512, 768, 1024, nlist)})
+                grid = sorted(
+                    {
+                        min(nlist, g)
+                        for g in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, nlist)
+                    }
+                )
             if knob in params:
                 grid = [params[knob]]
             recall = 0.0
@@ -177,16 +200,30 @@ class RetrievalIndex:
                 recall = recall_at_k(index.search(qe, kq)[1], gt_eval, kq)
                 log(f"{kind}: {knob}={params[knob]} recall@10 on {len(qe)} held-out queries={recall:.4f}")
             if recall < target_recall:
-                log(f"{kind}: measured recall@10 {recall:.4f} is below the target {target_recall} "
-                    f"({knob}={params[knob]}{', the largest tried' if recall_tuning < target_recall else ''})")
-        meta = {"format": FORMAT, "kind": kind, "metric": "inner_product", "params": params, "n": int(n), "dim": int(d),
-                "recall_at_10": round(float(recall), 4), "target_recall": target_recall,
-                "target_met": bool(recall >= target_recall), "tuned": tuned,
-                "recall_queries": int(len(qe)), "recall_heldout": qe is not qs,
-                "recall_at_10_tuning": None if recall_tuning is None else round(float(recall_tuning), 4),
-                "recall_query_source": "given" if queries is not None else ("source" if src is not None else "target"),
-                "build_seconds": round(time.time() - t0, 2), "faiss": faiss.__version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "target_fingerprint": fingerprint(t)}
+                log(
+                    f"{kind}: measured recall@10 {recall:.4f} is below the target {target_recall} "
+                    f"({knob}={params[knob]}{', the largest tried' if recall_tuning < target_recall else ''})"
+                )
+        meta = {
+            "format": FORMAT,
+            "kind": kind,
+            "metric": "inner_product",
+            "params": params,
+            "n": int(n),
+            "dim": int(d),
+            "recall_at_10": round(float(recall), 4),
+            "target_recall": target_recall,
+            "target_met": bool(recall >= target_recall),
+            "tuned": tuned,
+            "recall_queries": int(len(qe)),
+            "recall_heldout": qe is not qs,
+            "recall_at_10_tuning": None if recall_tuning is None else round(float(recall_tuning), 4),
+            "recall_query_source": "given" if queries is not None else ("source" if src is not None else "target"),
+            "build_seconds": round(time.time() - t0, 2),
+            "faiss": faiss.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "target_fingerprint": fingerprint(t),
+        }
         return cls(index, kind, params, meta, source=src)
 
     def add(self, target) -> None:
@@ -229,14 +266,19 @@ class RetrievalIndex:
         D = np.full((len(q), k), -np.inf, dtype=np.float32)
         I = np.full((len(q), k), -1, dtype=np.int64)
         for lo in range(0, len(q), chunk):
-            d_, i_ = self.index.search(q[lo:lo + chunk], kk)
-            I[lo:lo + chunk, :kk] = i_
-            D[lo:lo + chunk, :kk] = np.where(i_ >= 0, d_, -np.inf)
+            d_, i_ = self.index.search(q[lo : lo + chunk], kk)
+            I[lo : lo + chunk, :kk] = i_
+            D[lo : lo + chunk, :kk] = np.where(i_ >= 0, d_, -np.inf)
         return D, I
 
-    def recommend(self, source_rows: Sequence[int] | np.ndarray, k: int, exclude_self: bool = True,
-                  exclude: Sequence[int] | Sequence[Sequence[int]] | None = None, chunk: int = 8192
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self,
+        source_rows: Sequence[int] | np.ndarray,
+        k: int,
+        exclude_self: bool = True,
+        exclude: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        chunk: int = 8192,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k for the products at ``source_rows`` (rows of the model; query vectors are
         ``self.source[row]``), leaving out the query itself and ``exclude`` — either one list of
         rows for every query or one list per query. Over-fetches ``k + 1 + len(exclude)`` and
@@ -266,13 +308,13 @@ class RetrievalIndex:
             return out_s, out_i
         fetch = min(n, kk + (1 if exclude_self else 0) + n_ex)
         for lo in range(0, len(rows), chunk):
-            r = rows[lo:lo + chunk]
+            r = rows[lo : lo + chunk]
             D, I = self.search(self.source[r], fetch)
             bad = I < 0
             if exclude_self:
                 bad |= I == r[:, None]
             if per_query:
-                for j, e in enumerate(ex_lists[lo:lo + chunk]):
+                for j, e in enumerate(ex_lists[lo : lo + chunk]):
                     if len(e):
                         bad[j] |= np.isin(I[j], e)
             elif n_ex:
@@ -282,8 +324,8 @@ class RetrievalIndex:
             s = np.take_along_axis(D, order, 1)
             i = np.take_along_axis(I, order, 1)
             gone = np.take_along_axis(bad, order, 1)
-            out_s[lo:lo + chunk] = np.where(gone, -np.inf, s)
-            out_i[lo:lo + chunk] = np.where(gone, -1, i)
+            out_s[lo : lo + chunk] = np.where(gone, -np.inf, s)
+            out_i[lo : lo + chunk] = np.where(gone, -1, i)
         return out_s, out_i
 
     # -- persistence ---------------------------------------------------------------------------
@@ -302,8 +344,10 @@ class RetrievalIndex:
         :meth:`recommend`)."""
         d = Path(directory)
         if not (d / INDEX_FILE).exists() or not (d / META_FILE).exists():
-            raise DualrecError(f"{d} is not a dualrec index (needs {INDEX_FILE} and {META_FILE}); "
-                               "build one with `dualrec index MODEL_DIR`")
+            raise DualrecError(
+                f"{d} is not a dualrec index (needs {INDEX_FILE} and {META_FILE}); "
+                "build one with `dualrec index MODEL_DIR`"
+            )
         try:
             meta = json.loads((d / META_FILE).read_text())
         except json.JSONDecodeError as e:
@@ -332,8 +376,17 @@ def _set_knob(index, kind: str, value: int) -> None:
 
 # -- model folders ---------------------------------------------------------------------------------
 
-def write_model_index(model_dir: str | Path, kind: str = "exact", target_recall: float = 0.95,
-                      sample: int = 1000, seed: int = 0, log=None, wait: float = 60.0, **params) -> dict:
+
+def write_model_index(
+    model_dir: str | Path,
+    kind: str = "exact",
+    target_recall: float = 0.95,
+    sample: int = 1000,
+    seed: int = 0,
+    log=None,
+    wait: float = 60.0,
+    **params,
+) -> dict:
     """Build the index of a model folder's current version and write it as a new version
     (the same files plus ``index/``, see :mod:`dualrec.store`). Returns the index metadata."""
     from dualrec.store import DEFAULT_KEEP, ModelStore
@@ -343,8 +396,9 @@ def write_model_index(model_dir: str | Path, kind: str = "exact", target_recall:
     with store.lock(wait, "dualrec index"):
         parent = store.version()
         source, target = (_f32(a) for a in parent.embeddings())
-        idx = RetrievalIndex.build(target, kind, source=source, target_recall=target_recall, sample=sample,
-                                   seed=seed, log=log, **params)
+        idx = RetrievalIndex.build(
+            target, kind, source=source, target_recall=target_recall, sample=sample, seed=seed, log=log, **params
+        )
         with store.writer(parent) as w:
             w.link_all(except_={"model.json", INDEX_DIRNAME + "/"})
             idx.save(w.new_path(f"{INDEX_DIRNAME}/{META_FILE}").parent)

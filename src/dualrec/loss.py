@@ -33,8 +33,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def info_nce(s: Tensor, t: Tensor, src: Tensor, dst: Tensor, neg: Tensor, tau: float,
-             in_batch: bool = True, max_in_batch: int = 2048, row_neg: Tensor | None = None) -> Tensor:
+def info_nce(
+    s: Tensor,
+    t: Tensor,
+    src: Tensor,
+    dst: Tensor,
+    neg: Tensor,
+    tau: float,
+    in_batch: bool = True,
+    max_in_batch: int = 2048,
+    row_neg: Tensor | None = None,
+) -> Tensor:
     """Sampled-softmax loss of ``src -> dst`` against ``neg`` (shared random targets) and in-batch targets.
 
     In-batch negatives are the targets of the first ``max_in_batch`` pairs of the batch (the
@@ -65,8 +74,9 @@ def info_nce(s: Tensor, t: Tensor, src: Tensor, dst: Tensor, neg: Tensor, tau: f
     return -F.log_softmax(logits, dim=1)[:, 0].mean()
 
 
-def two_hop_negatives(ptr: Tensor, idx: Tensor, src: Tensor, known: Tensor, n: int, h: int,
-                      gen: torch.Generator | None = None) -> Tensor:
+def two_hop_negatives(
+    ptr: Tensor, idx: Tensor, src: Tensor, known: Tensor, n: int, h: int, gen: torch.Generator | None = None
+) -> Tensor:
     """``h`` hard negatives per query: ends of random 2-step walks ``u -> a -> b`` (CSR ``ptr``/``idx``).
 
     Products two co-purchase hops away are the plausible-but-wrong candidates a ranking must

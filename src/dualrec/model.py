@@ -83,9 +83,17 @@ class DualAdjacency:
     num_nodes: int
 
     @classmethod
-    def build(cls, num_nodes: int, src: Tensor, dst: Tensor, weight: Tensor | None = None,
-              sim_a: Tensor | None = None, sim_b: Tensor | None = None, sim_weight: Tensor | None = None,
-              symmetric: bool = False) -> "DualAdjacency":
+    def build(
+        cls,
+        num_nodes: int,
+        src: Tensor,
+        dst: Tensor,
+        weight: Tensor | None = None,
+        sim_a: Tensor | None = None,
+        sim_b: Tensor | None = None,
+        sim_weight: Tensor | None = None,
+        symmetric: bool = False,
+    ) -> "DualAdjacency":
         n = num_nodes
         if symmetric:  # single-embedding ablation: direction is ignored
             src, dst = torch.cat([src, dst]), torch.cat([dst, src])
@@ -169,9 +177,20 @@ class DAEMON(nn.Module):
         dual: separate source and target embeddings (``False`` = one shared embedding).
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int = 128, out_channels: int = 64, num_layers: int = 2,
-                 num_nodes: int = 0, id_dim: int = 0, id_dropout: float = 0.0, dropout: float = 0.0,
-                 use_similar: bool = True, dual: bool = True, use_reverse: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int = 128,
+        out_channels: int = 64,
+        num_layers: int = 2,
+        num_nodes: int = 0,
+        id_dim: int = 0,
+        id_dropout: float = 0.0,
+        dropout: float = 0.0,
+        use_similar: bool = True,
+        dual: bool = True,
+        use_reverse: bool = False,
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError("num_layers must be >= 1")
@@ -180,12 +199,14 @@ class DAEMON(nn.Module):
         self.in_channels, self.out_channels, self.num_layers = in_channels, out_channels, num_layers
         self.dual, self.use_similar = dual, use_similar
         self.dropout, self.id_dropout = dropout, id_dropout
-        self.input = nn.Sequential(nn.Linear(in_channels, hidden_channels), nn.ReLU(),
-                                   nn.Linear(hidden_channels, hidden_channels))
+        self.input = nn.Sequential(
+            nn.Linear(in_channels, hidden_channels), nn.ReLU(), nn.Linear(hidden_channels, hidden_channels)
+        )
         self.id_emb = nn.Embedding(num_nodes, hidden_channels) if id_dim else None
         dims = [hidden_channels] * num_layers + [out_channels]
-        self.layers = nn.ModuleList(DualLayer(dims[i], dims[i + 1], use_similar, use_reverse and dual)
-                                    for i in range(num_layers))
+        self.layers = nn.ModuleList(
+            DualLayer(dims[i], dims[i + 1], use_similar, use_reverse and dual) for i in range(num_layers)
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -32,9 +32,16 @@ def data_fingerprint(graph: ProductGraph, encoder: str) -> str:
     return h.hexdigest()[:16]
 
 
-def train_dataset(dataset_dir: str | Path, model_dir: str | Path, config: TrainConfig | None = None,
-                  resume: bool = False, progress: bool = True, log=print, rerank: bool = True,
-                  keep: int = DEFAULT_KEEP) -> TrainResult:
+def train_dataset(
+    dataset_dir: str | Path,
+    model_dir: str | Path,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    rerank: bool = True,
+    keep: int = DEFAULT_KEEP,
+) -> TrainResult:
     """Train on a dataset folder made by ``dualrec ingest`` and write a new model version.
 
     ``rerank`` (default) also fits the second stage (:mod:`dualrec.rerank`: co-occurrence
@@ -61,29 +68,72 @@ def train_dataset(dataset_dir: str | Path, model_dir: str | Path, config: TrainC
         raise
 
 
-def _train_into(store: ModelStore, graph: ProductGraph, dataset_dir, config: TrainConfig, resume: bool,
-                progress: bool, log, rerank: bool, keep: int) -> TrainResult:
+def _train_into(
+    store: ModelStore,
+    graph: ProductGraph,
+    dataset_dir,
+    config: TrainConfig,
+    resume: bool,
+    progress: bool,
+    log,
+    rerank: bool,
+    keep: int,
+) -> TrainResult:
     with store.lock(0, f"dualrec train {Path(dataset_dir).name}"):
         x = load_or_build_features(graph.products, dataset_dir, config.encoder, show_progress=progress)
         store.checkpoint_dir.mkdir(exist_ok=True)
-        result = train(graph, x, config, store.checkpoint_dir, resume=resume, progress=progress, log=log,
-                       data_fingerprint=data_fingerprint(graph, config.encoder))
-        info = {"dataset": Path(dataset_dir).name, "encoder": config.encoder, "num_products": graph.num_products,
-                "trained_products": graph.num_products, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "best_epoch": result.best_epoch, "train_seconds": result.seconds, "ranker": "daemon"}
+        result = train(
+            graph,
+            x,
+            config,
+            store.checkpoint_dir,
+            resume=resume,
+            progress=progress,
+            log=log,
+            data_fingerprint=data_fingerprint(graph, config.encoder),
+        )
+        info = {
+            "dataset": Path(dataset_dir).name,
+            "encoder": config.encoder,
+            "num_products": graph.num_products,
+            "trained_products": graph.num_products,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "best_epoch": result.best_epoch,
+            "train_seconds": result.seconds,
+            "ranker": "daemon",
+        }
         with store.writer(None) as w:
-            save_trained(w, config=asdict(config), state_dict=result.model.state_dict(), in_channels=x.shape[1],
-                         split=result.split, graph=graph, features=x.numpy(),
-                         feature_spec=feature_spec(graph.products, config.encoder), source=result.source.numpy(),
-                         target=result.target.numpy(), history=result.history, best_epoch=result.best_epoch,
-                         val_metrics=result.val_metrics)
+            save_trained(
+                w,
+                config=asdict(config),
+                state_dict=result.model.state_dict(),
+                in_channels=x.shape[1],
+                split=result.split,
+                graph=graph,
+                features=x.numpy(),
+                feature_spec=feature_spec(graph.products, config.encoder),
+                source=result.source.numpy(),
+                target=result.target.numpy(),
+                history=result.history,
+                best_epoch=result.best_epoch,
+                val_metrics=result.val_metrics,
+            )
             if rerank:
                 split = result.split
                 vm = split.mask(VAL)
                 t0 = time.time()
                 try:
-                    rr = fit_two_stage(graph, split.mask(TRAIN), graph.cp_src[vm], graph.cp_dst[vm], x,
-                                       result.source, result.target, seed=config.seed, log=log)
+                    rr = fit_two_stage(
+                        graph,
+                        split.mask(TRAIN),
+                        graph.cp_src[vm],
+                        graph.cp_dst[vm],
+                        x,
+                        result.source,
+                        result.target,
+                        seed=config.seed,
+                        log=log,
+                    )
                     rr.save(w, RERANK_DIR)
                 except Exception as e:  # e.g. too few validation edges on a toy graph: say so, keep DAEMON
                     msg = str(e) if isinstance(e, DualrecError) else f"{type(e).__name__}: {e}"
@@ -92,15 +142,23 @@ def _train_into(store: ModelStore, graph: ProductGraph, dataset_dir, config: Tra
                     for p in (w.dir / RERANK_DIR).glob("*"):
                         p.unlink()
                 else:
-                    info.update(ranker="two-stage", rerank_seconds=round(time.time() - t0, 3),
-                                rerank={k: v for k, v in rr.info_.items() if k != "features"})
+                    info.update(
+                        ranker="two-stage",
+                        rerank_seconds=round(time.time() - t0, 3),
+                        rerank={k: v for k, v in rr.info_.items() if k != "features"},
+                    )
             v = w.commit(info, keep=keep)
     result.version = v.name
     return result
 
 
-def evaluate_model(model_dir: str | Path, part: str = "test", dataset_dir: str | Path | None = None,
-                   progress: bool = True, version: str | None = None) -> dict:
+def evaluate_model(
+    model_dir: str | Path,
+    part: str = "test",
+    dataset_dir: str | Path | None = None,
+    progress: bool = True,
+    version: str | None = None,
+) -> dict:
     """Metrics of a model version on its held-out ``test`` (or ``val``) edges, ranking all products.
 
     The version holds the graph and split it was trained on; ``dataset_dir`` (optional) checks
@@ -112,8 +170,12 @@ def evaluate_model(model_dir: str | Path, part: str = "test", dataset_dir: str |
     graph, split = v.graph(), v.split()
     if dataset_dir is not None:
         other = ProductGraph.load(dataset_dir)
-        same = (other.num_products == graph.num_products and other.num_copurchase == graph.num_copurchase
-                and torch.equal(other.cp_src, graph.cp_src) and torch.equal(other.cp_dst, graph.cp_dst))
+        same = (
+            other.num_products == graph.num_products
+            and other.num_copurchase == graph.num_copurchase
+            and torch.equal(other.cp_src, graph.cp_src)
+            and torch.equal(other.cp_dst, graph.cp_dst)
+        )
         if not same:
             raise DualrecError(f"the dataset at {dataset_dir} is not the one this model was trained on")
     s, t = (torch.from_numpy(np.asarray(a)) for a in v.embeddings())
@@ -123,8 +185,10 @@ def evaluate_model(model_dir: str | Path, part: str = "test", dataset_dir: str |
     p = TEST if part == "test" else VAL
     rr = load_model_reranker(v, s, t)
     if rr is None:
-        return evaluate_embeddings(graph, split, s, t, p, show_progress=progress) | {"ranker": "daemon",
-                                                                                   "version": v.name}
+        return evaluate_embeddings(graph, split, s, t, p, show_progress=progress) | {
+            "ranker": "daemon",
+            "version": v.name,
+        }
     from dualrec.benchmark import RowMemo, evaluate_method
     from dualrec.evaluate import pair_fn_from_score_fn
 
@@ -133,8 +197,9 @@ def evaluate_model(model_dir: str | Path, part: str = "test", dataset_dir: str |
     out["ranker"] = "two-stage"
     out["version"] = v.name
     # the first stage alone, for comparison (on VAL the reranker was fitted: optimistic there)
-    out["daemon_alone"] = {k: v_ for k, v_ in evaluate_embeddings(graph, split, s, t, p).items()
-                           if k.startswith(("HitRate", "MRR"))}
+    out["daemon_alone"] = {
+        k: v_ for k, v_ in evaluate_embeddings(graph, split, s, t, p).items() if k.startswith(("HitRate", "MRR"))
+    }
     return out
 
 

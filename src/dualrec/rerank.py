@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,13 +43,13 @@ RERANK_DIR = "rerank"
 
 @dataclass
 class RerankConfig:
-    n_daemon: int = 100        # candidates from the embedding model
-    n_graph: int = 100         # candidates from co-occurrence
-    max_iter: int = 300        # boosting rounds (early-stopped on a held-out part of the val queries)
+    n_daemon: int = 100  # candidates from the embedding model
+    n_graph: int = 100  # candidates from co-occurrence
+    max_iter: int = 300  # boosting rounds (early-stopped on a held-out part of the val queries)
     learning_rate: float = 0.1
     max_leaf_nodes: int = 31
-    neg_per_query: int = 50    # negatives sampled per validation query for fitting (all positives kept)
-    chunk: int = 512           # queries per scoring chunk (fewer on big catalogues: see _rows_per_chunk)
+    neg_per_query: int = 50  # negatives sampled per validation query for fitting (all positives kept)
+    chunk: int = 512  # queries per scoring chunk (fewer on big catalogues: see _rows_per_chunk)
     chunk_elems: int = 1 << 24  # at most this many (query, product) cells per chunk
     max_fit_queries: int = 50_000  # validation queries the model is fitted on (a seeded sample beyond)
     objective: str = "lambdarank"  # LightGBM LambdaMART, or "binary" (scikit-learn, pointwise)
@@ -67,9 +66,16 @@ class CandidateReranker:
         known_src, known_dst: training co-purchase edges: never candidates.
     """
 
-    def __init__(self, cooc: Cooccurrence, source: torch.Tensor | None, target: torch.Tensor | None,
-                 x: torch.Tensor | None, known_src: torch.Tensor, known_dst: torch.Tensor,
-                 config: RerankConfig | None = None):
+    def __init__(
+        self,
+        cooc: Cooccurrence,
+        source: torch.Tensor | None,
+        target: torch.Tensor | None,
+        x: torch.Tensor | None,
+        known_src: torch.Tensor,
+        known_dst: torch.Tensor,
+        config: RerankConfig | None = None,
+    ):
         self.cfg = config or RerankConfig()
         self.cooc = cooc
         self.n = cooc.n
@@ -96,8 +102,14 @@ class CandidateReranker:
         if self.x is not None:
             names.append("text_cos")
         if self.s is not None:
-            names += ["daemon_score", "daemon_rank", "daemon_gap", "daemon_reverse", "daemon_target_sim",
-                      "daemon_source_sim"]
+            names += [
+                "daemon_score",
+                "daemon_rank",
+                "daemon_gap",
+                "daemon_reverse",
+                "daemon_target_sim",
+                "daemon_source_sim",
+            ]
         return names
 
     def _chunk(self, q: np.ndarray):
@@ -151,8 +163,7 @@ class CandidateReranker:
             feats += [d, np.log1p(_rank_in_row(r, d)), d - Dm.max(1).values.numpy()[r]]
             # the other roles of the dual embeddings: v -> u (direction), and u, v as substitutes
             s, t = self.s[:n], self.t[:n]
-            feats += [(t[tq] @ s.T)[rt, ct].numpy(), (t[tq] @ t.T)[rt, ct].numpy(),
-                      (s[tq] @ s.T)[rt, ct].numpy()]
+            feats += [(t[tq] @ s.T)[rt, ct].numpy(), (t[tq] @ t.T)[rt, ct].numpy(), (s[tq] @ s.T)[rt, ct].numpy()]
         F = np.stack([np.asarray(f, dtype=np.float32) for f in feats], 1)
         return r, c, F, (G if base is None else base)
 
@@ -161,8 +172,9 @@ class CandidateReranker:
         cfg, n = self.cfg, self.n
         vs, vd = val_src.numpy(), val_dst.numpy()
         if vs.size == 0:
-            raise DualrecError("the reranker needs validation edges to learn from; the split has none "
-                               "(the graph is too small)")
+            raise DualrecError(
+                "the reranker needs validation edges to learn from; the split has none (the graph is too small)"
+            )
         pos = sp.csr_matrix((np.ones(vs.size, dtype=bool), (vs, vd)), shape=(n, n))
         uq = np.unique(vs)
         rng = np.random.default_rng(cfg.seed)
@@ -171,7 +183,7 @@ class CandidateReranker:
         step = self._rows_per_chunk()
         Xs, ys, gs, found = [], [], [], 0
         for a in range(0, uq.size, step):
-            q = uq[a:a + step]
+            q = uq[a : a + step]
             r, c, F, _ = self._chunk(q)
             y = np.asarray(pos[q[r], c]).ravel()
             found += int(y.sum())
@@ -185,11 +197,19 @@ class CandidateReranker:
         X, y, groups = np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs)
         groups = groups[groups > 0]
         self._fit_model(X, y, groups)
-        self.info_ = {"val_edges": int(vs.size), "val_edges_in_candidates": found,
-                      "candidate_recall": found / max(1, vs.size), "rows": int(y.size),
-                      "positives": int(y.sum()), "features": self.feature_names, **self.info_}
-        log(f"reranker: {y.size} rows, {int(y.sum())} positives; {found / max(1, vs.size):.3f} of the val "
-            f"edges are candidates; {self.info_.get('iterations')} rounds")
+        self.info_ = {
+            "val_edges": int(vs.size),
+            "val_edges_in_candidates": found,
+            "candidate_recall": found / max(1, vs.size),
+            "rows": int(y.size),
+            "positives": int(y.sum()),
+            "features": self.feature_names,
+            **self.info_,
+        }
+        log(
+            f"reranker: {y.size} rows, {int(y.sum())} positives; {found / max(1, vs.size):.3f} of the val "
+            f"edges are candidates; {self.info_.get('iterations')} rounds"
+        )
         return self
 
     def _fit_model(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
@@ -202,26 +222,45 @@ class CandidateReranker:
             # 2 to 47 rounds.)
             cut = int(len(groups) * 0.9)
             if cut < 1 or cut >= len(groups):
-                raise DualrecError(f"the reranker needs validation queries with a held-out edge among their "
-                                   f"candidates; found {len(groups)} (the graph is too small)")
+                raise DualrecError(
+                    f"the reranker needs validation queries with a held-out edge among their "
+                    f"candidates; found {len(groups)} (the graph is too small)"
+                )
             held = np.zeros(len(groups), dtype=bool)
             held[np.random.default_rng(cfg.seed).permutation(len(groups))[cut:]] = True
             row_held = np.repeat(held, groups)  # rows are grouped by query, in order
             train = lgb.Dataset(X[~row_held], y[~row_held].astype(np.float32), group=groups[~held])
             valid = lgb.Dataset(X[row_held], y[row_held].astype(np.float32), group=groups[held], reference=train)
-            params = {"objective": "lambdarank", "learning_rate": cfg.learning_rate,
-                      "num_leaves": cfg.max_leaf_nodes, "min_data_in_leaf": 50, "metric": "map",
-                      "eval_at": [10], "lambdarank_truncation_level": 20, "verbose": -1, "seed": cfg.seed,
-                      "num_threads": torch.get_num_threads(), "deterministic": True, "force_row_wise": True}
-            self.model = lgb.train(params, train, cfg.max_iter, valid_sets=[valid],
-                                   callbacks=[lgb.early_stopping(20, verbose=False)])
+            params = {
+                "objective": "lambdarank",
+                "learning_rate": cfg.learning_rate,
+                "num_leaves": cfg.max_leaf_nodes,
+                "min_data_in_leaf": 50,
+                "metric": "map",
+                "eval_at": [10],
+                "lambdarank_truncation_level": 20,
+                "verbose": -1,
+                "seed": cfg.seed,
+                "num_threads": torch.get_num_threads(),
+                "deterministic": True,
+                "force_row_wise": True,
+            }
+            self.model = lgb.train(
+                params, train, cfg.max_iter, valid_sets=[valid], callbacks=[lgb.early_stopping(20, verbose=False)]
+            )
             self.info_["iterations"] = int(self.model.best_iteration)
         else:
             from sklearn.ensemble import HistGradientBoostingClassifier
 
             self.model = HistGradientBoostingClassifier(
-                max_iter=cfg.max_iter, learning_rate=cfg.learning_rate, max_leaf_nodes=cfg.max_leaf_nodes,
-                early_stopping=True, validation_fraction=0.1, n_iter_no_change=20, random_state=cfg.seed)
+                max_iter=cfg.max_iter,
+                learning_rate=cfg.learning_rate,
+                max_leaf_nodes=cfg.max_leaf_nodes,
+                early_stopping=True,
+                validation_fraction=0.1,
+                n_iter_no_change=20,
+                random_state=cfg.seed,
+            )
             self.model.fit(X, y)
             self.info_["iterations"] = int(self.model.n_iter_)
 
@@ -279,7 +318,7 @@ class CandidateReranker:
             q = q[pos.numpy()]
         step = self._rows_per_chunk()
         for a in range(0, q.size, step):
-            qq = q[a:a + step]
+            qq = q[a : a + step]
             r, c, F, base = self._chunk(qq)
             rt, ct = torch.from_numpy(r), torch.from_numpy(c)
             z = torch.from_numpy(np.asarray(self._predict(F), dtype=np.float32))
@@ -296,7 +335,7 @@ class CandidateReranker:
                     kb = base[kr, kc]
                     kmin = torch.full((qq.size,), math.inf).scatter_reduce(0, kr, kb, "amin")
                     block[kr, kc] = kb - kmin[kr] + zmax[kr] + 1.0
-            out[slice(a, a + qq.size) if pos is None else pos[a:a + qq.size]] = block
+            out[slice(a, a + qq.size) if pos is None else pos[a : a + qq.size]] = block
         return out
 
     def top_k(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -309,7 +348,7 @@ class CandidateReranker:
         step = max(1, self.cfg.chunk_elems // max(1, self.num_products))  # bounded dense rows
         vals, idx = [], []
         for a in range(0, rows.size, step):
-            q = torch.from_numpy(rows[a:a + step])
+            q = torch.from_numpy(rows[a : a + step])
             sc = self.score_fn(q, known_first=True)
             sc[torch.arange(q.numel()), q] = -math.inf
             top = sc.topk(kk, dim=1)
@@ -332,14 +371,29 @@ class CandidateReranker:
             raise DualrecError("only the LightGBM reranker (objective='lambdarank') can be saved in a model folder")
         text = self.model.model_to_string(num_iteration=self.model.best_iteration)
         writer.new_path(f"{prefix}/booster.txt").write_text(text)
-        writer.save_json(f"{prefix}/rerank.json", {
-            "format": RERANK_FORMAT, "config": asdict(self.cfg), "n": int(self.n), "kinds": self.kinds,
-            "has_daemon": self.s is not None, "has_text": bool(self._needs_text), "info": self.info_,
-            "cooccurrence": self.cooc.state()})
+        writer.save_json(
+            f"{prefix}/rerank.json",
+            {
+                "format": RERANK_FORMAT,
+                "config": asdict(self.cfg),
+                "n": int(self.n),
+                "kinds": self.kinds,
+                "has_daemon": self.s is not None,
+                "has_text": bool(self._needs_text),
+                "info": self.info_,
+                "cooccurrence": self.cooc.state(),
+            },
+        )
 
     @classmethod
-    def load(cls, version, source: torch.Tensor | None, target: torch.Tensor | None,
-             x: torch.Tensor | None, prefix: str = RERANK_DIR) -> "CandidateReranker":
+    def load(
+        cls,
+        version,
+        source: torch.Tensor | None,
+        target: torch.Tensor | None,
+        x: torch.Tensor | None,
+        prefix: str = RERANK_DIR,
+    ) -> "CandidateReranker":
         """The reranker of a model version (:class:`~dualrec.store.ModelVersion`), with its
         embeddings (which may have gained rows for products added since, see
         :mod:`dualrec.coldstart`) and the text features of its catalogue."""
@@ -349,12 +403,15 @@ class CandidateReranker:
 
         state = version.json(f"{prefix}/rerank.json")
         if state.get("format") != RERANK_FORMAT:
-            raise DualrecError(f"the second stage of version {version.name} has format {state.get('format')!r}; "
-                               f"this dualrec reads {RERANK_FORMAT}: train the model again")
+            raise DualrecError(
+                f"the second stage of version {version.name} has format {state.get('format')!r}; "
+                f"this dualrec reads {RERANK_FORMAT}: train the model again"
+            )
         n = int(state["n"])
         if state["has_daemon"] != (source is not None):
-            raise DualrecError(f"the second stage was fitted {'with' if state['has_daemon'] else 'without'} "
-                               "DAEMON embeddings")
+            raise DualrecError(
+                f"the second stage was fitted {'with' if state['has_daemon'] else 'without'} DAEMON embeddings"
+            )
         if source is not None and (source.shape != target.shape or source.shape[0] < n):
             raise DualrecError(f"the second stage covers {n} products; the embeddings have {source.shape[0]} rows")
         graph = version.graph()
@@ -362,7 +419,7 @@ class CandidateReranker:
             raise DualrecError(f"the second stage covers {n} products, the training graph {graph.num_products}")
         train = version.split().mask(TRAIN)
         cooc = Cooccurrence.from_state(graph, train, state["cooccurrence"])
-        known = ({k: v for k, v in state["config"].items() if k in {f.name for f in fields(RerankConfig)}})
+        known = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(RerankConfig)}}
         rr = cls(cooc, source, target, None, graph.cp_src[train], graph.cp_dst[train], RerankConfig(**known))
         if rr.kinds != list(state["kinds"]):
             raise DualrecError("the second stage's path kinds do not match its co-occurrence model")
@@ -382,7 +439,7 @@ class CandidateReranker:
             return
         if x is None or x.shape[0] < self.n:
             raise DualrecError(f"the reranker needs the text features of its {self.n} products")
-        self.x = torch.nn.functional.normalize(torch.as_tensor(x[:self.n]).float(), dim=1)
+        self.x = torch.nn.functional.normalize(torch.as_tensor(x[: self.n]).float(), dim=1)
 
 
 def ranker_name(reranker: CandidateReranker | None, row: int | None = None) -> str:
@@ -393,10 +450,19 @@ def ranker_name(reranker: CandidateReranker | None, row: int | None = None) -> s
     return "two-stage"
 
 
-def fit_two_stage(graph, train_mask: torch.Tensor, val_src: torch.Tensor, val_dst: torch.Tensor,
-                  x: torch.Tensor | None, source: torch.Tensor | None, target: torch.Tensor | None,
-                  seed: int = 0, cooc: Cooccurrence | None = None, config: RerankConfig | None = None,
-                  log=print) -> CandidateReranker:
+def fit_two_stage(
+    graph,
+    train_mask: torch.Tensor,
+    val_src: torch.Tensor,
+    val_dst: torch.Tensor,
+    x: torch.Tensor | None,
+    source: torch.Tensor | None,
+    target: torch.Tensor | None,
+    seed: int = 0,
+    cooc: Cooccurrence | None = None,
+    config: RerankConfig | None = None,
+    log=print,
+) -> CandidateReranker:
     """Fit dualrec's second stage on a graph's training edges and validation edges.
 
     Co-occurrence is fitted on the training co-purchase edges (and every co-view pair) and tuned
@@ -410,8 +476,9 @@ def fit_two_stage(graph, train_mask: torch.Tensor, val_src: torch.Tensor, val_ds
     return rr.fit(val_src, val_dst, log=log)
 
 
-def load_model_reranker(version, source: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
-                        ) -> CandidateReranker | None:
+def load_model_reranker(
+    version, source: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
+) -> CandidateReranker | None:
     """The second stage of a model version (:class:`~dualrec.store.ModelVersion`), or ``None``
     when it has none.
 
@@ -447,5 +514,12 @@ def _rank_in_row(r: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["CandidateReranker", "RerankConfig", "RERANK_DIR", "RERANK_FORMAT", "fit_two_stage", "load_model_reranker",
-           "ranker_name"]
+__all__ = [
+    "CandidateReranker",
+    "RerankConfig",
+    "RERANK_DIR",
+    "RERANK_FORMAT",
+    "fit_two_stage",
+    "load_model_reranker",
+    "ranker_name",
+]

@@ -25,9 +25,9 @@ class Recommendation:
     query: str
     ids: list[str]
     scores: list[float]
-    kinds: list[str] | None = None     # "logged" (a co-purchase in the shop's data) or "predicted"
-    reasons: list[str] | None = None   # why, in words (see dualrec.explain)
-    ranker: str | None = None          # how this list was ranked: "two-stage" or "daemon" (what the scores are)
+    kinds: list[str] | None = None  # "logged" (a co-purchase in the shop's data) or "predicted"
+    reasons: list[str] | None = None  # why, in words (see dualrec.explain)
+    ranker: str | None = None  # how this list was ranked: "two-stage" or "daemon" (what the scores are)
 
 
 class Recommender:
@@ -41,8 +41,14 @@ class Recommender:
             ``None`` to rank by DAEMON alone. Its scores are the pair model's, not cosines.
     """
 
-    def __init__(self, products: pd.DataFrame, source: torch.Tensor, target: torch.Tensor,
-                 chunk_elems: int = 2**24, reranker=None):
+    def __init__(
+        self,
+        products: pd.DataFrame,
+        source: torch.Tensor,
+        target: torch.Tensor,
+        chunk_elems: int = 2**24,
+        reranker=None,
+    ):
         if source.shape != target.shape or source.shape[0] != len(products):
             raise DualrecError("source/target embeddings and products do not line up")
         self.products = products.reset_index(drop=True)
@@ -88,8 +94,9 @@ class Recommender:
         return torch.as_tensor(idx, dtype=torch.long)
 
     @torch.no_grad()
-    def topk_indices(self, query: torch.Tensor, k: int, exclude: list[torch.Tensor] | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def topk_indices(
+        self, query: torch.Tensor, k: int, exclude: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores, indexes), each (Q, k'), k' = min(k, N - 1); the query itself is never returned.
 
         ``exclude[i]`` (optional) lists more product indexes to leave out for query ``i``.
@@ -102,14 +109,14 @@ class Recommender:
         rows = max(1, self.chunk_elems // max(n, 1))
         out_s, out_i = [], []
         for lo in range(0, query.numel(), rows):
-            q = query[lo:lo + rows]
+            q = query[lo : lo + rows]
             if self.reranker is None:
                 scores = self.source[q] @ self.target.T
             else:
                 scores = self.reranker.score_fn(q, known_first=True)
             scores[torch.arange(q.numel()), q] = float("-inf")
             if exclude is not None:
-                ex = exclude[lo:lo + rows]
+                ex = exclude[lo : lo + rows]
                 r = torch.cat([torch.full((e.numel(),), i, dtype=torch.long) for i, e in enumerate(ex)])
                 c = torch.cat([e.long() for e in ex])
                 if c.numel():
@@ -120,8 +127,13 @@ class Recommender:
             out_i.append(i)
         return torch.cat(out_s), torch.cat(out_i)
 
-    def recommend(self, product_ids: Sequence[str], k: int = 10,
-                  exclude: dict[str, Sequence[str]] | None = None, explain: bool = False) -> list[Recommendation]:
+    def recommend(
+        self,
+        product_ids: Sequence[str],
+        k: int = 10,
+        exclude: dict[str, Sequence[str]] | None = None,
+        explain: bool = False,
+    ) -> list[Recommendation]:
         """Top-k related products for each query id (unknown ids raise :class:`UnknownProductError`).
 
         ``explain`` adds each item's kind (logged / predicted) and reason (needs a model version:
@@ -137,8 +149,12 @@ class Recommender:
             keep = i >= 0
             from dualrec.rerank import ranker_name
 
-            rec = Recommendation(str(p), ids[i[keep].numpy()].astype(str).tolist(), s[keep].tolist(),
-                                 ranker=ranker_name(self.reranker, qi))
+            rec = Recommendation(
+                str(p),
+                ids[i[keep].numpy()].astype(str).tolist(),
+                s[keep].tolist(),
+                ranker=ranker_name(self.reranker, qi),
+            )
             if explain:
                 why = self.explainer.explain(qi, i[keep].numpy())
                 rec.kinds, rec.reasons = [w["kind"] for w in why], [w["reason"] for w in why]
@@ -152,8 +168,9 @@ class Recommender:
 
             if self.version is None:
                 raise DualrecError("explanations need a model folder: load it with Recommender.load")
-            self._explainer = Explainer.from_version(self.version, self.source.numpy(), self.target.numpy(),
-                                                     self.reranker)
+            self._explainer = Explainer.from_version(
+                self.version, self.source.numpy(), self.target.numpy(), self.reranker
+            )
         return self._explainer
 
 

@@ -34,8 +34,12 @@ class EdgeSplit:
         return {name: int((self.labels == v).sum()) for name, v in (("train", TRAIN), ("val", VAL), ("test", TEST))}
 
     def state_dict(self) -> dict:
-        return {"labels": self.labels, "seed": self.seed, "val_fraction": self.val_fraction,
-                "test_fraction": self.test_fraction}
+        return {
+            "labels": self.labels,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+        }
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "EdgeSplit":
@@ -115,8 +119,16 @@ def cold_split(graph: ProductGraph, fraction: float = 0.1, val_fraction: float =
     labels = edge_split(graph, val_fraction, 0.0, seed).labels.clone()
     labels[cold[graph.cp_src] | cold[graph.cp_dst]] = TEST
     keep = ~(cold[graph.sim_a] | cold[graph.sim_b])
-    g = ProductGraph(graph.products, graph.cp_src, graph.cp_dst, graph.cp_weight, graph.sim_a[keep],
-                     graph.sim_b[keep], graph.sim_weight[keep], graph.report)
+    g = ProductGraph(
+        graph.products,
+        graph.cp_src,
+        graph.cp_dst,
+        graph.cp_weight,
+        graph.sim_a[keep],
+        graph.sim_b[keep],
+        graph.sim_weight[keep],
+        graph.report,
+    )
     return ColdSplit(EdgeSplit(labels, seed, val_fraction, 0.0), cold, g)
 
 

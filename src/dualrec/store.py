@@ -92,10 +92,16 @@ def _sha256(path: Path) -> str:
 def _checked_files(name: str, files) -> dict:
     """The manifest's file table, if well formed: relative names, sizes and hashes."""
     ok = isinstance(files, dict)
-    for rel, meta in (files.items() if ok else ()):
+    for rel, meta in files.items() if ok else ():
         parts = Path(rel).parts if isinstance(rel, str) else ("..",)
-        ok = (isinstance(meta, dict) and isinstance(meta.get("bytes"), int) and isinstance(meta.get("sha256"), str)
-              and not rel.startswith("/") and ".." not in parts and rel != MANIFEST)
+        ok = (
+            isinstance(meta, dict)
+            and isinstance(meta.get("bytes"), int)
+            and isinstance(meta.get("sha256"), str)
+            and not rel.startswith("/")
+            and ".." not in parts
+            and rel != MANIFEST
+        )
         if not ok:
             break
     if not ok:
@@ -122,14 +128,17 @@ class ModelVersion:
         except FileNotFoundError:
             if not self.dir.is_dir():
                 raise DualrecError(f"model version {name} was removed while it was read (a writer pruned it)") from None
-            raise DualrecError(f"model version {name} is incomplete (no {MANIFEST}); "
-                               "roll back with `dualrec rollback MODEL` or train again") from None
+            raise DualrecError(
+                f"model version {name} is incomplete (no {MANIFEST}); "
+                "roll back with `dualrec rollback MODEL` or train again"
+            ) from None
         except (OSError, ValueError) as e:
             raise DualrecError(f"model version {name}: unreadable {MANIFEST} ({e})") from e
         fmt = self.manifest.get("format") if isinstance(self.manifest, dict) else None
         if fmt != FORMAT:
-            raise DualrecError(f"model version {name} has format {fmt!r}; this dualrec reads format {FORMAT}: "
-                               "train the model again")
+            raise DualrecError(
+                f"model version {name} has format {fmt!r}; this dualrec reads format {FORMAT}: train the model again"
+            )
         self.files: dict[str, dict] = _checked_files(name, self.manifest.get("files"))
         if verify:
             self.verify()
@@ -144,11 +153,15 @@ class ModelVersion:
             except FileNotFoundError:
                 if not self.dir.is_dir():
                     raise self._gone(rel, FileNotFoundError()) from None
-                raise DualrecError(f"model version {self.name}: {rel} is missing; the folder was changed "
-                                   "after it was written (roll back or train again)") from None
+                raise DualrecError(
+                    f"model version {self.name}: {rel} is missing; the folder was changed "
+                    "after it was written (roll back or train again)"
+                ) from None
             if size != meta["bytes"] or (hashes and _sha256(p) != meta["sha256"]):
-                raise DualrecError(f"model version {self.name}: {rel} does not match its manifest; the "
-                                   "folder was changed after it was written (roll back or train again)")
+                raise DualrecError(
+                    f"model version {self.name}: {rel} does not match its manifest; the "
+                    "folder was changed after it was written (roll back or train again)"
+                )
 
     # -- files -----------------------------------------------------------------------------------
     def has(self, rel: str) -> bool:
@@ -161,8 +174,10 @@ class ModelVersion:
 
     def _gone(self, rel: str, e: OSError) -> DualrecError:
         if not self.dir.is_dir():
-            return DualrecError(f"model version {self.name} was removed while it was read (a writer pruned it); "
-                                "read the current version again")
+            return DualrecError(
+                f"model version {self.name} was removed while it was read (a writer pruned it); "
+                "read the current version again"
+            )
         return DualrecError(f"model version {self.name}: cannot read {rel} ({type(e).__name__})")
 
     def json(self, rel: str) -> dict:
@@ -226,10 +241,15 @@ class ModelVersion:
         n = int(self.info["trained_products"])
         cp, sim = self.array("cp_edges.npy"), self.array("sim_edges.npy")
         t = torch.from_numpy
-        return ProductGraph(self.products().iloc[:n].reset_index(drop=True),
-                            t(np.ascontiguousarray(cp[0])), t(np.ascontiguousarray(cp[1])),
-                            t(self.array("cp_weight.npy")), t(np.ascontiguousarray(sim[0])),
-                            t(np.ascontiguousarray(sim[1])), t(self.array("sim_weight.npy")))
+        return ProductGraph(
+            self.products().iloc[:n].reset_index(drop=True),
+            t(np.ascontiguousarray(cp[0])),
+            t(np.ascontiguousarray(cp[1])),
+            t(self.array("cp_weight.npy")),
+            t(np.ascontiguousarray(sim[0])),
+            t(np.ascontiguousarray(sim[1])),
+            t(self.array("sim_weight.npy")),
+        )
 
     def split(self):
         import torch
@@ -237,8 +257,9 @@ class ModelVersion:
         from dualrec.split import EdgeSplit
 
         c = self.json("config.json")["split"]
-        return EdgeSplit(torch.from_numpy(self.array("split.npy").astype(np.int8)), c["seed"],
-                         c["val_fraction"], c["test_fraction"])
+        return EdgeSplit(
+            torch.from_numpy(self.array("split.npy").astype(np.int8)), c["seed"], c["val_fraction"], c["test_fraction"]
+        )
 
     def state_dict(self) -> dict:
         from safetensors import SafetensorError
@@ -247,15 +268,23 @@ class ModelVersion:
         try:
             return load_file(str(self.path("weights.safetensors")))
         except (OSError, SafetensorError) as e:
-            raise self._gone("weights.safetensors", e) if isinstance(e, OSError) else DualrecError(
-                f"model version {self.name}: cannot read its weights ({e})") from e
+            raise (
+                self._gone("weights.safetensors", e)
+                if isinstance(e, OSError)
+                else DualrecError(f"model version {self.name}: cannot read its weights ({e})")
+            ) from e
 
     def added_edges(self):
         import pandas as pd
 
         if not self.has(ADDED_EDGES):
-            return pd.DataFrame({"kind": pd.Series([], dtype=str), "a": pd.Series([], dtype=np.int64),
-                                 "b": pd.Series([], dtype=np.int64)})
+            return pd.DataFrame(
+                {
+                    "kind": pd.Series([], dtype=str),
+                    "a": pd.Series([], dtype=np.int64),
+                    "b": pd.Series([], dtype=np.int64),
+                }
+            )
         return pd.read_parquet(self.path(ADDED_EDGES))
 
     def __repr__(self) -> str:
@@ -344,8 +373,14 @@ class VersionWriter:
         store = self.store
         name = store._next_name()
         replaces = store.current_name() if store.is_model() else None
-        info = {**info, "version": name, "format": FORMAT, "parent": None if self.parent is None else self.parent.name,
-                "replaces": replaces, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        info = {
+            **info,
+            "version": name,
+            "format": FORMAT,
+            "parent": None if self.parent is None else self.parent.name,
+            "replaces": replaces,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         self.save_json("model.json", info)
         files = {}
         for p in sorted(self.dir.rglob("*")):
@@ -411,10 +446,13 @@ class ModelStore:
             raise DualrecError(
                 f"{self.root} was written by an older dualrec (pickled files at the top level). It is "
                 "not read, because loading it could run code. Train again into a new folder: "
-                f"`dualrec train DATASET --out NEW_MODEL_FOLDER`")
+                f"`dualrec train DATASET --out NEW_MODEL_FOLDER`"
+            )
         if not self.is_model():
-            raise DualrecError(f"{self.root} is not a trained dualrec model (no {CURRENT}); "
-                               "train one with `dualrec train DATASET --out MODEL`")
+            raise DualrecError(
+                f"{self.root} is not a trained dualrec model (no {CURRENT}); "
+                "train one with `dualrec train DATASET --out MODEL`"
+            )
 
     def current_name(self) -> str:
         self.check_model()
@@ -468,11 +506,13 @@ class ModelStore:
                         holder = f" by `{o.get('command', '?')}` (pid {o.get('pid')}, since {o.get('since')})"
                     except (OSError, ValueError):
                         pass
-                    raise ModelBusyError(f"the model folder {store.root} is being written{holder}; "
-                                         "try again when it is done") from None
+                    raise ModelBusyError(
+                        f"the model folder {store.root} is being written{holder}; try again when it is done"
+                    ) from None
                 try:
-                    owner.write_text(json.dumps({"pid": os.getpid(), "command": what,
-                                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+                    owner.write_text(
+                        json.dumps({"pid": os.getpid(), "command": what, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                    )
                 except OSError:
                     pass
                 store._clean_staging()
@@ -494,11 +534,16 @@ class ModelStore:
         if self.is_legacy():
             self.check_model()  # raises, naming the old layout
         if self.root.is_dir() and not self.is_model():
-            other = [p.name for p in self.root.iterdir() if p.name not in (LOCK, LOCK + ".owner", STAGING, CHECKPOINT,
-                                                                         VERSIONS)]
+            other = [
+                p.name
+                for p in self.root.iterdir()
+                if p.name not in (LOCK, LOCK + ".owner", STAGING, CHECKPOINT, VERSIONS)
+            ]
             if other:
-                raise DualrecError(f"{self.root} is not empty and not a dualrec model folder "
-                                   f"(it holds {', '.join(sorted(other)[:3])}); choose a new folder")
+                raise DualrecError(
+                    f"{self.root} is not empty and not a dualrec model folder "
+                    f"(it holds {', '.join(sorted(other)[:3])}); choose a new folder"
+                )
 
     def _next_name(self) -> str:
         names = self.versions()
@@ -551,8 +596,10 @@ class ModelStore:
             if to is None:
                 to = self.version(cur, verify=False).info.get("replaces")
                 if not to or to not in names:
-                    raise DualrecError(f"the version that {cur} replaced is not kept; name one with --to "
-                                       f"(versions: {', '.join(names)})")
+                    raise DualrecError(
+                        f"the version that {cur} replaced is not kept; name one with --to "
+                        f"(versions: {', '.join(names)})"
+                    )
             self.version(to, verify=True)  # verified before it is served
             self._set_current(to)
             return to
@@ -576,15 +623,36 @@ def command_line() -> str:
     return " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))[:200]
 
 
-def save_trained(w: VersionWriter, *, config: dict, state_dict: dict, in_channels: int, split, graph,
-                 features: np.ndarray, feature_spec: dict, source, target, history: list, best_epoch: int,
-                 val_metrics: dict) -> None:
+def save_trained(
+    w: VersionWriter,
+    *,
+    config: dict,
+    state_dict: dict,
+    in_channels: int,
+    split,
+    graph,
+    features: np.ndarray,
+    feature_spec: dict,
+    source,
+    target,
+    history: list,
+    best_epoch: int,
+    val_metrics: dict,
+) -> None:
     """Write everything a trained DAEMON model needs into a version (no second stage, no index)."""
     w.save_state_dict("weights.safetensors", state_dict)
-    w.save_json("config.json", {"train": config, "in_channels": int(in_channels), "num_nodes": graph.num_products,
-                                "split": {"seed": split.seed, "val_fraction": split.val_fraction,
-                                          "test_fraction": split.test_fraction},
-                                "best_epoch": int(best_epoch), "val_metrics": val_metrics, "history": history})
+    w.save_json(
+        "config.json",
+        {
+            "train": config,
+            "in_channels": int(in_channels),
+            "num_nodes": graph.num_products,
+            "split": {"seed": split.seed, "val_fraction": split.val_fraction, "test_fraction": split.test_fraction},
+            "best_epoch": int(best_epoch),
+            "val_metrics": val_metrics,
+            "history": history,
+        },
+    )
     w.save_array("split.npy", split.labels.numpy().astype(np.int8))
     w.save_array("cp_edges.npy", np.stack([graph.cp_src.numpy(), graph.cp_dst.numpy()]).astype(np.int64))
     w.save_array("cp_weight.npy", graph.cp_weight.numpy().astype(np.float32))

@@ -37,17 +37,17 @@ from dualrec.split import TEST, TRAIN, VAL, EdgeSplit, edge_split
 @dataclass
 class TrainConfig:
     # features
-    encoder: str = "minilm"            # text encoder: "minilm" (default) or "hash" (cheap, for tests)
+    encoder: str = "minilm"  # text encoder: "minilm" (default) or "hash" (cheap, for tests)
     # model
     hidden_channels: int = 128
     out_channels: int = 64
     num_layers: int = 2
-    id_dim: int = 128                  # >0: regularised per-product embeddings (beyond the paper; 0 = paper form)
+    id_dim: int = 128  # >0: regularised per-product embeddings (beyond the paper; 0 = paper form)
     id_dropout: float = 0.5
     dropout: float = 0.1
     use_similar: bool = True
     dual: bool = True
-    use_reverse: bool = False          # also aggregate along co-purchase edges read backwards (beyond the paper)
+    use_reverse: bool = False  # also aggregate along co-purchase edges read backwards (beyond the paper)
     # objective
     tau: float = 0.1
     num_negatives: int = 1024
@@ -55,21 +55,21 @@ class TrainConfig:
     # cellphones (16 per pair, 10 epochs): val MRR@10 0.162 vs 0.169 without, so off (as a first
     # stage for the reranker they gained about 1 % HR@10 on cellphones val: see benchmark.py).
     hard_negatives: int = 0
-    in_batch_negatives: bool = False   # True: over-penalises best-sellers without a logQ correction (measured)
+    in_batch_negatives: bool = False  # True: over-penalises best-sellers without a logQ correction (measured)
     sim_weight: float = 0.5
     asym_weight: float = 1.0
     # optimisation
     lr: float = 3e-3
     weight_decay: float = 0.0
-    id_weight_decay: float = 1e-5       # L2 on the per-product embeddings only
+    id_weight_decay: float = 1e-5  # L2 on the per-product embeddings only
     epochs: int = 40
     patience: int = 5
     batch_size: int = 4096
     target_fraction: float = 0.3
-    cold_fraction: float = 0.1          # share of products made edge-less (and id-less) per fold: cold-start practice
-    max_steps_per_epoch: int = 0        # >0: cap the optimiser steps of an epoch (very large graphs)
-    min_steps_per_epoch: int = 32       # small graphs: the batch shrinks so an epoch has at least this many steps
-    max_val_edges: int = 20000          # validation subsample, for speed on big graphs
+    cold_fraction: float = 0.1  # share of products made edge-less (and id-less) per fold: cold-start practice
+    max_steps_per_epoch: int = 0  # >0: cap the optimiser steps of an epoch (very large graphs)
+    min_steps_per_epoch: int = 32  # small graphs: the batch shrinks so an epoch has at least this many steps
+    max_val_edges: int = 20000  # validation subsample, for speed on big graphs
     # split
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -83,8 +83,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise DualrecError(f"unknown training option(s): {', '.join(sorted(unknown))} "
-                               f"(known: {', '.join(sorted(known))})")
+            raise DualrecError(
+                f"unknown training option(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
+            )
         cfg = cls(**d)
         cfg.validate()
         return cfg
@@ -125,16 +126,34 @@ class TrainConfig:
 # (type, low, high) of every TrainConfig field. A bound in a tuple is exclusive: (0,) means > 0.
 _RULES: dict[str, tuple] = {
     "encoder": (str, ("minilm", "hash"), None),
-    "hidden_channels": (int, 1, 8192), "out_channels": (int, 1, 8192), "num_layers": (int, 1, 8),
-    "id_dim": (int, 0, 8192), "id_dropout": (float, 0.0, (1.0,)), "dropout": (float, 0.0, (1.0,)),
-    "use_similar": (bool, None, None), "dual": (bool, None, None), "use_reverse": (bool, None, None),
-    "tau": (float, (0.0,), 100.0), "num_negatives": (int, 1, 1_000_000), "hard_negatives": (int, 0, 4096),
-    "in_batch_negatives": (bool, None, None), "sim_weight": (float, 0.0, 1000.0), "asym_weight": (float, 0.0, 1000.0),
-    "lr": (float, (0.0,), 10.0), "weight_decay": (float, 0.0, 10.0), "id_weight_decay": (float, 0.0, 10.0),
-    "epochs": (int, 1, 100_000), "patience": (int, 1, 100_000), "batch_size": (int, 1, 100_000_000),
-    "target_fraction": (float, 0.02, 0.5), "cold_fraction": (float, 0.0, 0.9),
-    "max_steps_per_epoch": (int, 0, 10**9), "min_steps_per_epoch": (int, 1, 10**9),
-    "max_val_edges": (int, 1, 10**9), "val_fraction": (float, (0.0,), 0.5), "test_fraction": (float, 0.0, 0.5),
+    "hidden_channels": (int, 1, 8192),
+    "out_channels": (int, 1, 8192),
+    "num_layers": (int, 1, 8),
+    "id_dim": (int, 0, 8192),
+    "id_dropout": (float, 0.0, (1.0,)),
+    "dropout": (float, 0.0, (1.0,)),
+    "use_similar": (bool, None, None),
+    "dual": (bool, None, None),
+    "use_reverse": (bool, None, None),
+    "tau": (float, (0.0,), 100.0),
+    "num_negatives": (int, 1, 1_000_000),
+    "hard_negatives": (int, 0, 4096),
+    "in_batch_negatives": (bool, None, None),
+    "sim_weight": (float, 0.0, 1000.0),
+    "asym_weight": (float, 0.0, 1000.0),
+    "lr": (float, (0.0,), 10.0),
+    "weight_decay": (float, 0.0, 10.0),
+    "id_weight_decay": (float, 0.0, 10.0),
+    "epochs": (int, 1, 100_000),
+    "patience": (int, 1, 100_000),
+    "batch_size": (int, 1, 100_000_000),
+    "target_fraction": (float, 0.02, 0.5),
+    "cold_fraction": (float, 0.0, 0.9),
+    "max_steps_per_epoch": (int, 0, 10**9),
+    "min_steps_per_epoch": (int, 1, 10**9),
+    "max_val_edges": (int, 1, 10**9),
+    "val_fraction": (float, (0.0,), 0.5),
+    "test_fraction": (float, 0.0, 0.5),
     "seed": (int, 0, 2**31 - 1),
 }
 
@@ -167,14 +186,24 @@ class TrainResult:
 
 
 def build_model(config: TrainConfig, in_channels: int, num_nodes: int) -> DAEMON:
-    return DAEMON(in_channels, config.hidden_channels, config.out_channels, config.num_layers,
-                  num_nodes=num_nodes, id_dim=config.id_dim, id_dropout=config.id_dropout,
-                  dropout=config.dropout, use_similar=config.use_similar, dual=config.dual,
-                  use_reverse=config.use_reverse)
+    return DAEMON(
+        in_channels,
+        config.hidden_channels,
+        config.out_channels,
+        config.num_layers,
+        num_nodes=num_nodes,
+        id_dim=config.id_dim,
+        id_dropout=config.id_dropout,
+        dropout=config.dropout,
+        use_similar=config.use_similar,
+        dual=config.dual,
+        use_reverse=config.use_reverse,
+    )
 
 
-def message_passing_adjacency(graph: ProductGraph, cp_mask: torch.Tensor, config: TrainConfig,
-                              sim_mask: torch.Tensor | None = None) -> DualAdjacency:
+def message_passing_adjacency(
+    graph: ProductGraph, cp_mask: torch.Tensor, config: TrainConfig, sim_mask: torch.Tensor | None = None
+) -> DualAdjacency:
     s, d, w = graph.cp_src[cp_mask], graph.cp_dst[cp_mask], graph.cp_weight[cp_mask]
     a, b, sw = graph.sim_a, graph.sim_b, graph.sim_weight
     if sim_mask is not None:
@@ -185,15 +214,23 @@ def message_passing_adjacency(graph: ProductGraph, cp_mask: torch.Tensor, config
 
 
 @torch.no_grad()
-def embed(model: DAEMON, x: torch.Tensor, adj: DualAdjacency,
-          node_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def embed(
+    model: DAEMON, x: torch.Tensor, adj: DualAdjacency, node_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     return model(x, adj, node_ids)
 
 
-def evaluate_embeddings(graph: ProductGraph, split: EdgeSplit, source: torch.Tensor, target: torch.Tensor,
-                        part: int = VAL, max_edges: int | None = None, seed: int = 0,
-                        show_progress: bool = False) -> dict:
+def evaluate_embeddings(
+    graph: ProductGraph,
+    split: EdgeSplit,
+    source: torch.Tensor,
+    target: torch.Tensor,
+    part: int = VAL,
+    max_edges: int | None = None,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> dict:
     """HitRate/MRR@{5,10,20} over all products + direction accuracy for one split part."""
     mask = split.mask(part)
     src, dst = graph.cp_src[mask], graph.cp_dst[mask]
@@ -203,29 +240,42 @@ def evaluate_embeddings(graph: ProductGraph, split: EdgeSplit, source: torch.Ten
     # Known edges are not candidates: training edges, and for the test also validation edges.
     known = split.mask(TRAIN) | (split.mask(VAL) if part == TEST else torch.zeros_like(mask))
     ev = RankingEvaluator(graph.num_products)
-    out = ev.eval(lambda q: source[q] @ target.T, src, dst, graph.cp_src[known], graph.cp_dst[known],
-                  show_progress=show_progress)
+    out = ev.eval(
+        lambda q: source[q] @ target.T, src, dst, graph.cp_src[known], graph.cp_dst[known], show_progress=show_progress
+    )
     one_way = ~graph.reciprocal_mask(src, dst)
     out["direction_accuracy"] = (
         direction_accuracy(lambda u, v: (source[u] * target[v]).sum(-1), src[one_way], dst[one_way])
-        if one_way.any() else float("nan"))
+        if one_way.any()
+        else float("nan")
+    )
     return out
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen)
     for i in range(0, n, batch_size):
-        yield perm[i:i + batch_size]
+        yield perm[i : i + batch_size]
 
 
-def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, checkpoint_dir: str | Path | None = None,
-          split: EdgeSplit | None = None, resume: bool = False, progress: bool = True,
-          log=print, unseen: torch.Tensor | None = None, data_fingerprint: str | None = None) -> TrainResult:
+def train(
+    graph: ProductGraph,
+    x: torch.Tensor,
+    config: TrainConfig,
+    checkpoint_dir: str | Path | None = None,
+    split: EdgeSplit | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    unseen: torch.Tensor | None = None,
+    data_fingerprint: str | None = None,
+) -> TrainResult:
     """Train DAEMON on ``graph`` with features ``x``; early-stop on validation MRR@10.
 
     With ``checkpoint_dir``, the training state is written there every epoch (``last.pt``:
     tensors and plain data only) and ``resume=True`` continues from it; ``data_fingerprint``
-    (of the graph and features) is stored with it, so a resume on other data is refused. ``unseen`` (an (N,) bool mask, for cold-start evaluation) marks products
+    (of the graph and features) is stored with it, so a resume on other data is refused.
+    ``unseen`` (an (N,) bool mask, for cold-start evaluation) marks products
     that do not exist yet at training time: they are never sampled as negatives and get no
     per-product embedding, exactly like products added later with ``add-products`` (their
     edges must already be outside the training split).
@@ -271,8 +321,9 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, checkpoint_
             shown = "; ".join(f"{k}: checkpoint {b!r}, now {a!r}" for k, (a, b) in sorted(differ.items()))
             raise DualrecError(f"cannot resume: the checkpoint was trained with other settings ({shown})")
         if data_fingerprint is not None and ck.get("data") not in (None, data_fingerprint):
-            raise DualrecError("cannot resume: the checkpoint was trained on another dataset "
-                               "(its products, edges or features differ)")
+            raise DualrecError(
+                "cannot resume: the checkpoint was trained on another dataset (its products, edges or features differ)"
+            )
         try:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
@@ -294,8 +345,14 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, checkpoint_
     # A 4096-edge batch is right for 100k+ training edges, but on a few thousand it would give 2
     # steps an epoch; the batch shrinks instead (no change where edges >= 32 x batch_size).
     batch_size = max(1, min(config.batch_size, math.ceil(train_idx.numel() / max(1, config.min_steps_per_epoch))))
-    bar = tqdm(range(start_epoch, config.epochs), desc="train", unit="epoch", disable=not progress,
-               initial=start_epoch, total=config.epochs)
+    bar = tqdm(
+        range(start_epoch, config.epochs),
+        desc="train",
+        unit="epoch",
+        disable=not progress,
+        initial=start_epoch,
+        total=config.epochs,
+    )
     for epoch in bar:
         te = time.time()
         model.train()
@@ -326,16 +383,20 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, checkpoint_
                     break
                 e = tgt_idx[batch]
                 src, dst = graph.cp_src[e], graph.cp_dst[e]
-                sims = sim_perm[b * sim_per_batch:(b + 1) * sim_per_batch]
+                sims = sim_perm[b * sim_per_batch : (b + 1) * sim_per_batch]
                 s, t = model(x, adj, node_ids)
                 neg = neg_pool[torch.randint(0, neg_pool.numel(), (config.num_negatives,), generator=gen)]
-                hard = (two_hop_negatives(hn_ptr, hn_idx, src, hn_known, n, config.hard_negatives, gen)
-                        if config.hard_negatives else None)
+                hard = (
+                    two_hop_negatives(hn_ptr, hn_idx, src, hn_known, n, config.hard_negatives, gen)
+                    if config.hard_negatives
+                    else None
+                )
                 loss = info_nce(s, t, src, dst, neg, config.tau, config.in_batch_negatives, row_neg=hard)
                 if config.sim_weight and sims.numel():
                     sa, sb = graph.sim_a[sims], graph.sim_b[sims]
                     loss = loss + config.sim_weight * info_nce(
-                        s, t, torch.cat([sa, sb]), torch.cat([sb, sa]), neg, config.tau, config.in_batch_negatives)
+                        s, t, torch.cat([sa, sb]), torch.cat([sb, sa]), neg, config.tau, config.in_batch_negatives
+                    )
                 if config.asym_weight and config.dual:
                     ow = one_way[e]
                     loss = loss + config.asym_weight * asymmetric_loss(s, t, src[ow], dst[ow], config.tau)
@@ -348,9 +409,16 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, checkpoint_
         # 3. validation on all products
         s, t = embed(model, x, full_adj, eval_ids)
         val = evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed)
-        row = {"epoch": epoch, "loss": total / max(n_steps, 1), "steps": n_steps, "train_seconds": train_seconds, "val_MRR@10": val["MRR@10"],
-               "val_HitRate@10": val["HitRate@10"], "val_direction_accuracy": val["direction_accuracy"],
-               "seconds": time.time() - te}
+        row = {
+            "epoch": epoch,
+            "loss": total / max(n_steps, 1),
+            "steps": n_steps,
+            "train_seconds": train_seconds,
+            "val_MRR@10": val["MRR@10"],
+            "val_HitRate@10": val["HitRate@10"],
+            "val_direction_accuracy": val["direction_accuracy"],
+            "seconds": time.time() - te,
+        }
         history.append(row)
         improved = val["MRR@10"] > best
         if improved:
@@ -359,15 +427,30 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, checkpoint_
         else:
             bad += 1
         bar.set_postfix(loss=f"{row['loss']:.3f}", mrr10=f"{val['MRR@10']:.4f}")
-        log(f"epoch {epoch:3d}  loss {row['loss']:.4f}  val MRR@10 {val['MRR@10']:.4f}  "
+        log(
+            f"epoch {epoch:3d}  loss {row['loss']:.4f}  val MRR@10 {val['MRR@10']:.4f}  "
             f"HR@10 {val['HitRate@10']:.4f}  dir-acc {val['direction_accuracy']:.3f}  "
-            f"{row['seconds']:.1f}s{'  *' if improved else ''}")
+            f"{row['seconds']:.1f}s{'  *' if improved else ''}"
+        )
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            _atomic_save({"config": asdict(config), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "split": split.state_dict(), "history": history, "best": best, "best_epoch": best_epoch,
-                          "bad_epochs": bad, "best_state": best_state, "epoch": epoch,
-                          "rng": torch.get_rng_state(), "data": data_fingerprint}, out / "last.pt")
+            _atomic_save(
+                {
+                    "config": asdict(config),
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "split": split.state_dict(),
+                    "history": history,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad,
+                    "best_state": best_state,
+                    "epoch": epoch,
+                    "rng": torch.get_rng_state(),
+                    "data": data_fingerprint,
+                },
+                out / "last.pt",
+            )
         if bad >= config.patience:
             log(f"early stop: no val MRR@10 gain for {config.patience} epochs (best epoch {best_epoch})")
             break
@@ -375,8 +458,16 @@ def train(graph: ProductGraph, x: torch.Tensor, config: TrainConfig, checkpoint_
 
     model.load_state_dict(best_state)
     s, t = embed(model, x, full_adj, eval_ids)
-    result = TrainResult(model, s, t, split, history, best_epoch,
-                         evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed), time.time() - t0)
+    result = TrainResult(
+        model,
+        s,
+        t,
+        split,
+        history,
+        best_epoch,
+        evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed),
+        time.time() - t0,
+    )
     return result
 
 
@@ -388,8 +479,9 @@ def load_checkpoint(checkpoint_dir: Path | None) -> dict:
     try:
         ck = torch.load(p, weights_only=True)  # tensors and plain data only: no code runs
     except Exception as e:  # a corrupt file, or one holding objects: refused, never executed
-        raise DualrecError(f"cannot read the training checkpoint ({type(e).__name__}); train again without "
-                           "--resume") from None
+        raise DualrecError(
+            f"cannot read the training checkpoint ({type(e).__name__}); train again without --resume"
+        ) from None
     if not isinstance(ck, dict) or "config" not in ck:
         raise DualrecError("the training checkpoint is not one dualrec wrote; train again without --resume")
     return ck

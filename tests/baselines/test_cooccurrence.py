@@ -140,8 +140,9 @@ def test_sparse_ranks_equal_the_evaluator(seed):
     n, R = 60, 12
     uq = np.sort(rng.choice(n, R, replace=False))
     # few distinct values: many ties, inside the support and between support and tie-breaker
-    P = sp.random(R, n, density=0.3, random_state=seed, data_rvs=lambda k: rng.integers(1, 4, k) / 4.0,
-                  dtype=np.float32).tocsr()
+    P = sp.random(
+        R, n, density=0.3, random_state=seed, data_rvs=lambda k: rng.integers(1, 4, k) / 4.0, dtype=np.float32
+    ).tocsr()
     tb = (rng.integers(0, 3, n) / 8.0).astype(np.float32)
     keys = rng.choice(R * n, 40, replace=False)
     r, dst = keys // n, keys % n
@@ -160,6 +161,7 @@ def test_sparse_ranks_equal_the_evaluator(seed):
         return torch.from_numpy(dense[np.searchsorted(uq, q.numpy())])
 
     want_g, want_e = RankingEvaluator(n, chunk_elems=5 * n).ranks(
-        score_fn, torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(ex_src), torch.from_numpy(ex_dst))
+        score_fn, torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(ex_src), torch.from_numpy(ex_dst)
+    )
     g, e = sparse_ranks(P, tb, uq, src, dst, ex_src, ex_dst, max_expand=50)
     assert np.array_equal(g, want_g.numpy()) and np.array_equal(e, want_e.numpy())

@@ -12,12 +12,15 @@ from dualrec.synthetic import make_store
 
 # Small graphs have few edges: small batches give enough optimiser steps per epoch.
 FAST = {
-    "graphsage": lambda seed=0, **kw: GraphSAGEBaseline(epochs=kw.pop("epochs", 12), batch_size=256, lr=5e-3,
-                                                        num_negatives=256, patience=3, seed=seed, **kw),
-    "lightgcn": lambda seed=0, **kw: LightGCNBaseline(epochs=kw.pop("epochs", 20), batch_size=512, lr=1e-2,
-                                                      patience=4, seed=seed, **kw),
-    "directed_gnn": lambda seed=0, **kw: DirectedGNNBaseline(epochs=kw.pop("epochs", 30), batch_size=256, lr=1e-2,
-                                                             patience=5, seed=seed, **kw),
+    "graphsage": lambda seed=0, **kw: GraphSAGEBaseline(
+        epochs=kw.pop("epochs", 12), batch_size=256, lr=5e-3, num_negatives=256, patience=3, seed=seed, **kw
+    ),
+    "lightgcn": lambda seed=0, **kw: LightGCNBaseline(
+        epochs=kw.pop("epochs", 20), batch_size=512, lr=1e-2, patience=4, seed=seed, **kw
+    ),
+    "directed_gnn": lambda seed=0, **kw: DirectedGNNBaseline(
+        epochs=kw.pop("epochs", 30), batch_size=256, lr=1e-2, patience=5, seed=seed, **kw
+    ),
 }
 
 

@@ -18,7 +18,7 @@ def test_cosine_of_the_features():
     x = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [0.0, 0.0]])
     m = TextSimilarity().fit(graph(5), None, x=x)
     s = m.score_fn(torch.tensor([0]))[0]
-    assert torch.allclose(s, torch.tensor([1.0, 1.0, 0.0, 2 ** -0.5, 0.0]))
+    assert torch.allclose(s, torch.tensor([1.0, 1.0, 0.0, 2**-0.5, 0.0]))
     assert s[1] > s[3] > s[2]
     assert torch.isfinite(m.score_fn(torch.tensor([4]))).all()  # a zero feature row: cosine 0, no NaN
 

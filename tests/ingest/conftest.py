@@ -28,8 +28,7 @@ def edge_set(graph) -> dict:
     """{(src_id, dst_id): weight} of the co-purchase edges."""
     ids = graph.ids
     return {
-        (ids[s], ids[d]): w
-        for s, d, w in zip(graph.cp_src.tolist(), graph.cp_dst.tolist(), graph.cp_weight.tolist())
+        (ids[s], ids[d]): w for s, d, w in zip(graph.cp_src.tolist(), graph.cp_dst.tolist(), graph.cp_weight.tolist())
     }
 
 

@@ -22,12 +22,16 @@ def test_formats():
 
 
 def test_unknown_format(fixtures):
-    with pytest.raises(DualrecError, match="unknown format 'parquet'; choose one of: amazon2014, amazon2018, orders, csv"):
+    with pytest.raises(
+        DualrecError, match="unknown format 'parquet'; choose one of: amazon2014, amazon2018, orders, csv"
+    ):
         load_source("parquet", fixtures / "csv_tiny")
 
 
 def test_none_option_means_default(fixtures):
-    graph, report = load_source("orders", fixtures / "orders_tiny.csv", min_support=None, customer_col=None, progress=False)
+    graph, report = load_source(
+        "orders", fixtures / "orders_tiny.csv", min_support=None, customer_col=None, progress=False
+    )
     assert report["options"]["min_support"] == 2
 
 

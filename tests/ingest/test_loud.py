@@ -50,8 +50,9 @@ def test_no_usable_edge_is_an_error_naming_the_reason(tmp_path):
 
 def test_the_cli_prints_a_summary_and_refuses_a_file_as_output(tmp_path):
     d = _source(tmp_path, PRODUCTS.replace("4,thing 4,4.5", "4,thing 4,oops"), "src,dst\n1,2\n2,3\n2,3\n")
-    r = CliRunner().invoke(app, ["ingest", "-f", "csv", "-i", str(d), "-o", str(tmp_path / "ds"),
-                                 "--option", "progress=false"])
+    r = CliRunner().invoke(
+        app, ["ingest", "-f", "csv", "-i", str(d), "-o", str(tmp_path / "ds"), "--option", "progress=false"]
+    )
     assert r.exit_code == 0, r.output
     assert "kept 20 products, 2 co-purchase edges" in r.output and "copurchase duplicates merged 1" in r.output
     assert "column 'price': 1 value(s)" in r.output and "rows 4" in r.output

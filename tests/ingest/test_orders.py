@@ -129,8 +129,17 @@ def test_explicit_columns_and_folder_input(fixtures, tmp_path, edges):
     df.columns = ["bon", "art", "txt", "n", "when", "eur", "who", "land"]
     df.to_csv(tmp_path / "log.csv", index=False)
     graph, _ = load_source(
-        "orders", tmp_path, invoice_col="bon", product_col="art", description_col="txt", quantity_col="n",
-        time_col="when", price_col="eur", customer_col="who", min_support=1, progress=False,
+        "orders",
+        tmp_path,
+        invoice_col="bon",
+        product_col="art",
+        description_col="txt",
+        quantity_col="n",
+        time_col="when",
+        price_col="eur",
+        customer_col="who",
+        min_support=1,
+        progress=False,
     )
     assert edges(graph) == ALL_DIRECTED
     assert graph.products.set_index("id").loc["M", "title"] == "Manual"
@@ -265,9 +274,11 @@ def test_matches_reference_on_random_log(tmp_path, edges, sims, monkeypatch):
 def test_a_products_table_joins_metadata_by_id(fixtures, tmp_path):
     (tmp_path / "products.csv").write_text(
         "id,category,brand,title\n85123A,Home > Decor,Hearts Co,White hanging heart T-light holder\n"
-        "42,Kitchen > Mugs,MugCo,\n22423,Kitchen > Cake stands,Regency,\nNOT-SOLD,Garden,X,Gnome\n")
-    g, rep = load_source("orders", fixtures / "orders_tiny.csv", products=str(tmp_path / "products.csv"),
-                         min_support=1, progress=False)
+        "42,Kitchen > Mugs,MugCo,\n22423,Kitchen > Cake stands,Regency,\nNOT-SOLD,Garden,X,Gnome\n"
+    )
+    g, rep = load_source(
+        "orders", fixtures / "orders_tiny.csv", products=str(tmp_path / "products.csv"), min_support=1, progress=False
+    )
     p = g.products.set_index("id")
     assert p.loc["85123A", "category"] == "Home > Decor" and p.loc["85123A", "brand"] == "Hearts Co"
     assert p.loc["85123A", "title"] == "White hanging heart T-light holder"  # the table wins

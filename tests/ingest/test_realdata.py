@@ -63,5 +63,19 @@ def test_uci_online_retail(real_data):
     assert graph.reciprocal_mask().float().mean().item() < 0.9
     assert graph.num_similar > 100_000
     assert (graph.products["title"] != "").mean() > 0.99
-    print({k: report[k] for k in ("products", "copurchase_edges", "similar_pairs", "customers", "invoices",
-                                  "sequences", "transitions", "seconds")}, report["dropped"])
+    print(
+        {
+            k: report[k]
+            for k in (
+                "products",
+                "copurchase_edges",
+                "similar_pairs",
+                "customers",
+                "invoices",
+                "sequences",
+                "transitions",
+                "seconds",
+            )
+        },
+        report["dropped"],
+    )

@@ -54,7 +54,14 @@ def test_parquet_with_mapped_columns(tmp_path, edges, sims):
     )
     pd.DataFrame({"x": ["1"], "y": ["3"], "strength": [4.0]}).to_parquet(tmp_path / "similar.parquet")
     graph, report = load_source(
-        "csv", tmp_path, id_col="sku", src_col="from", dst_col="to", a_col="x", b_col="y", weight_col="strength",
+        "csv",
+        tmp_path,
+        id_col="sku",
+        src_col="from",
+        dst_col="to",
+        a_col="x",
+        b_col="y",
+        weight_col="strength",
         progress=False,
     )
     assert list(graph.ids) == ["1", "2", "3"]

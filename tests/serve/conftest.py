@@ -18,8 +18,9 @@ def normalised(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def write_model(path: Path, n: int = 300, d: int = 16, seed: int = 0, created: str = "2026-01-01T00:00:00",
-                store_seed: int = 0) -> Path:
+def write_model(
+    path: Path, n: int = 300, d: int = 16, seed: int = 0, created: str = "2026-01-01T00:00:00", store_seed: int = 0
+) -> Path:
     """A model folder of ``n`` synthetic products with random embeddings (``seed``)."""
     path = Path(path)
     products = make_store(n_products=n, seed=store_seed).products.copy()
@@ -51,7 +52,7 @@ def exact_topk(model: Path, row: int, k: int) -> tuple[list[int], np.ndarray]:
     s, t = embeddings(model)
     scores = t @ s[row]
     scores[row] = -np.inf
-    order = np.argsort(-scores, kind="stable")[:min(k, len(t) - 1)]
+    order = np.argsort(-scores, kind="stable")[: min(k, len(t) - 1)]
     return order.tolist(), scores[order]
 
 

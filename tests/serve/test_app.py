@@ -15,7 +15,6 @@ from dualrec.graph import DualrecError
 from dualrec.index import write_model_index
 from dualrec.serve.app import create_app
 from dualrec.serve.service import RecommenderService, ServiceHolder, jsonable
-
 from dualrec.store import ModelStore, open_version
 
 from .conftest import embeddings, exact_topk, product_ids, write_model
@@ -110,7 +109,10 @@ def test_search(client, model_a):
         hay = f"{x['id']} {x['title']} {x['category']}".lower()
         assert word.lower() in hay and cat.lower() in hay
     assert client.get("/search", params={"q": "zzzz-no-such-thing"}).json() == {
-        "q": "zzzz-no-such-thing", "total": 0, "results": []}
+        "q": "zzzz-no-such-thing",
+        "total": 0,
+        "results": [],
+    }
     assert client.get("/search", params={"q": "   "}).json()["total"] == 0
     assert client.get("/search").status_code == 422
     assert client.get("/search", params={"q": "a", "limit": 0}).status_code == 422
@@ -143,10 +145,21 @@ def test_k_out_of_range_is_422(client, model_a, k):
     assert client.get(f"/products/{pid}/incoming?k={k}").status_code == 422
 
 
-@pytest.mark.parametrize("body", [
-    b"{not json", b"", b"[]", b'{"ids": "P0000001"}', b'{"ids": []}', b'{"ids": ["P0000001"], "k": 0}',
-    b'{"ids": ["P0000001"], "k": 100000}', b'{"k": 3}', b'{"ids": [1, 2]}', b'{"ids": ["P0000001"], "x": 1}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"",
+        b"[]",
+        b'{"ids": "P0000001"}',
+        b'{"ids": []}',
+        b'{"ids": ["P0000001"], "k": 0}',
+        b'{"ids": ["P0000001"], "k": 100000}',
+        b'{"k": 3}',
+        b'{"ids": [1, 2]}',
+        b'{"ids": ["P0000001"], "x": 1}',
+    ],
+)
 def test_malformed_body_is_422(client, body):
     r = client.post("/related", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
@@ -154,8 +167,16 @@ def test_malformed_body_is_422(client, body):
 
 def test_openapi_lists_every_endpoint(client):
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/products/{product_id}/related", "/related", "/products/{product_id}",
-            "/products/{product_id}/incoming", "/search", "/health", "/products", "/admin/reload"} <= set(paths)
+    assert {
+        "/products/{product_id}/related",
+        "/related",
+        "/products/{product_id}",
+        "/products/{product_id}/incoming",
+        "/search",
+        "/health",
+        "/products",
+        "/admin/reload",
+    } <= set(paths)
     assert "403" in paths["/products"]["post"]["responses"]
     assert "WRITES" in paths["/products"]["post"]["summary"] and "WRITES" in paths["/admin/reload"]["post"]["summary"]
 
@@ -176,8 +197,8 @@ def _fake_add_products(calls):
             with store.writer(parent) as w:
                 w.link_all(except_={"products.parquet", "source.npy", "target.npy", "model.json"})
                 w.save_parquet("products.parquet", pd.concat([p, new_products], ignore_index=True))
-                w.save_array("source.npy", np.vstack([s, s[:len(new_products)]]))
-                w.save_array("target.npy", np.vstack([t, s[:len(new_products)]]))  # t_new = s_0: best for 0
+                w.save_array("source.npy", np.vstack([s, s[: len(new_products)]]))
+                w.save_array("target.npy", np.vstack([t, s[: len(new_products)]]))  # t_new = s_0: best for 0
                 w.commit(parent.info)
         return new_products["id"].astype(str).tolist()
 
@@ -204,8 +225,11 @@ def test_add_products_then_served(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dualrec.coldstart, "add_products", _fake_add_products(calls))
     before = c.get("/health").json()["model_version"]
-    r = c.post("/products", headers=tok, json={"products": [{"id": "NEW-1", "title": "Novara phone case",
-                                                             "price": 9.5, "brand": "Novara"}]})
+    r = c.post(
+        "/products",
+        headers=tok,
+        json={"products": [{"id": "NEW-1", "title": "Novara phone case", "price": 9.5, "brand": "Novara"}]},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["added"] == ["NEW-1"] and r.json()["num_products"] == 61
     assert r.json()["model_version"] != before  # every catalogue change is a new version
@@ -219,7 +243,9 @@ def test_add_products_then_served(tmp_path, monkeypatch):
     # only the catalogue's columns, bounded sizes, bounded counts
     r = c.post("/products", headers=tok, json={"products": [{"id": "NEW-2", "colour": "red"}]})
     assert r.status_code == 422 and "colour" in r.json()["detail"][0]["msg"]
-    assert c.post("/products", headers=tok, json={"products": [{"id": "NEW-3", "title": "x" * 5000}]}).status_code == 422
+    assert (
+        c.post("/products", headers=tok, json={"products": [{"id": "NEW-3", "title": "x" * 5000}]}).status_code == 422
+    )
     many = {"products": [{"id": f"N{i}"} for i in range(101)]}
     assert c.post("/products", headers=tok, json=many).status_code == 422
     assert c.post("/products", headers=tok, json={"products": []}).status_code == 422
@@ -293,7 +319,9 @@ def test_swap_is_atomic_under_concurrent_requests(tmp_path):
     try:
         for i in range(8):
             if i % 2 == 0:
-                assert c.post("/admin/reload", json={"version": b}, headers={"X-Admin-Token": "s3cret"}).status_code == 200
+                assert (
+                    c.post("/admin/reload", json={"version": b}, headers={"X-Admin-Token": "s3cret"}).status_code == 200
+                )
             else:
                 holder.swap(a)  # the same swap, through the Python API
             n, deadline = len(seen), time.time() + 30

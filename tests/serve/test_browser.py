@@ -29,8 +29,15 @@ from .conftest import write_model
 CHROMIUM = os.environ.get("DUALREC_CHROMIUM", "/usr/bin/chromium")
 # Flags for this machine's closed network (see the machines notes); Playwright adds --headless
 # itself and starts every browser with a new, empty profile (its own temporary user-data-dir).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 K = 6
 TIMEOUT_MS = 30_000
 ADMIN_TOKEN = "browser-test-token-0123456789"
@@ -43,6 +50,7 @@ def _browser_unavailable(reason: str):
 
 
 # -- without a browser: the page and its assets are served (and shipped) ----------------------------
+
 
 def test_page_and_assets_are_served(tmp_path):
     assert {"index.html", "app.js", "style.css"} <= {p.name for p in STATIC_DIR.iterdir()}
@@ -61,11 +69,14 @@ def test_page_and_assets_are_served(tmp_path):
 
 # -- in the browser ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def playwright_api():
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        _browser_unavailable(f"{CHROMIUM} not found: install Debian's chromium "
-                             "(apt-get install chromium chromium-driver) to run the browser test")
+        _browser_unavailable(
+            f"{CHROMIUM} not found: install Debian's chromium "
+            "(apt-get install chromium chromium-driver) to run the browser test"
+        )
     try:
         from playwright import sync_api
     except ImportError:
@@ -81,8 +92,9 @@ def trained_model(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("browser")
     make_store(n_products=300, seed=3).save(root / "dataset")
-    cfg = TrainConfig(encoder="hash", epochs=3, patience=2, seed=0, hidden_channels=32, out_channels=16,
-                      num_negatives=64)
+    cfg = TrainConfig(
+        encoder="hash", epochs=3, patience=2, seed=0, hidden_channels=32, out_channels=16, num_negatives=64
+    )
     train_dataset(root / "dataset", root / "model", cfg, progress=False, log=lambda m: None)
     return root / "model"
 
@@ -98,12 +110,27 @@ def server(trained_model, tmp_path_factory):
     """`dualrec serve MODEL` on a free port; yields its base URL."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
-    env = {**{k: v for k, v in os.environ.items() if k != "DUALREC_ADMIN_TOKEN_FILE"},
-           "DUALREC_ADMIN_TOKEN": ADMIN_TOKEN}  # writes on: the page's form adds a product
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DUALREC_ADMIN_TOKEN_FILE"},
+        "DUALREC_ADMIN_TOKEN": ADMIN_TOKEN,
+    }  # writes on: the page's form adds a product
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "dualrec.cli", "serve", str(trained_model),
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dualrec.cli",
+                "serve",
+                str(trained_model),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -26,7 +26,11 @@ def test_export_matches_exact_topk(tmp_path):
     f = pq.ParquetFile(out)
     assert f.metadata.num_row_groups == 5  # ceil(300 / 64) chunks, one row group each
     assert [(x.name, str(x.type)) for x in f.schema_arrow] == [
-        ("id", "string"), ("rank", "int32"), ("related_id", "string"), ("score", "float")]
+        ("id", "string"),
+        ("rank", "int32"),
+        ("related_id", "string"),
+        ("score", "float"),
+    ]
     df = pd.read_parquet(out)
     assert len(df) == 300 * 7
     assert not (df["id"] == df["related_id"]).any()  # no self-recommendations

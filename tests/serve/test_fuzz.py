@@ -4,7 +4,8 @@ status code and match the documented schema.
 
 POST /products (cold start writes to the model folder) and POST /admin/reload (reloads the
 model: slow) are left out: test_app.py and test_store.py cover them. Any Host is accepted here
-(schemathesis sends its own); the Host check has its own tests. Schemathesis' own pytest plugin is not used (it does not run under
+(schemathesis sends its own); the Host check has its own tests.
+Schemathesis' own pytest plugin is not used (it does not run under
 this pytest); each operation's strategy is driven by Hypothesis directly.
 """
 
@@ -22,8 +23,14 @@ from dualrec.serve.app import create_app  # noqa: E402
 
 from .conftest import write_model  # noqa: E402
 
-OPERATIONS = [("GET", "/products/{product_id}/related"), ("GET", "/products/{product_id}/incoming"),
-              ("GET", "/products/{product_id}"), ("POST", "/related"), ("GET", "/search"), ("GET", "/health")]
+OPERATIONS = [
+    ("GET", "/products/{product_id}/related"),
+    ("GET", "/products/{product_id}/incoming"),
+    ("GET", "/products/{product_id}"),
+    ("POST", "/related"),
+    ("GET", "/search"),
+    ("GET", "/health"),
+]
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 
 
@@ -59,8 +66,12 @@ def test_valid_requests_for_a_known_product_never_fail(api_schema, path):
 
 
 # operations with constraints to violate (k, limit, q, the JSON body)
-NEGATIVE = [("GET", "/products/{product_id}/related"), ("GET", "/products/{product_id}/incoming"),
-            ("POST", "/related"), ("GET", "/search")]
+NEGATIVE = [
+    ("GET", "/products/{product_id}/related"),
+    ("GET", "/products/{product_id}/incoming"),
+    ("POST", "/related"),
+    ("GET", "/search"),
+]
 
 
 @pytest.mark.parametrize("method,path", NEGATIVE, ids=[f"{m} {p}" for m, p in NEGATIVE])

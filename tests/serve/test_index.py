@@ -11,10 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from dualrec.cli import app
-from dualrec.store import open_version
 from dualrec.graph import DualrecError
-from dualrec.index import (RetrievalIndex, load_model_index, recall_at_k, write_model_index)
+from dualrec.index import RetrievalIndex, load_model_index, recall_at_k, write_model_index
 from dualrec.retrieval import Recommender
+from dualrec.store import open_version
 
 from .conftest import normalised, write_model
 
@@ -68,8 +68,14 @@ def test_k_beyond_catalogue_and_unfillable_slots_match_recommender():
     idx = RetrievalIndex.build(t, "exact", source=s)
     rec = _recommender(s, t)
     q = np.arange(6)
-    ex = [np.array([1, 2, 3, 4, 5]), np.array([], dtype=np.int64), np.array([0]), np.array([0]), np.array([0]),
-          np.array([0])]
+    ex = [
+        np.array([1, 2, 3, 4, 5]),
+        np.array([], dtype=np.int64),
+        np.array([0]),
+        np.array([0]),
+        np.array([0]),
+        np.array([0]),
+    ]
     scores, ids = idx.recommend(q, 10, exclude=ex)
     r_scores, r_ids = rec.topk_indices(torch.from_numpy(q), 10, [torch.from_numpy(e) for e in ex])
     assert ids.shape == (6, 5)

@@ -9,3 +9,5 @@ from dualrec.baselines.text_similarity import TextSimilarity  # noqa: E402
 
 __all__ += ["Cooccurrence", "TextSimilarity"]
 from dualrec.baselines.gnn import DirectedGNNBaseline, GraphSAGEBaseline, LightGCNBaseline  # noqa: E402
+
+__all__ += ["DirectedGNNBaseline", "GraphSAGEBaseline", "LightGCNBaseline"]

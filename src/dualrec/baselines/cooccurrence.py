@@ -86,16 +86,29 @@ class SparseRanker:
     The exclusions are prepared once, so tuning loops call :meth:`ranks` cheaply.
     """
 
-    def __init__(self, uq: np.ndarray, src: np.ndarray, dst: np.ndarray, ex_src: np.ndarray, ex_dst: np.ndarray,
-                 n: int, max_expand: int = 1 << 24):
+    def __init__(
+        self,
+        uq: np.ndarray,
+        src: np.ndarray,
+        dst: np.ndarray,
+        ex_src: np.ndarray,
+        ex_dst: np.ndarray,
+        n: int,
+        max_expand: int = 1 << 24,
+    ):
         self.uq, self.src, self.dst, self.n, self.max_expand = uq, src, dst, int(n), int(max_expand)
         R = uq.size
         self.r_edge = np.searchsorted(uq, src).astype(np.int64)
         keep = np.isin(ex_src, uq)
-        self.x_keys = np.unique(np.concatenate([
-            np.arange(R, dtype=np.int64) * n + uq,  # the query itself
-            np.searchsorted(uq, ex_src[keep]).astype(np.int64) * n + ex_dst[keep],
-            self.r_edge * n + dst]))  # all held-out targets (the target itself is added back)
+        self.x_keys = np.unique(
+            np.concatenate(
+                [
+                    np.arange(R, dtype=np.int64) * n + uq,  # the query itself
+                    np.searchsorted(uq, ex_src[keep]).astype(np.int64) * n + ex_dst[keep],
+                    self.r_edge * n + dst,
+                ]
+            )
+        )  # all held-out targets (the target itself is added back)
         self.t_keys = self.r_edge * n + dst
 
     def ranks(self, P: sp.csr_matrix, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,8 +163,16 @@ class SparseRanker:
         return n_greater, n_equal
 
 
-def sparse_ranks(P: sp.csr_matrix, tb: np.ndarray, uq: np.ndarray, src: np.ndarray, dst: np.ndarray,
-                 ex_src: np.ndarray, ex_dst: np.ndarray, max_expand: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+def sparse_ranks(
+    P: sp.csr_matrix,
+    tb: np.ndarray,
+    uq: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    ex_src: np.ndarray,
+    ex_dst: np.ndarray,
+    max_expand: int = 1 << 24,
+) -> tuple[np.ndarray, np.ndarray]:
     """One-off :class:`SparseRanker` call."""
     return SparseRanker(uq, src, dst, ex_src, ex_dst, P.shape[1], max_expand).ranks(P, tb)
 
@@ -161,15 +182,20 @@ class Cooccurrence:
 
     name = "cooccurrence"
 
-    def __init__(self, max_tune_edges: int = 2000, max_tune_nnz: int = 30_000_000, use_cf3: bool = True,
-                 seed: int = 0, row_chunk: int = 1024):
+    def __init__(
+        self,
+        max_tune_edges: int = 2000,
+        max_tune_nnz: int = 30_000_000,
+        use_cf3: bool = True,
+        seed: int = 0,
+        row_chunk: int = 1024,
+    ):
         self.max_tune_edges = int(max_tune_edges)
         self.max_tune_nnz = int(max_tune_nnz)
         self.use_cf3 = use_cf3
         self.seed = seed
         self.row_chunk = int(row_chunk)
-        self.params_: dict = {"gamma": 0.5, "alpha": 0.5,
-                              "weights": {k: (0.0 if k == "cf3" else 1.0) for k in KINDS}}
+        self.params_: dict = {"gamma": 0.5, "alpha": 0.5, "weights": {k: (0.0 if k == "cf3" else 1.0) for k in KINDS}}
         self.tuning_: list[dict] = []
         self.info_: dict = {}
         self.An = None
@@ -202,15 +228,26 @@ class Cooccurrence:
     def state(self) -> dict:
         """The fitted parameters as plain JSON data; :meth:`from_state` rebuilds the scorer from
         them and the same training graph (the matrices are not stored: they are the graph)."""
-        return {"params": self.params_, "scales": self.scales_, "eps": float(self._eps), "cf3_ok": bool(self._cf3_ok),
-                "info": self.info_, "seed": self.seed, "row_chunk": self.row_chunk, "use_cf3": self.use_cf3}
+        return {
+            "params": self.params_,
+            "scales": self.scales_,
+            "eps": float(self._eps),
+            "cf3_ok": bool(self._cf3_ok),
+            "info": self.info_,
+            "seed": self.seed,
+            "row_chunk": self.row_chunk,
+            "use_cf3": self.use_cf3,
+        }
 
     @classmethod
     def from_state(cls, graph: ProductGraph, train_mask: torch.Tensor, state: dict) -> "Cooccurrence":
         c = cls(seed=int(state["seed"]), row_chunk=int(state["row_chunk"]), use_cf3=bool(state["use_cf3"]))
         c.fit(graph, train_mask)  # matrices of the training graph, default parameters
-        c.params_ = {"gamma": float(state["params"]["gamma"]), "alpha": float(state["params"]["alpha"]),
-                     "weights": {k: float(v) for k, v in state["params"]["weights"].items()}}
+        c.params_ = {
+            "gamma": float(state["params"]["gamma"]),
+            "alpha": float(state["params"]["alpha"]),
+            "weights": {k: float(v) for k, v in state["params"]["weights"].items()},
+        }
         c.scales_ = {k: float(v) for k, v in state["scales"].items()}
         c._eps, c._cf3_ok, c.info_ = float(state["eps"]), bool(state["cf3_ok"]), dict(state.get("info", {}))
         c._set_gamma(c.params_["gamma"])
@@ -305,8 +342,11 @@ class Cooccurrence:
             self.tuning_.append({"gamma": gamma, "alpha": alpha, "weights": dict(weights), "val_MRR@10": m})
             return m
 
-        p = {"gamma": self.params_["gamma"], "alpha": self.params_["alpha"],
-             "weights": {k: self.params_["weights"].get(k, 0.0) for k in kinds}}
+        p = {
+            "gamma": self.params_["gamma"],
+            "alpha": self.params_["alpha"],
+            "weights": {k: self.params_["weights"].get(k, 0.0) for k in kinds},
+        }
 
         def tune_norm(p, best):
             for g in GAMMAS:
@@ -339,10 +379,14 @@ class Cooccurrence:
         self._set_gamma(p["gamma"])
         self.scales_ = {k: scales.get(k, 1.0) for k in KINDS}
         self._eps = eps
-        self.params_ = {"gamma": p["gamma"], "alpha": p["alpha"],
-                        "weights": {k: p["weights"].get(k, 0.0) for k in KINDS}}
-        self.info_.update({"val_MRR@10": best, "tuning_evaluations": len(self.tuning_),
-                           "tuning_edges": int(vs.numel())})
+        self.params_ = {
+            "gamma": p["gamma"],
+            "alpha": p["alpha"],
+            "weights": {k: p["weights"].get(k, 0.0) for k in KINDS},
+        }
+        self.info_.update(
+            {"val_MRR@10": best, "tuning_evaluations": len(self.tuning_), "tuning_edges": int(vs.numel())}
+        )
 
     def _prepare(self) -> None:
         """Fold the chosen weights into two sparse right-hand matrices (see :meth:`_rows`)."""
@@ -372,8 +416,8 @@ class Cooccurrence:
         q = query.cpu().numpy()
         out = np.empty((q.size, self.n), dtype=np.float32)
         for a in range(0, q.size, self.row_chunk):
-            P = self._rows(q[a:a + self.row_chunk])
-            out[a:a + self.row_chunk] = (P @ sp.diags(self._col)).toarray() + self._tb[None, :]
+            P = self._rows(q[a : a + self.row_chunk])
+            out[a : a + self.row_chunk] = (P @ sp.diags(self._col)).toarray() + self._tb[None, :]
         return torch.from_numpy(out)
 
     def pair_score_fn(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

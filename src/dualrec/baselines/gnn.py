@@ -96,7 +96,7 @@ def _mean_csr(row: Tensor, col: Tensor, n: int, self_loops: bool) -> Tensor:
 def _batches(n: int, batch_size: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen)
     for i in range(0, n, batch_size):
-        yield perm[i:i + batch_size]
+        yield perm[i : i + batch_size]
 
 
 # ---------------------------------------------------------------------- shared fit loop
@@ -109,8 +109,17 @@ class _GNNBaseline:
 
     name = "gnn"
 
-    def __init__(self, epochs: int, lr: float, dim: int, batch_size: int, patience: int,
-                 max_val_edges: int | None, seed: int, log: Callable[[str], None] | None):
+    def __init__(
+        self,
+        epochs: int,
+        lr: float,
+        dim: int,
+        batch_size: int,
+        patience: int,
+        max_val_edges: int | None,
+        seed: int,
+        log: Callable[[str], None] | None,
+    ):
         if epochs < 1:
             raise DualrecError(f"epochs must be >= 1, got {epochs}")
         self.epochs, self.lr, self.dim, self.batch_size = int(epochs), float(lr), int(dim), int(batch_size)
@@ -133,8 +142,9 @@ class _GNNBaseline:
         raise NotImplementedError
 
     # .................................................................. fit
-    def fit(self, graph: ProductGraph, train_mask: Tensor, x: Tensor | None = None,
-            val: tuple[Tensor, Tensor] | None = None) -> "_GNNBaseline":
+    def fit(
+        self, graph: ProductGraph, train_mask: Tensor, x: Tensor | None = None, val: tuple[Tensor, Tensor] | None = None
+    ) -> "_GNNBaseline":
         """Train on the co-purchase edges where ``train_mask`` is true; early-stop on ``val`` MRR@10.
 
         Args:
@@ -249,11 +259,26 @@ class GraphSAGEBaseline(_GNNBaseline):
 
     name = "graphsage"
 
-    def __init__(self, epochs: int = 6, lr: float = 3e-3, dim: int = 64, hidden: int = 128, num_layers: int = 2,
-                 dropout: float = 0.1, tau: float = 0.1, num_negatives: int = 1024, in_batch_negatives: bool = False,
-                 sim_weight: float = 0.5, use_similar: bool = True, target_fraction: float = 0.3,
-                 batch_size: int = 2048, patience: int = 2, max_val_edges: int | None = 10000, seed: int = 0,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        epochs: int = 6,
+        lr: float = 3e-3,
+        dim: int = 64,
+        hidden: int = 128,
+        num_layers: int = 2,
+        dropout: float = 0.1,
+        tau: float = 0.1,
+        num_negatives: int = 1024,
+        in_batch_negatives: bool = False,
+        sim_weight: float = 0.5,
+        use_similar: bool = True,
+        target_fraction: float = 0.3,
+        batch_size: int = 2048,
+        patience: int = 2,
+        max_val_edges: int | None = 10000,
+        seed: int = 0,
+        log: Callable[[str], None] | None = None,
+    ):
         super().__init__(epochs, lr, dim, batch_size, patience, max_val_edges, seed, log)
         self.hidden, self.num_layers, self.dropout = int(hidden), int(num_layers), float(dropout)
         self.tau, self.num_negatives, self.in_batch_negatives = float(tau), int(num_negatives), in_batch_negatives
@@ -307,11 +332,12 @@ class GraphSAGEBaseline(_GNNBaseline):
                 z = F.normalize(self.model(self.x, adj), dim=-1)
                 neg = torch.randint(0, n, (self.num_negatives,), generator=gen)
                 loss = info_nce(z, z, g.cp_src[e], g.cp_dst[e], neg, self.tau, self.in_batch_negatives)
-                sims = sim_perm[b * sim_per_batch:(b + 1) * sim_per_batch]
+                sims = sim_perm[b * sim_per_batch : (b + 1) * sim_per_batch]
                 if use_sim and sims.numel():
                     sa, sb = g.sim_a[sims], g.sim_b[sims]
-                    loss = loss + self.sim_weight * info_nce(z, z, torch.cat([sa, sb]), torch.cat([sb, sa]), neg,
-                                                             self.tau, self.in_batch_negatives)
+                    loss = loss + self.sim_weight * info_nce(
+                        z, z, torch.cat([sa, sb]), torch.cat([sb, sa]), neg, self.tau, self.in_batch_negatives
+                    )
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
@@ -346,10 +372,21 @@ class LightGCNBaseline(_GNNBaseline):
 
     name = "lightgcn"
 
-    def __init__(self, epochs: int = 20, lr: float = 2e-2, dim: int = 64, num_layers: int = 3,
-                 num_negatives: int = 4, lambda_reg: float = 1e-4, target_fraction: float = 0.0,
-                 batch_size: int = 8192, patience: int = 3, max_val_edges: int | None = 10000, seed: int = 0,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        epochs: int = 20,
+        lr: float = 2e-2,
+        dim: int = 64,
+        num_layers: int = 3,
+        num_negatives: int = 4,
+        lambda_reg: float = 1e-4,
+        target_fraction: float = 0.0,
+        batch_size: int = 8192,
+        patience: int = 3,
+        max_val_edges: int | None = 10000,
+        seed: int = 0,
+        log: Callable[[str], None] | None = None,
+    ):
         super().__init__(epochs, lr, dim, batch_size, patience, max_val_edges, seed, log)
         self.num_layers, self.num_negatives = int(num_layers), int(num_negatives)
         self.lambda_reg, self.target_fraction = float(lambda_reg), float(target_fraction)
@@ -363,7 +400,9 @@ class LightGCNBaseline(_GNNBaseline):
             conv.normalize = False
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
         # Positives: undirected training pairs, both orientations (the score is symmetric).
-        self.pos_src, self.pos_dst = _undirected(graph.num_products, (graph.cp_src[train_mask], graph.cp_dst[train_mask]))
+        self.pos_src, self.pos_dst = _undirected(
+            graph.num_products, (graph.cp_src[train_mask], graph.cp_dst[train_mask])
+        )
         self._adj = self._adjacency(torch.ones(self.pos_src.numel(), dtype=torch.bool))
 
     def _adjacency(self, keep: Tensor) -> Tensor:
@@ -401,8 +440,11 @@ class LightGCNBaseline(_GNNBaseline):
                 neg = (q[:, None, :] * emb[w]).sum(-1)
                 node_id = torch.unique(torch.cat([u, v, w.reshape(-1)]))
                 loss = self.model.recommendation_loss(
-                    pos[:, None].expand_as(neg).reshape(-1), neg.reshape(-1), node_id=node_id,
-                    lambda_reg=self.lambda_reg)
+                    pos[:, None].expand_as(neg).reshape(-1),
+                    neg.reshape(-1),
+                    node_id=node_id,
+                    lambda_reg=self.lambda_reg,
+                )
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
@@ -434,8 +476,9 @@ class DiGAEEncoder(nn.Module):
     with ``A_out`` / ``A_in`` the mean over out- / in-neighbours (optionally plus self-loops).
     """
 
-    def __init__(self, num_nodes: int, hidden: int = 64, out_channels: int = 64, num_layers: int = 2,
-                 init_std: float = 0.1):
+    def __init__(
+        self, num_nodes: int, hidden: int = 64, out_channels: int = 64, num_layers: int = 2, init_std: float = 0.1
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError("num_layers must be >= 1")
@@ -485,10 +528,22 @@ class DirectedGNNBaseline(_GNNBaseline):
 
     name = "directed_gnn"
 
-    def __init__(self, epochs: int = 20, lr: float = 2e-2, dim: int = 64, hidden: int = 64, num_layers: int = 2,
-                 num_negatives: int = 1, self_loops: bool = False, target_fraction: float = 0.0,
-                 batch_size: int = 4096, patience: int = 3, max_val_edges: int | None = 10000, seed: int = 0,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        epochs: int = 20,
+        lr: float = 2e-2,
+        dim: int = 64,
+        hidden: int = 64,
+        num_layers: int = 2,
+        num_negatives: int = 1,
+        self_loops: bool = False,
+        target_fraction: float = 0.0,
+        batch_size: int = 4096,
+        patience: int = 3,
+        max_val_edges: int | None = 10000,
+        seed: int = 0,
+        log: Callable[[str], None] | None = None,
+    ):
         super().__init__(epochs, lr, dim, batch_size, patience, max_val_edges, seed, log)
         self.hidden, self.num_layers, self.num_negatives = int(hidden), int(num_layers), int(num_negatives)
         self.self_loops, self.target_fraction = self_loops, float(target_fraction)
@@ -524,8 +579,9 @@ class DirectedGNNBaseline(_GNNBaseline):
                 q = s[u]
                 pos = (q * t[v]).sum(-1)
                 neg = (q[:, None, :] * t[w]).sum(-1)
-                loss = (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
-                        + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
+                loss = F.binary_cross_entropy_with_logits(
+                    pos, torch.ones_like(pos)
+                ) + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()

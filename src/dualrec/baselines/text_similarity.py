@@ -17,8 +17,9 @@ class TextSimilarity:
 
     name = "text_similarity"
 
-    def fit(self, graph: ProductGraph, train_mask: torch.Tensor | None = None, x: torch.Tensor | None = None,
-            val=None) -> "TextSimilarity":
+    def fit(
+        self, graph: ProductGraph, train_mask: torch.Tensor | None = None, x: torch.Tensor | None = None, val=None
+    ) -> "TextSimilarity":
         if x is None:
             raise DualrecError("text_similarity needs node features x (e.g. from load_or_build_features)")
         x = torch.as_tensor(x, dtype=torch.float32)

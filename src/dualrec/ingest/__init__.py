@@ -83,24 +83,37 @@ def no_edges_message(report: dict) -> str:
     dropped = {k: v for k, v in report.get("dropped", {}).items() if v and not k.startswith("similar")}
     top = sorted(dropped.items(), key=lambda kv: -kv[1])[:3]
     ex = report.get("examples", {})
-    why = "; ".join(f"{k.replace('_', ' ')}: {v}" + (f" (e.g. {', '.join(map(repr, ex[k]))})" if k in ex else "")
-                    for k, v in top) or "the input has no co-purchase rows"
-    return (f"no usable co-purchase edge after cleaning ({report.get('products', 0)} products); {why}. "
-            "Check that the edge tables use the products' ids")
+    why = (
+        "; ".join(
+            f"{k.replace('_', ' ')}: {v}" + (f" (e.g. {', '.join(map(repr, ex[k]))})" if k in ex else "")
+            for k, v in top
+        )
+        or "the input has no co-purchase rows"
+    )
+    return (
+        f"no usable co-purchase edge after cleaning ({report.get('products', 0)} products); {why}. "
+        "Check that the edge tables use the products' ids"
+    )
 
 
 def summary(report: dict) -> str:
     """A few human lines: what was kept, what was dropped and why."""
-    lines = [f"kept {report.get('products', 0):,} products, {report.get('copurchase_edges', 0):,} co-purchase edges, "
-             f"{report.get('similar_pairs', 0):,} similar pairs"]
+    lines = [
+        f"kept {report.get('products', 0):,} products, {report.get('copurchase_edges', 0):,} co-purchase edges, "
+        f"{report.get('similar_pairs', 0):,} similar pairs"
+    ]
     dropped = {k: v for k, v in report.get("dropped", {}).items() if v}
     if dropped:
-        lines.append("dropped or merged: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in
-                                                     sorted(dropped.items(), key=lambda kv: -kv[1])))
+        lines.append(
+            "dropped or merged: "
+            + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]))
+        )
     for col, b in (report.get("bad_numbers") or {}).items():
-        lines.append(f"column {col!r}: {b['bad_cells']} value(s) that are not numbers set missing (rows "
-                     f"{', '.join(map(str, b['rows']))}{' ...' if b['bad_cells'] > len(b['rows']) else ''}: "
-                     f"{', '.join(map(repr, b['values'][:3]))})")
+        lines.append(
+            f"column {col!r}: {b['bad_cells']} value(s) that are not numbers set missing (rows "
+            f"{', '.join(map(str, b['rows']))}{' ...' if b['bad_cells'] > len(b['rows']) else ''}: "
+            f"{', '.join(map(repr, b['values'][:3]))})"
+        )
     p = report.get("price_issues")
     if p:
         lines.append(f"price: {p['negative']} negative and {p['above_max']} above {p['max']:g} set missing")
@@ -145,8 +158,13 @@ def _check_prices(graph: ProductGraph) -> dict | None:
     bad = neg | big
     examples = [{"id": str(i), "price": float(v)} for i, v in zip(p["id"][bad].head(5), x[bad][:5])]
     p.loc[bad, "price"] = np.nan
-    return {"negative": int(neg.sum()), "above_max": int(big.sum()), "max": MAX_PRICE, "set_missing": int(bad.sum()),
-            "examples": examples}
+    return {
+        "negative": int(neg.sum()),
+        "above_max": int(big.sum()),
+        "max": MAX_PRICE,
+        "set_missing": int(bad.sum()),
+        "examples": examples,
+    }
 
 
 def ingest(fmt: str, input: str | Path, out: str | Path, **options) -> dict:

@@ -104,8 +104,9 @@ def _as_number(v: str) -> float:
     return float(m.group(1).replace(",", "")) if m else float("nan")
 
 
-def infer_numeric(df: pd.DataFrame, skip: Iterable[str] = (), report: dict | None = None,
-                  table: str = "products") -> pd.DataFrame:
+def infer_numeric(
+    df: pd.DataFrame, skip: Iterable[str] = (), report: dict | None = None, table: str = "products"
+) -> pd.DataFrame:
     """Text columns whose values are numbers -> numeric (except those in ``skip``).
 
     A column is numeric when at least 90 % of its non-empty values read as numbers (currency
@@ -136,8 +137,13 @@ def infer_numeric(df: pd.DataFrame, skip: Iterable[str] = (), report: dict | Non
         df[c] = num
         if bad.any() and report is not None:
             rows = np.flatnonzero(bad)
-            report[str(c)] = {"table": table, "bad_cells": int(bad.size and bad.sum()), "set_missing": True,
-                              "rows": [int(r) + 1 for r in rows[:10]], "values": [str(v)[:40] for v in s[rows[:10]]]}
+            report[str(c)] = {
+                "table": table,
+                "bad_cells": int(bad.size and bad.sum()),
+                "set_missing": True,
+                "rows": [int(r) + 1 for r in rows[:10]],
+                "values": [str(v)[:40] for v in s[rows[:10]]],
+            }
     return df
 
 
@@ -176,9 +182,7 @@ def resolve_column(
     if not required:
         return None
     names = " / ".join(repr(c) for c in candidates)
-    raise DualrecError(
-        f"{table}: missing {role} column {names}; {found}. Name it with {option}='<column>'"
-    )
+    raise DualrecError(f"{table}: missing {role} column {names}; {found}. Name it with {option}='<column>'")
 
 
 # ---------------------------------------------------------------------- ids

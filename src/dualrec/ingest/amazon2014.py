@@ -56,9 +56,7 @@ def _file(folder: Path, stem: str, required: bool) -> Path | None:
             return f
     if required:
         found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-        raise DualrecError(
-            f"{folder} is not an amazon2014 folder: missing {stem}.txt.gz (found: {found})"
-        )
+        raise DualrecError(f"{folder} is not an amazon2014 folder: missing {stem}.txt.gz (found: {found})")
     return None
 
 
@@ -192,7 +190,11 @@ def load(input, *, progress: bool = True) -> tuple:
         missing_optional.append("brand_p_b.txt.gz")
 
     products = pd.DataFrame(
-        {"id": pd.Series(asins, dtype=str), "category": pd.Series(category, dtype=str), "brand": pd.Series(brand, dtype=str)}
+        {
+            "id": pd.Series(asins, dtype=str),
+            "category": pd.Series(category, dtype=str),
+            "brand": pd.Series(brand, dtype=str),
+        }
     )
 
     def cat(parts):

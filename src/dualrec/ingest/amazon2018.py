@@ -99,7 +99,8 @@ def load(input, *, progress: bool = True) -> tuple:
     if not records:
         if malformed:
             raise DualrecError(
-                f"{path}: none of its {malformed} non-empty lines is a JSON object; is this an Amazon 2018 meta_*.json file?"
+                f"{path}: none of its {malformed} non-empty lines is a JSON object; "
+                "is this an Amazon 2018 meta_*.json file?"
             )
         raise DualrecError(f"{path} is empty: no products")
 
@@ -124,7 +125,9 @@ def load(input, *, progress: bool = True) -> tuple:
 
     price_raw = [rec.get("price") for rec in kept]
     price = np.array([parse_price(p) for p in price_raw], dtype=np.float64)
-    unparsed = sum(1 for p, v in zip(price_raw, price) if np.isnan(v) and p not in (None, "") and not isinstance(p, float))
+    unparsed = sum(
+        1 for p, v in zip(price_raw, price) if np.isnan(v) and p not in (None, "") and not isinstance(p, float)
+    )
     products = pd.DataFrame(
         {
             "id": pd.Series(asins, dtype=str),

@@ -67,8 +67,16 @@ import numpy as np
 import pandas as pd
 
 from dualrec.graph import DualrecError
-from dualrec.ingest._common import (TABLE_EXTS, as_id_strings, existing_path, finish, infer_numeric,
-                                    normalize_metadata, read_table, resolve_column)
+from dualrec.ingest._common import (
+    TABLE_EXTS,
+    as_id_strings,
+    existing_path,
+    finish,
+    infer_numeric,
+    normalize_metadata,
+    read_table,
+    resolve_column,
+)
 from dualrec.ingest._common import progress as bar
 
 OPTIONS: dict = {
@@ -205,8 +213,14 @@ def _group_positions(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 
 def transition_pairs(
-    left_g: np.ndarray, right_g: np.ndarray, owner: np.ndarray,
-    starts: np.ndarray, sizes: np.ndarray, items: np.ndarray, n_items: int, show: bool,
+    left_g: np.ndarray,
+    right_g: np.ndarray,
+    owner: np.ndarray,
+    starts: np.ndarray,
+    sizes: np.ndarray,
+    items: np.ndarray,
+    n_items: int,
+    show: bool,
 ):
     """For transitions (group ``left_g[t]`` -> group ``right_g[t]``, of customer ``owner[t]``,
     sorted by owner), all pairs (a in left, b in right, a != b); returns (keys a*n+b, number of
@@ -258,8 +272,14 @@ def _find_input(path: Path) -> Path:
 def _join_products(catalogue: pd.DataFrame, path: Path, log_col) -> tuple[pd.DataFrame, dict]:
     """The log's products with the metadata of a products table, joined by id."""
     table = read_table(existing_path(path))
-    idc = resolve_column(table, None, ["id", str(log_col), "StockCode", "product_id", "sku", "item_id"],
-                         role="product id", table=path.name, option="products")
+    idc = resolve_column(
+        table,
+        None,
+        ["id", str(log_col), "StockCode", "product_id", "sku", "item_id"],
+        role="product id",
+        table=path.name,
+        option="products",
+    )
     report: dict = {}
     meta = infer_numeric(table.drop(columns=[idc]), report=report, table=path.name)
     meta = normalize_metadata(meta)
@@ -275,13 +295,20 @@ def _join_products(catalogue: pd.DataFrame, path: Path, log_col) -> tuple[pd.Dat
             out[c] = out[c].where(~present.to_numpy(), col)
         else:
             out[c] = col.fillna(np.nan if pd.api.types.is_numeric_dtype(col) else "")
-    facts = {"file": path.name, "rows": int(len(table)), "rows_without_id_or_duplicate": int((~keep).sum()),
-             "log_products_matched": int(hit.sum()), "log_products_without_metadata": int((~hit).sum()),
-             "columns": [str(c) for c in meta.columns], "bad_numbers": report}
+    facts = {
+        "file": path.name,
+        "rows": int(len(table)),
+        "rows_without_id_or_duplicate": int((~keep).sum()),
+        "log_products_matched": int(hit.sum()),
+        "log_products_without_metadata": int((~hit).sum()),
+        "columns": [str(c) for c in meta.columns],
+        "bad_numbers": report,
+    }
     if not hit.any():
         ex = ", ".join(repr(i) for i in catalogue["id"].head(3))
-        raise DualrecError(f"{path.name}: no product of the order log is in it (log ids like {ex}; its id column "
-                           f"is {idc!r})")
+        raise DualrecError(
+            f"{path.name}: no product of the order log is in it (log ids like {ex}; its id column is {idc!r})"
+        )
     return out.reset_index(), facts
 
 
@@ -321,14 +348,17 @@ def load(
     df = read_table(path)
     n_lines = len(df)
     explicit = dict(
-        invoice=invoice_col, product=product_col, customer=customer_col, time=time_col,
-        description=description_col, quantity=quantity_col, price=price_col,
+        invoice=invoice_col,
+        product=product_col,
+        customer=customer_col,
+        time=time_col,
+        description=description_col,
+        quantity=quantity_col,
+        price=price_col,
     )
     explicit = {k: (str(v) if v is not None else None) for k, v in explicit.items()}  # a CLI may pass 2 for "2"
     cols = {
-        role: resolve_column(
-            df, explicit[role], aliases, role=role, table=path.name, option=option, required=required
-        )
+        role: resolve_column(df, explicit[role], aliases, role=role, table=path.name, option=option, required=required)
         for role, (aliases, option, required) in COLUMNS.items()
     }
     steps.update(1)

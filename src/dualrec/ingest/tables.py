@@ -97,12 +97,11 @@ def _edges(
     c2 = resolve_column(df, cols[1], [sides[1]], role=f"'{sides[1]}' id", table=path.name, option=f"{sides[1]}_col")
     wc = None
     if weight_col is not None:
-        wc = resolve_column(
-            df, None, [weight_col], role="weight", table=path.name, option="weight_col", required=False
-        )
+        wc = resolve_column(df, None, [weight_col], role="weight", table=path.name, option="weight_col", required=False)
     if weight_explicit and wc is None and table == "copurchase":
         raise DualrecError(
-            f"{path.name}: no weight column {weight_col!r} (weight_col={weight_col!r}); found: {[str(c) for c in df.columns]}"
+            f"{path.name}: no weight column {weight_col!r} (weight_col={weight_col!r}); "
+            f"found: {[str(c) for c in df.columns]}"
         )
     w = _weights(df, wc, path)
     s1 = as_id_strings(df[c1])
@@ -112,8 +111,10 @@ def _edges(
     i2 = index.get_indexer(pd.Index(s2.fillna("").to_numpy(dtype=object), dtype=object))
     unknown1 = ~missing & (i1 < 0)
     unknown2 = ~missing & ~unknown1 & (i2 < 0)
-    for name, sel, col in ((f"{table}_{sides[0]}_not_in_products", unknown1, s1),
-                           (f"{table}_{sides[1]}_not_in_products", unknown2, s2)):
+    for name, sel, col in (
+        (f"{table}_{sides[0]}_not_in_products", unknown1, s1),
+        (f"{table}_{sides[1]}_not_in_products", unknown2, s2),
+    ):
         if sel.any():
             examples[name] = [str(v) for v in col[sel].head(3)]
     keep = ~missing & (i1 >= 0) & (i2 >= 0)
@@ -167,7 +168,10 @@ def load(
             f"{products_path.name}: the id column is {idc!r} but there is also a column {clash[0]!r}; rename one"
         )
     products = pd.concat(
-        [pd.DataFrame({"id": pd.Series(ids[keep].tolist(), dtype=str)}), normalize_metadata(meta).reset_index(drop=True)],
+        [
+            pd.DataFrame({"id": pd.Series(ids[keep].tolist(), dtype=str)}),
+            normalize_metadata(meta).reset_index(drop=True),
+        ],
         axis=1,
     )
     if len(products) == 0:
@@ -178,21 +182,39 @@ def load(
     weight_explicit = weight_col != OPTIONS["weight_col"]
     examples: dict = {}
     cp, cp_rows, cp_wc = _edges(
-        cp_path, "copurchase", ("src", "dst"), (src_col if src_col != "src" else None, dst_col if dst_col != "dst" else None),
-        weight_col, weight_explicit, index, dropped, examples,
+        cp_path,
+        "copurchase",
+        ("src", "dst"),
+        (src_col if src_col != "src" else None, dst_col if dst_col != "dst" else None),
+        weight_col,
+        weight_explicit,
+        index,
+        dropped,
+        examples,
     )
     steps.update(1)
     sim, sim_rows, sim_wc = None, 0, None
     if sim_path is not None:
         sim, sim_rows, sim_wc = _edges(
-            sim_path, "similar", ("a", "b"), (a_col if a_col != "a" else None, b_col if b_col != "b" else None),
-            weight_col, False, index, dropped, examples,
+            sim_path,
+            "similar",
+            ("a", "b"),
+            (a_col if a_col != "a" else None, b_col if b_col != "b" else None),
+            weight_col,
+            False,
+            index,
+            dropped,
+            examples,
         )
     steps.update(1)
     steps.close()
 
     facts = {
-        "files": {"products": products_path.name, "copurchase": cp_path.name, "similar": sim_path.name if sim_path else None},
+        "files": {
+            "products": products_path.name,
+            "copurchase": cp_path.name,
+            "similar": sim_path.name if sim_path else None,
+        },
         "product_rows": int(len(raw)),
         "copurchase_rows": int(cp_rows),
         "similar_rows": int(sim_rows),

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import pandas as pd
-from fastapi import Depends, FastAPI, Header, HTTPException, Path as PathParam, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -67,16 +68,17 @@ __all__ = ["create_app", "Limits", "admin_token_from_env", "LOOPBACK_HOSTS"]
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask for. Beyond these: 413 (body) or 422 (fields), at once."""
-    max_body_bytes: int = 256 * 1024       # any request body
-    max_batch_ids: int = 100               # ids in POST /related
-    max_batch_results: int = 10_000        # ids x k in POST /related
-    max_new_products: int = 100            # products in one POST /products
+
+    max_body_bytes: int = 256 * 1024  # any request body
+    max_batch_ids: int = 100  # ids in POST /related
+    max_batch_results: int = 10_000  # ids x k in POST /related
+    max_new_products: int = 100  # products in one POST /products
     max_id_chars: int = 200
-    max_field_chars: int = 2_000           # any metadata value of a new product
+    max_field_chars: int = 2_000  # any metadata value of a new product
     max_search_chars: int = 200
     max_search_words: int = 8
-    max_concurrent: int = 4                # requests in flight (beyond: 503); /health is not counted
-    timeout_s: float = 10.0                # a read still running after this: 503 (writes are not timed out)
+    max_concurrent: int = 4  # requests in flight (beyond: 503); /health is not counted
+    timeout_s: float = 10.0  # a read still running after this: 503 (writes are not timed out)
 
 
 def admin_token_from_env() -> str | None:
@@ -107,10 +109,12 @@ def _scrub(msg: str, roots: tuple[str, ...] = ()) -> str:
 
 # -- schemas ---------------------------------------------------------------------------------------
 
+
 class Item(BaseModel):
     """A product in a result list: id, score (for rankings) and catalogue metadata when the
     catalogue has the column (null when missing for this product). Metadata is passed through
     as stored (usually strings and a number for price)."""
+
     model_config = ConfigDict(extra="allow")
     id: str
     score: Optional[float] = None
@@ -142,7 +146,8 @@ class BatchEntry(BaseModel):
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ids: list[Annotated[str, Field(max_length=Limits.max_id_chars)]] = Field(
-        ..., min_length=1, max_length=Limits.max_batch_ids, description="product ids (at most 100)")
+        ..., min_length=1, max_length=Limits.max_batch_ids, description="product ids (at most 100)"
+    )
     k: int = Field(10, ge=1, le=MAX_K, description="products per id; ids x k at most 10,000")
     explain: bool = Field(False, description="add each item's kind (logged / predicted) and reason")
 
@@ -179,6 +184,7 @@ class HealthResponse(BaseModel):
 class NewProduct(BaseModel):
     """A catalogue row for cold start: ``id`` plus metadata columns of the served catalogue
     (any other field is refused with 422)."""
+
     model_config = ConfigDict(extra="allow")
     id: str = Field(..., min_length=1, max_length=Limits.max_id_chars)
     title: Optional[str] = Field(None, max_length=Limits.max_field_chars)
@@ -207,8 +213,9 @@ class AddProductsResponse(BaseModel):
 
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: Optional[str] = Field(None, pattern=r"^v[0-9]{6}$",
-                                   description="a version of the served model folder (default: its current one)")
+    version: Optional[str] = Field(
+        None, pattern=r"^v[0-9]{6}$", description="a version of the served model folder (default: its current one)"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -219,10 +226,14 @@ _K = Annotated[int, Query(ge=1, le=MAX_K, description="how many products (1..100
 _ID = Annotated[str, PathParam(description="product id", max_length=Limits.max_id_chars)]
 _E404 = {404: {"model": ErrorResponse, "description": "unknown product id"}}
 _E400 = {400: {"model": ErrorResponse, "description": "invalid request"}}
-_EWRITE = {403: {"model": ErrorResponse, "description": "writes are off (no admin token configured) or the "
-                 "X-Admin-Token header is missing or wrong"},
-           409: {"model": ErrorResponse, "description": "the served version is not the folder's current one"},
-           503: {"model": ErrorResponse, "description": "another writer holds the model folder"}}
+_EWRITE = {
+    403: {
+        "model": ErrorResponse,
+        "description": "writes are off (no admin token configured) or the X-Admin-Token header is missing or wrong",
+    },
+    409: {"model": ErrorResponse, "description": "the served version is not the folder's current one"},
+    503: {"model": ErrorResponse, "description": "another writer holds the model folder"},
+}
 
 
 class Guard:
@@ -239,9 +250,17 @@ class Guard:
     @staticmethod
     async def _reply(send, status: int, detail: str, headers: list | None = None) -> None:
         body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                *(headers or [])]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *(headers or []),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
@@ -336,9 +355,14 @@ def _json(body: dict) -> Response:
     return Response(content=json.dumps(body, separators=(",", ":"), allow_nan=False), media_type="application/json")
 
 
-def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_threads: int | None = 1,
-               allowed_hosts: list[str] | tuple[str, ...] | None = None, limits: Limits | None = None,
-               version: str | None = None) -> FastAPI:
+def create_app(
+    model_dir: str | Path,
+    admin_token: str | None = None,
+    faiss_threads: int | None = 1,
+    allowed_hosts: list[str] | tuple[str, ...] | None = None,
+    limits: Limits | None = None,
+    version: str | None = None,
+) -> FastAPI:
     """The API for one model folder, loaded now (a bad folder raises DualrecError here).
 
     ``admin_token`` (default: :func:`admin_token_from_env`) turns the write endpoints on;
@@ -366,10 +390,13 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
     # the API docs (/docs, /redoc) from files shipped in a package, not a CDN: they work offline
     from fastapi_offline import FastAPIOffline
 
-    app = FastAPIOffline(title="dualrec", version="1",
-                  description="Related-product recommendations from DAEMON dual (source/target) embeddings. "
-                              "The write endpoints (POST /products, POST /admin/reload) need the X-Admin-Token "
-                              "header and are off while the server has no admin token.")
+    app = FastAPIOffline(
+        title="dualrec",
+        version="1",
+        description="Related-product recommendations from DAEMON dual (source/target) embeddings. "
+        "The write endpoints (POST /products, POST /admin/reload) need the X-Admin-Token "
+        "header and are off while the server has no admin token.",
+    )
     app.state.holder = holder
     app.state.writes_enabled = token is not None
     app.add_middleware(Guard, limits=limits)
@@ -381,8 +408,11 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
 
     @app.exception_handler(ModelBusyError)
     async def _busy(request: Request, exc: ModelBusyError):
-        return JSONResponse(status_code=503, headers={"Retry-After": "5"},
-                            content={"detail": "the model folder is being written by another process; try again"})
+        return JSONResponse(
+            status_code=503,
+            headers={"Retry-After": "5"},
+            content={"detail": "the model folder is being written by another process; try again"},
+        )
 
     roots = (str(Path(model_dir)), str(Path(model_dir).resolve()))
 
@@ -392,8 +422,10 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        errs = [{"loc": e.get("loc"), "msg": _scrub(str(e.get("msg", "")), roots), "type": e.get("type")}
-                for e in exc.errors()[:20]]
+        errs = [
+            {"loc": e.get("loc"), "msg": _scrub(str(e.get("msg", "")), roots), "type": e.get("type")}
+            for e in exc.errors()[:20]
+        ]
         return JSONResponse(status_code=422, content={"detail": errs})
 
     @app.exception_handler(Exception)
@@ -404,39 +436,68 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
     def admin(x_admin_token: Annotated[Optional[str], Header()] = None) -> None:
         """A dependency of the write endpoints: it runs before their body is validated."""
         if token is None:
-            raise HTTPException(403, "writes are off on this server: start it with DUALREC_ADMIN_TOKEN or "
-                                     "DUALREC_ADMIN_TOKEN_FILE set to enable them")
+            raise HTTPException(
+                403,
+                "writes are off on this server: start it with DUALREC_ADMIN_TOKEN or "
+                "DUALREC_ADMIN_TOKEN_FILE set to enable them",
+            )
         if not (x_admin_token and secrets.compare_digest(x_admin_token.encode(), token.encode())):
             raise HTTPException(403, "missing or wrong X-Admin-Token")
 
-    @app.get("/products/{product_id}/related", response_model=RelatedResponse, response_model_exclude_unset=True,
-             responses=_E404, summary="Top-k related products")
-    def related(product_id: _ID, k: _K = 10,
-                explain: Annotated[bool, Query(description="each item's kind (logged / predicted) and reason")] = True):
+    @app.get(
+        "/products/{product_id}/related",
+        response_model=RelatedResponse,
+        response_model_exclude_unset=True,
+        responses=_E404,
+        summary="Top-k related products",
+    )
+    def related(
+        product_id: _ID,
+        k: _K = 10,
+        explain: Annotated[bool, Query(description="each item's kind (logged / predicted) and reason")] = True,
+    ):
         return _json(holder.service.related(product_id, k, explain))
 
-    @app.post("/related", response_model=BatchResponse, response_model_exclude_unset=True,
-              responses={**_E404, **_E400}, summary="Top-k related products for several ids")
+    @app.post(
+        "/related",
+        response_model=BatchResponse,
+        response_model_exclude_unset=True,
+        responses={**_E404, **_E400},
+        summary="Top-k related products for several ids",
+    )
     def related_batch(req: BatchRequest):
         if len(req.ids) * req.k > limits.max_batch_results:
-            return _unprocessable(["body", "ids"], f"ids x k is {len(req.ids) * req.k}; at most "
-                                             f"{limits.max_batch_results} per request")
+            return _unprocessable(
+                ["body", "ids"], f"ids x k is {len(req.ids) * req.k}; at most {limits.max_batch_results} per request"
+            )
         return _json(holder.service.related_batch(req.ids, req.k, req.explain))
 
-    @app.get("/products/{product_id}/incoming", response_model=RelatedResponse, response_model_exclude_unset=True,
-             responses=_E404, summary="Products that recommend this one")
+    @app.get(
+        "/products/{product_id}/incoming",
+        response_model=RelatedResponse,
+        response_model_exclude_unset=True,
+        responses=_E404,
+        summary="Products that recommend this one",
+    )
     def incoming(product_id: _ID, k: _K = 10):
         return _json(holder.service.incoming(product_id, k))
 
-    @app.get("/products/{product_id}", response_model=dict[str, Any], responses=_E404,
-             summary="A product's catalogue row")
+    @app.get(
+        "/products/{product_id}", response_model=dict[str, Any], responses=_E404, summary="A product's catalogue row"
+    )
     def product(product_id: _ID):
         return _json(holder.service.product(product_id))
 
-    @app.get("/search", response_model=SearchResponse, response_model_exclude_unset=True,
-             summary="Find products by id or words")
-    def search(q: Annotated[str, Query(min_length=1, max_length=Limits.max_search_chars, description="id or words")],
-               limit: Annotated[int, Query(ge=1, le=MAX_K)] = 20):
+    @app.get(
+        "/search",
+        response_model=SearchResponse,
+        response_model_exclude_unset=True,
+        summary="Find products by id or words",
+    )
+    def search(
+        q: Annotated[str, Query(min_length=1, max_length=Limits.max_search_chars, description="id or words")],
+        limit: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
+    ):
         if len(q.split()) > limits.max_search_words:
             return _unprocessable(["query", "q"], f"at most {limits.max_search_words} words per search")
         return _json(holder.service.search(q, limit))
@@ -445,9 +506,14 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
     async def health():  # on the event loop: answers while every worker thread is busy
         return holder.service.health() | {"writes": "on" if token is not None else "off"}
 
-    @app.post("/products", response_model=AddProductsResponse, status_code=201,
-              responses={**_E400, **_EWRITE}, dependencies=[Depends(admin)],
-              summary="WRITES (admin token): add new products to the served model (cold start)")
+    @app.post(
+        "/products",
+        response_model=AddProductsResponse,
+        status_code=201,
+        responses={**_E400, **_EWRITE},
+        dependencies=[Depends(admin)],
+        summary="WRITES (admin token): add new products to the served model (cold start)",
+    )
     def add_products(req: AddProductsRequest):
         from dualrec.coldstart import add_products as add
 
@@ -456,20 +522,27 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
 
         latest = ModelStore(current.model_dir).current_name()
         if current.version != latest:  # new products go into the current version: say so, never switch silently
-            return JSONResponse(status_code=409, content={
-                "detail": f"this server serves {current.version}, not the folder's current version {latest}; "
-                          "reload it (POST /admin/reload {}) before adding products"})
+            return JSONResponse(
+                status_code=409,
+                content={
+                    "detail": f"this server serves {current.version}, not the folder's current version {latest}; "
+                    "reload it (POST /admin/reload {}) before adding products"
+                },
+            )
         allowed = set(map(str, current.products.columns))
         rows = [p.model_dump(exclude_unset=True) for p in req.products]
         extra = sorted({k for r in rows for k in r} - allowed)
         if extra:
-            return _unprocessable(["body", "products"], f"unknown field(s) {', '.join(extra[:10])}; the catalogue's "
-                                                  f"columns are: {', '.join(sorted(allowed))}")
+            return _unprocessable(
+                ["body", "products"],
+                f"unknown field(s) {', '.join(extra[:10])}; the catalogue's columns are: {', '.join(sorted(allowed))}",
+            )
         for r in rows:
             for k_, v in r.items():
                 if isinstance(v, str) and len(v) > limits.max_field_chars:
-                    return _unprocessable(["body", "products", k_], f"{k_} of {r['id']!r} is over "
-                                                              f"{limits.max_field_chars} characters")
+                    return _unprocessable(
+                        ["body", "products", k_], f"{k_} of {r['id']!r} is over {limits.max_field_chars} characters"
+                    )
                 if isinstance(v, float) and not math.isfinite(v):
                     return _unprocessable(["body", "products", k_], f"{k_} of {r['id']!r} is not finite")
                 if not isinstance(v, (str, int, float, bool, type(None))):
@@ -483,12 +556,15 @@ def create_app(model_dir: str | Path, admin_token: str | None = None, faiss_thre
             except (ValueError, KeyError, TypeError) as e:
                 raise DualrecError(f"cannot add these products: {e}") from e
             new = holder.swap()
-        return {"added": [str(a) for a in added], "num_products": new.num_products,
-                "model_version": new.model_version}
+        return {"added": [str(a) for a in added], "num_products": new.num_products, "model_version": new.model_version}
 
-    @app.post("/admin/reload", response_model=HealthResponse, responses={**_E400, **_EWRITE},
-              dependencies=[Depends(admin)],
-              summary="WRITES (admin token): serve a version of the model folder (default: its current one)")
+    @app.post(
+        "/admin/reload",
+        response_model=HealthResponse,
+        responses={**_E400, **_EWRITE},
+        dependencies=[Depends(admin)],
+        summary="WRITES (admin token): serve a version of the model folder (default: its current one)",
+    )
     def reload(req: ReloadRequest):
         new = holder.swap(req.version)
         return new.health()

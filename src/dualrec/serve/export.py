@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
@@ -28,12 +27,18 @@ from dualrec.store import open_version
 
 __all__ = ["export_recommendations", "SCHEMA"]
 
-SCHEMA = pa.schema([("id", pa.string()), ("rank", pa.int32()), ("related_id", pa.string()),
-                    ("score", pa.float32())])
+SCHEMA = pa.schema([("id", pa.string()), ("rank", pa.int32()), ("related_id", pa.string()), ("score", pa.float32())])
 
 
-def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, batch: int = 4096,
-                           progress: bool = True, log=None, version: str | None = None) -> dict:
+def export_recommendations(
+    model_dir: str | Path,
+    out: str | Path,
+    k: int = 20,
+    batch: int = 4096,
+    progress: bool = True,
+    log=None,
+    version: str | None = None,
+) -> dict:
     """Write every product's top-k (never itself) to ``out``; returns a small report."""
     if not 1 <= k <= 1000:
         raise DualrecError("k must be in 1..1000")
@@ -57,8 +62,10 @@ def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, 
     rows_written = 0
     kk = 0
     try:
-        with pq.ParquetWriter(tmp, SCHEMA) as writer, \
-                tqdm(total=n, desc="export", unit="product", disable=not progress) as bar:
+        with (
+            pq.ParquetWriter(tmp, SCHEMA) as writer,
+            tqdm(total=n, desc="export", unit="product", disable=not progress) as bar,
+        ):
             for lo in range(0, n, batch):
                 q = np.arange(lo, min(n, lo + batch), dtype=np.int64)
                 if reranker is None:
@@ -70,9 +77,15 @@ def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, 
                 qi = np.repeat(q, kk)[valid]
                 ri = idx.ravel()[valid]
                 rank = np.tile(np.arange(1, kk + 1, dtype=np.int32), len(q))[valid]
-                table = pa.table({"id": ids_pa.take(pa.array(qi)), "rank": pa.array(rank),
-                                  "related_id": ids_pa.take(pa.array(ri)),
-                                  "score": pa.array(scores.ravel()[valid].astype(np.float32))}, schema=SCHEMA)
+                table = pa.table(
+                    {
+                        "id": ids_pa.take(pa.array(qi)),
+                        "rank": pa.array(rank),
+                        "related_id": ids_pa.take(pa.array(ri)),
+                        "score": pa.array(scores.ravel()[valid].astype(np.float32)),
+                    },
+                    schema=SCHEMA,
+                )
                 writer.write_table(table)
                 rows_written += len(table)
                 bar.update(len(q))
@@ -80,6 +93,14 @@ def export_recommendations(model_dir: str | Path, out: str | Path, k: int = 20, 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {"out": str(out), "version": v.name, "products": n, "k": int(kk), "rows": int(rows_written),
-            "ranker": ranker_name(reranker), "index": None if index is None else index.kind,
-            "index_recall_at_10": None if index is None else index.recall_at_10, "seconds": round(time.time() - t0, 2)}
+    return {
+        "out": str(out),
+        "version": v.name,
+        "products": n,
+        "k": int(kk),
+        "rows": int(rows_written),
+        "ranker": ranker_name(reranker),
+        "index": None if index is None else index.kind,
+        "index_recall_at_10": None if index is None else index.recall_at_10,
+        "seconds": round(time.time() - t0, 2),
+    }

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from dualrec.errors import DualrecError, UnknownProductError
-from dualrec.index import RetrievalIndex, load_model_index
 from dualrec.explain import SCORE_LABELS
+from dualrec.index import RetrievalIndex, load_model_index
 from dualrec.rerank import load_model_reranker, ranker_name
 from dualrec.store import open_version
 
@@ -73,11 +73,21 @@ def _check_k(k: int) -> int:
 class RecommenderService:
     """Answers queries about one model folder; build with :meth:`load`."""
 
-    def __init__(self, model_dir: Path, products: pd.DataFrame, source: np.ndarray, target: np.ndarray,
-                 index: RetrievalIndex, info: dict | None = None, reranker=None, version: str | None = None):
+    def __init__(
+        self,
+        model_dir: Path,
+        products: pd.DataFrame,
+        source: np.ndarray,
+        target: np.ndarray,
+        index: RetrievalIndex,
+        info: dict | None = None,
+        reranker=None,
+        version: str | None = None,
+    ):
         if source.shape != target.shape or len(products) != len(target):
-            raise DualrecError(f"products ({len(products)}), source {source.shape} and "
-                               f"target {target.shape} do not line up")
+            raise DualrecError(
+                f"products ({len(products)}), source {source.shape} and target {target.shape} do not line up"
+            )
         if "id" not in products.columns:
             raise DualrecError("the catalogue has no 'id' column")
         self.model_dir = Path(model_dir)
@@ -107,8 +117,9 @@ class RecommenderService:
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, model_dir: str | Path, log: Callable[[str], None] | None = None,
-             version: str | None = None) -> "RecommenderService":
+    def load(
+        cls, model_dir: str | Path, log: Callable[[str], None] | None = None, version: str | None = None
+    ) -> "RecommenderService":
         """The model folder's current version (or the named one), verified against its manifest."""
         v = open_version(model_dir, version)
         source, target = (np.ascontiguousarray(a, dtype=np.float32) for a in v.embeddings())
@@ -185,8 +196,9 @@ class RecommenderService:
                 for item, why in zip(items, self.explainer.explain(r, i[i >= 0])):
                     item.update(why)
             ranker = ranker_name(self.reranker, r)  # per list: a new product's is DAEMON's
-            results.append({"id": self.ids[r], "k": k, "ranker": ranker, "scores": SCORE_LABELS[ranker],
-                            "results": items})
+            results.append(
+                {"id": self.ids[r], "k": k, "ranker": ranker, "scores": SCORE_LABELS[ranker], "results": items}
+            )
         return {"k": k, "model_version": self.model_version, "results": results}
 
     @property
@@ -194,8 +206,9 @@ class RecommenderService:
         if self._explainer is None:
             from dualrec.explain import Explainer
 
-            self._explainer = Explainer.from_version(open_version(self.model_dir, self.version, verify=False),
-                                                     self.source, self.target, self.reranker)
+            self._explainer = Explainer.from_version(
+                open_version(self.model_dir, self.version, verify=False), self.source, self.target, self.reranker
+            )
         return self._explainer
 
     def incoming(self, product_id: str, k: int = 10, chunk_rows: int = 1 << 18) -> dict:
@@ -207,12 +220,18 @@ class RecommenderService:
         n = self.num_products
         kk = min(k, n - 1)
         if kk <= 0:
-            return {"id": self.ids[r], "k": k, "model_version": self.model_version, "ranker": "daemon",
-                    "scores": "", "results": []}
+            return {
+                "id": self.ids[r],
+                "k": k,
+                "model_version": self.model_version,
+                "ranker": "daemon",
+                "scores": "",
+                "results": [],
+            }
         best_s = np.empty(0, dtype=np.float32)
         best_i = np.empty(0, dtype=np.int64)
         for lo in range(0, n, chunk_rows):
-            s = self.source[lo:lo + chunk_rows] @ t
+            s = self.source[lo : lo + chunk_rows] @ t
             if lo <= r < lo + len(s):
                 s[r - lo] = -np.inf
             take = min(kk, len(s))
@@ -222,9 +241,14 @@ class RecommenderService:
         order = np.lexsort((best_i, -best_s))[:kk]  # score descending, then row
         rows, scores = best_i[order], best_s[order]
         keep = np.isfinite(scores)
-        return {"id": self.ids[r], "k": k, "model_version": self.model_version, "ranker": "daemon",
-                "scores": "DAEMON cosine of each product's source embedding and this product's target embedding",
-                "results": self._items(rows[keep], scores[keep])}
+        return {
+            "id": self.ids[r],
+            "k": k,
+            "model_version": self.model_version,
+            "ranker": "daemon",
+            "scores": "DAEMON cosine of each product's source embedding and this product's target embedding",
+            "results": self._items(rows[keep], scores[keep]),
+        }
 
     def product(self, product_id: str) -> dict:
         """All catalogue columns of one product (JSON-safe)."""
@@ -248,17 +272,26 @@ class RecommenderService:
             mask &= self._haystack.str.contains(pat, regex=True).to_numpy(dtype=bool, na_value=False)
         exact = (self._ids_lower == q.strip().lower()).to_numpy(dtype=bool)
         hits = np.concatenate([np.flatnonzero(exact), np.flatnonzero(mask & ~exact)])
-        return {"q": q, "total": int(len(hits)), "results": self._items(hits[:int(limit)])}
+        return {"q": q, "total": int(len(hits)), "results": self._items(hits[: int(limit)])}
 
     def health(self) -> dict:
         ix = self.index
-        return {"status": "ok", "model_version": self.model_version,
-                "loaded_at": self.loaded_at, "num_products": self.num_products, "dim": int(self.target.shape[1]),
-                "ranker": ranker_name(self.reranker),
-                "index": {"kind": ix.kind, "params": jsonable(ix.params), "n": ix.n,
-                          "recall_at_10": jsonable(ix.recall_at_10),
-                          "stored": not ix.meta.get("in_memory", False),
-                          "appended_rows": int(ix.meta.get("appended_rows", 0))}}
+        return {
+            "status": "ok",
+            "model_version": self.model_version,
+            "loaded_at": self.loaded_at,
+            "num_products": self.num_products,
+            "dim": int(self.target.shape[1]),
+            "ranker": ranker_name(self.reranker),
+            "index": {
+                "kind": ix.kind,
+                "params": jsonable(ix.params),
+                "n": ix.n,
+                "recall_at_10": jsonable(ix.recall_at_10),
+                "stored": not ix.meta.get("in_memory", False),
+                "appended_rows": int(ix.meta.get("appended_rows", 0)),
+            },
+        }
 
 
 class ServiceHolder:
