@@ -13,7 +13,7 @@ DR=${DUALREC:-.venv/bin/dualrec}
 # daemon = dualrec as it ranks (DAEMON + co-occurrence candidates, reranked); daemon_embedding =
 # its first stage alone (the same trained DAEMON, shared); then the baselines.
 MAIN=daemon,daemon_embedding,popularity,text_similarity,cooccurrence,graphsage,lightgcn,directed_gnn
-# DAEMON's training budget (the GNN baselines get a similar one: GNN_BUDGET in dualrec/benchmark.py).
+# DAEMON's training budget (the GNN baselines get a similar one: GNN_BUDGET in dualrec/benchmark/registry.py).
 DAEMON=(--set epochs=5 --set patience=3 --set max_val_edges=5000)
 RETAIL=(--option min_support=5 --option min_basket_support=10)
 start=$SECONDS

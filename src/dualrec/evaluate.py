@@ -69,11 +69,16 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from dualrec.graph import DualrecError
+from dualrec.split import TEST, TRAIN, VAL
+
+if TYPE_CHECKING:
+    from dualrec.graph import ProductGraph
+    from dualrec.split import EdgeSplit
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 """query node indexes (Q,) -> scores (Q, N) for ALL N products; higher = more related."""
@@ -87,8 +92,11 @@ __all__ = [
     "RankingEvaluator",
     "ScoreFn",
     "direction_accuracy",
+    "evaluate_method",
     "metrics_from_ranks",
     "pair_fn_from_score_fn",
+    "RowMemo",
+    "KS",
 ]
 
 
@@ -497,3 +505,83 @@ def recommendation_bias(
         f"coverage@{k}": int(seen.sum()) / n,
         f"long_tail_share@{k}": tail_slots / max(slots, 1),
     }
+
+
+#: the cut-offs every benchmark table reports
+KS = (5, 10, 20)
+
+
+class RowMemo:
+    """Caches the score rows of an expensive ``score_fn`` (up to ``max_bytes``).
+
+    The evaluation asks for a query's row up to three times (ranks, popularity bias, direction
+    accuracy); a two-stage row costs candidate generation and a boosted-tree pass, so it is
+    computed once. Rows beyond the budget are recomputed, never dropped.
+    """
+
+    def __init__(self, score_fn, num_products: int, max_bytes: int = 2 << 30):
+        self.score_fn, self.n = score_fn, int(num_products)
+        self.max_rows = max(0, int(max_bytes) // (4 * self.n))
+        self.rows: dict[int, torch.Tensor] = {}
+
+    def __call__(self, query: torch.Tensor) -> torch.Tensor:
+        q = query.tolist()
+        missing = sorted({u for u in q if u not in self.rows})
+        fresh = {}
+        if missing:
+            got = self.score_fn(torch.tensor(missing, dtype=torch.long))
+            fresh = dict(zip(missing, got))
+            for u in missing[: max(0, self.max_rows - len(self.rows))]:
+                self.rows[u] = fresh[u].clone()  # a view would keep the whole batch alive
+        if not q:
+            return torch.empty(0, self.n)
+        return torch.stack([self.rows[u] if u in self.rows else fresh[u] for u in q])
+
+
+# ---------------------------------------------------------------------- evaluation
+def evaluate_method(
+    graph: ProductGraph,
+    split: EdgeSplit,
+    score_fn,
+    pair_score_fn,
+    part: int = TEST,
+    max_edges: int | None = None,
+    seed: int = 0,
+    edge_mask: torch.Tensor | None = None,
+    bias: bool = False,
+) -> dict:
+    """HitRate/MRR@{5,10,20} + direction accuracy of a method on one split part.
+
+    Exactly :func:`dualrec.train.evaluate_embeddings` for any score function: the same
+    subsample (``max_edges``, ``seed``), the same known-edge exclusion (TRAIN, and VAL for the
+    test), the same one-way edges for direction. ``num_queries`` = edges evaluated and
+    ``num_one_way`` = edges in the direction accuracy are added, and ``long_tail``: HitRate/MRR@10
+    over the edges whose target is in the long tail (the lower 50 % of products by TRAIN
+    in-degree, :func:`~dualrec.evaluate.long_tail_targets`). ``edge_mask`` evaluates those
+    edges instead of the whole ``part`` (cold start); ``bias=True`` adds the popularity bias
+    of the top-10 lists of the evaluated queries (:func:`~dualrec.evaluate.recommendation_bias`).
+    """
+    mask = split.mask(part) if edge_mask is None else edge_mask
+    src, dst = graph.cp_src[mask], graph.cp_dst[mask]
+    if src.numel() == 0:
+        raise DualrecError("the split has no held-out edges to evaluate (the graph is too small)")
+    if max_edges is not None and src.numel() > max_edges:
+        keep = torch.randperm(src.numel(), generator=torch.Generator().manual_seed(seed))[:max_edges]
+        src, dst = src[keep], dst[keep]
+    known = split.mask(TRAIN) | (split.mask(VAL) if part == TEST else torch.zeros_like(mask))
+    ex_src, ex_dst = graph.cp_src[known], graph.cp_dst[known]
+    g, e = RankingEvaluator(graph.num_products, ks=KS).ranks(score_fn, src, dst, ex_src, ex_dst)
+    out = metrics_from_ranks(g, e, KS)
+    in_degree = torch.bincount(graph.cp_dst[split.mask(TRAIN)], minlength=graph.num_products)
+    tail = long_tail_targets(in_degree)[dst]
+    out["long_tail"] = metrics_from_ranks(g[tail], e[tail], (10,)) if tail.any() else None
+    if bias:
+        out["bias"] = recommendation_bias(score_fn, src, in_degree, 10, ex_src, ex_dst)
+    one_way = ~graph.reciprocal_mask(src, dst)
+    out["num_one_way"] = int(one_way.sum())
+    out["direction_accuracy"] = (
+        direction_accuracy(pair_score_fn, src[one_way], dst[one_way], graph.num_products)
+        if one_way.any() and pair_score_fn is not None
+        else float("nan")
+    )
+    return out

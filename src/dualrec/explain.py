@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 __all__ = ["Explainer", "PATH_REASONS", "SCORE_LABELS"]
 
-#: a path kind of the co-occurrence model (:data:`dualrec.baselines.cooccurrence.KINDS`) in words
+#: a path kind of the co-occurrence model (:data:`dualrec.cooccurrence.KINDS`) in words
 PATH_REASONS = {
     "reverse": "often bought before it",
     "sim": "viewed together with it",

@@ -189,8 +189,7 @@ def evaluate_model(
             "ranker": "daemon",
             "version": v.name,
         }
-    from dualrec.benchmark import RowMemo, evaluate_method
-    from dualrec.evaluate import pair_fn_from_score_fn
+    from dualrec.evaluate import RowMemo, evaluate_method, pair_fn_from_score_fn
 
     score_fn = RowMemo(rr.score_fn, n)  # direction accuracy reads the same rows again
     out = evaluate_method(graph, split, score_fn, pair_fn_from_score_fn(score_fn, n), p)

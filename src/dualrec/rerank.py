@@ -1,7 +1,7 @@
 """Second stage: rerank DAEMON's and the graph's candidates with a gradient-boosted pair model.
 
 DAEMON's dual embeddings retrieve by one dot product; co-occurrence path counts
-(:mod:`dualrec.baselines.cooccurrence`) see exact short paths that a low-dimensional dot product
+(:mod:`dualrec.cooccurrence`) see exact short paths that a low-dimensional dot product
 smooths away. They miss different edges (on Amazon clothing the union of their top-10 lists holds
 the held-out target for 0.71 of the edges, each alone for 0.56 and 0.67), so a production
 recommender runs both and lets a small model decide per pair:
@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from dualrec.baselines.cooccurrence import KINDS, Cooccurrence
+from dualrec.cooccurrence import KINDS, Cooccurrence
 from dualrec.graph import DualrecError
 
 #: version of what :meth:`CandidateReranker.save` writes
@@ -60,7 +60,7 @@ class CandidateReranker:
     """Reranks the union of embedding and co-occurrence candidates (see the module docstring).
 
     Args:
-        cooc: a fitted :class:`~dualrec.baselines.cooccurrence.Cooccurrence` on the training graph.
+        cooc: a fitted :class:`~dualrec.cooccurrence.Cooccurrence` on the training graph.
         source, target: (N, d) DAEMON embeddings, or ``None`` for the graph-only reranker.
         x: (N, F) node features (text), or ``None``.
         known_src, known_dst: training co-purchase edges: never candidates.
@@ -88,7 +88,7 @@ class CandidateReranker:
         self.log_in = np.log1p(np.bincount(kd, minlength=n)).astype(np.float32)
         self.log_out = np.log1p(np.bincount(ks, minlength=n)).astype(np.float32)
         self.log_sim = np.log1p(np.diff(cooc.S.indptr)).astype(np.float32)
-        self.kinds = [k for k in KINDS if k != "cf3" or cooc._cf3_ok]
+        self.kinds = [k for k in KINDS if k != "cf3" or cooc.cf3_enabled]
         self.model = None
         self.info_: dict = {}
         self.shown = None  # logged co-purchases put first by score_fn(known_first=True); None: `known`
@@ -146,7 +146,7 @@ class CandidateReranker:
         g_rank = _rank_in_row(r, g)
         g_max = Gm.max(1).values.numpy()
         feats += [g, np.log1p(g_rank), g - g_max[r]]
-        kr = self.cooc._kind_rows(q, self.kinds)
+        kr = self.cooc.kind_rows(q, self.kinds)
         for k in self.kinds:
             m = kr[k]
             m.sort_indices()  # canonical rows: scipy looks pairs up by binary search (2-3x faster)

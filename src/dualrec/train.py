@@ -53,7 +53,7 @@ class TrainConfig:
     num_negatives: int = 1024
     # >0: that many 2-hop co-purchase negatives per pair (beyond the paper). Measured on
     # cellphones (16 per pair, 10 epochs): val MRR@10 0.162 vs 0.169 without, so off (as a first
-    # stage for the reranker they gained about 1 % HR@10 on cellphones val: see benchmark.py).
+    # stage for the reranker they gained about 1 % HR@10 on cellphones val: see dualrec.benchmark.registry).
     hard_negatives: int = 0
     in_batch_negatives: bool = False  # True: over-penalises best-sellers without a logQ correction (measured)
     sim_weight: float = 0.5

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dualrec.baselines import Cooccurrence, Popularity
-from dualrec.baselines.cooccurrence import ALPHAS, GAMMAS, KINDS, WEIGHTS
+from dualrec.cooccurrence import ALPHAS, GAMMAS, KINDS, WEIGHTS
 from dualrec.evaluate import RankingEvaluator, direction_accuracy
 from dualrec.graph import ProductGraph
 from dualrec.split import TEST, TRAIN, VAL, edge_split
@@ -48,7 +48,7 @@ def test_path_kinds_count_the_right_paths():
     g = hand_graph([(0, 1), (1, 2), (3, 4), (0, 5), (7, 0), (7, 2), (2, 1)], sim=[(0, 3), (5, 6)])
     m = Cooccurrence().fit(g, all_train(g))
     m._set_gamma(0.0)  # raw counts
-    rows = {k: r.toarray()[0] for k, r in m._kind_rows([0]).items()}
+    rows = {k: r.toarray()[0] for k, r in m.kind_rows([0]).items()}
     assert rows["cp2"][2] == 1 and rows["cp2"].sum() == 1  # 0 -> 1 -> 2 (5 has no out-edge)
     assert rows["sim_cp"][4] == 1 and rows["sim_cp"].sum() == 1
     assert rows["cp_sim"][6] == 1 and rows["cp_sim"][0] == 0
@@ -134,7 +134,7 @@ def test_sparse_ranks_equal_the_evaluator(seed):
     import numpy as np
     import scipy.sparse as sp
 
-    from dualrec.baselines.cooccurrence import sparse_ranks
+    from dualrec.cooccurrence import sparse_ranks
 
     rng = np.random.default_rng(seed)
     n, R = 60, 12

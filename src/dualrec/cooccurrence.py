@@ -1,4 +1,6 @@
-"""Item-item co-occurrence on the training graph (SAR / implicit / RP3beta style).
+"""Item-item co-occurrence on the training graph (SAR / implicit / RP3beta style): a baseline of
+the benchmark, and the graph half of the second stage (:mod:`dualrec.rerank` reads its
+:meth:`Cooccurrence.kind_rows`, :meth:`Cooccurrence.score_fn` and :attr:`Cooccurrence.S`).
 
 Score(u -> v) is a weighted count of short paths from ``u`` to ``v`` in the training graph
 (``A`` = training co-purchase edges, directed; ``S`` = co-view pairs, symmetric):
@@ -213,7 +215,7 @@ class Cooccurrence:
         self.S = _csr(np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([sw, sw]), n)
         self.pop = np.asarray(self.A.sum(0)).ravel().astype(np.float64)  # training in-degree
         self._pop_unit = self.pop / self.pop.max() if self.pop.max() > 0 else self.pop
-        self._cf3_ok = self.use_cf3
+        self.cf3_enabled = self.use_cf3
         self.scales_ = {k: 1.0 for k in KINDS}
 
         if val is not None and len(val[0]) > 0:
@@ -232,7 +234,7 @@ class Cooccurrence:
             "params": self.params_,
             "scales": self.scales_,
             "eps": float(self._eps),
-            "cf3_ok": bool(self._cf3_ok),
+            "cf3_ok": bool(self.cf3_enabled),
             "info": self.info_,
             "seed": self.seed,
             "row_chunk": self.row_chunk,
@@ -249,7 +251,7 @@ class Cooccurrence:
             "weights": {k: float(v) for k, v in state["params"]["weights"].items()},
         }
         c.scales_ = {k: float(v) for k, v in state["scales"].items()}
-        c._eps, c._cf3_ok, c.info_ = float(state["eps"]), bool(state["cf3_ok"]), dict(state.get("info", {}))
+        c._eps, c.cf3_enabled, c.info_ = float(state["eps"]), bool(state["cf3_ok"]), dict(state.get("info", {}))
         c._set_gamma(c.params_["gamma"])
         c._prepare()
         return c
@@ -261,8 +263,9 @@ class Cooccurrence:
         self.Sn = _row_norm(self.S, gamma)
         self._gamma = gamma
 
-    def _kind_rows(self, q: np.ndarray, kinds=KINDS) -> dict[str, sp.csr_matrix]:
-        """Each path kind's (Q x N) rows for queries ``q`` under the current gamma (unscaled)."""
+    def kind_rows(self, q: np.ndarray, kinds=KINDS) -> dict[str, sp.csr_matrix]:
+        """Each path kind's (Q x N) rows for queries ``q`` under the current gamma (unscaled;
+        divide by ``scales_[kind]`` for the values the combined score weighs)."""
         RA, RS, RT = self.An[q], self.Sn[q], self.ATn[q]
         out = {}
         for k in kinds:
@@ -299,14 +302,14 @@ class Cooccurrence:
         ranker = SparseRanker(uq, vs.numpy(), vd.numpy(), ex_s, ex_d, self.n)
 
         # cf3 can be near-dense (hubs): estimate its size on a few rows before building it.
-        if self._cf3_ok:
+        if self.cf3_enabled:
             self._set_gamma(0.0)
             probe = uq[: min(64, uq.size)]
-            est = self._kind_rows(probe, ("cf3",))["cf3"].nnz / max(1, probe.size) * uq.size
+            est = self.kind_rows(probe, ("cf3",))["cf3"].nnz / max(1, probe.size) * uq.size
             if est > self.max_tune_nnz:
-                self._cf3_ok = False
+                self.cf3_enabled = False
                 self.info_["cf3_skipped"] = f"estimated {est:.3g} non-zeros on the tuning rows > {self.max_tune_nnz}"
-        kinds = tuple(k for k in KINDS if k != "cf3" or self._cf3_ok)
+        kinds = tuple(k for k in KINDS if k != "cf3" or self.cf3_enabled)
 
         cache: dict = {}
 
@@ -314,7 +317,7 @@ class Cooccurrence:
             if gamma not in cache:
                 cache.clear()  # keep one gamma's matrices in memory
                 self._set_gamma(gamma)
-                rows = self._kind_rows(uq, kinds)
+                rows = self.kind_rows(uq, kinds)
                 for m in rows.values():
                     m.sort_indices()  # sums of sorted CSR stay sorted: no re-sort per evaluation
                 scales = {k: (float(m.data.mean()) if m.nnz else 1.0) for k, m in rows.items()}
@@ -393,7 +396,7 @@ class Cooccurrence:
         if self.An is None or self._gamma != self.params_["gamma"]:  # pragma: no cover - defensive
             self._set_gamma(self.params_["gamma"])
         c = {k: self.params_["weights"].get(k, 0.0) / self.scales_.get(k, 1.0) for k in KINDS}
-        if not self._cf3_ok:
+        if not self.cf3_enabled:
             c["cf3"] = 0.0
         self._c = c
         self._R2 = (self.Sn * np.float32(c["cp_sim"]) + self.ATn * np.float32(c["cotarget"])).tocsr()
