@@ -549,6 +549,7 @@ def evaluate_method(
     seed: int = 0,
     edge_mask: torch.Tensor | None = None,
     bias: bool = False,
+    show_progress: bool = False,
 ) -> dict:
     """HitRate/MRR@{5,10,20} + direction accuracy of a method on one split part.
 
@@ -570,7 +571,7 @@ def evaluate_method(
         src, dst = src[keep], dst[keep]
     known = split.mask(TRAIN) | (split.mask(VAL) if part == TEST else torch.zeros_like(mask))
     ex_src, ex_dst = graph.cp_src[known], graph.cp_dst[known]
-    g, e = RankingEvaluator(graph.num_products, ks=KS).ranks(score_fn, src, dst, ex_src, ex_dst)
+    g, e = RankingEvaluator(graph.num_products, ks=KS).ranks(score_fn, src, dst, ex_src, ex_dst, show_progress)
     out = metrics_from_ranks(g, e, KS)
     in_degree = torch.bincount(graph.cp_dst[split.mask(TRAIN)], minlength=graph.num_products)
     tail = long_tail_targets(in_degree)[dst]

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from dualrec.errors import DualrecError, UnknownProductError  # noqa: F401  (re-exported)
+from dualrec.ids import IdIndex
 
 FORMAT_VERSION = 1
 
@@ -97,7 +98,7 @@ class ProductGraph:
     sim_b: torch.Tensor
     sim_weight: torch.Tensor
     report: dict = field(default_factory=dict)
-    _id_index: pd.Index | None = field(default=None, repr=False, compare=False)
+    _id_index: IdIndex | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -184,12 +185,8 @@ class ProductGraph:
     def index_of(self, ids: Iterable[str]) -> torch.Tensor:
         """Row indexes of product ids; raises :class:`UnknownProductError` naming the unknown ones."""
         if self._id_index is None:
-            self._id_index = pd.Index(self.products["id"])
-        ids = [str(i) for i in ids]
-        idx = self._id_index.get_indexer(ids)
-        if (idx < 0).any():
-            raise UnknownProductError([i for i, j in zip(ids, idx) if j < 0])
-        return torch.as_tensor(idx, dtype=torch.long)
+            self._id_index = IdIndex(self.products["id"])
+        return torch.as_tensor(self._id_index.rows(ids), dtype=torch.long)
 
     # ------------------------------------------------------------------ structure
     def reciprocal_mask(self, src: torch.Tensor | None = None, dst: torch.Tensor | None = None) -> torch.Tensor:

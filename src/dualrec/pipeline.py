@@ -133,6 +133,7 @@ def _train_into(
                         result.target,
                         seed=config.seed,
                         log=log,
+                        progress=progress,
                     )
                     rr.save(w, RERANK_DIR)
                 except Exception as e:  # e.g. too few validation edges on a toy graph: say so, keep DAEMON
@@ -192,7 +193,7 @@ def evaluate_model(
     from dualrec.evaluate import RowMemo, evaluate_method, pair_fn_from_score_fn
 
     score_fn = RowMemo(rr.score_fn, n)  # direction accuracy reads the same rows again
-    out = evaluate_method(graph, split, score_fn, pair_fn_from_score_fn(score_fn, n), p)
+    out = evaluate_method(graph, split, score_fn, pair_fn_from_score_fn(score_fn, n), p, show_progress=progress)
     out["ranker"] = "two-stage"
     out["version"] = v.name
     # the first stage alone, for comparison (on VAL the reranker was fitted: optimistic there)

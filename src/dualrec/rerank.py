@@ -168,7 +168,9 @@ class CandidateReranker:
         return r, c, F, (G if base is None else base)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, val_src: torch.Tensor, val_dst: torch.Tensor, log=print) -> "CandidateReranker":
+    def fit(
+        self, val_src: torch.Tensor, val_dst: torch.Tensor, log=print, progress: bool = False
+    ) -> "CandidateReranker":
         cfg, n = self.cfg, self.n
         vs, vd = val_src.numpy(), val_dst.numpy()
         if vs.size == 0:
@@ -182,7 +184,9 @@ class CandidateReranker:
             uq = np.sort(rng.choice(uq, cfg.max_fit_queries, replace=False))
         step = self._rows_per_chunk()
         Xs, ys, gs, found = [], [], [], 0
-        for a in range(0, uq.size, step):
+        from tqdm.auto import tqdm
+
+        for a in tqdm(range(0, uq.size, step), desc="second stage: fit features", unit="chunk", disable=not progress):
             q = uq[a : a + step]
             r, c, F, _ = self._chunk(q)
             y = np.asarray(pos[q[r], c]).ravel()
@@ -462,6 +466,7 @@ def fit_two_stage(
     cooc: Cooccurrence | None = None,
     config: RerankConfig | None = None,
     log=print,
+    progress: bool = False,
 ) -> CandidateReranker:
     """Fit dualrec's second stage on a graph's training edges and validation edges.
 
@@ -473,7 +478,7 @@ def fit_two_stage(
         cooc = Cooccurrence(seed=seed).fit(graph, train_mask, val=(val_src, val_dst))
     cfg = config or RerankConfig(seed=seed)
     rr = CandidateReranker(cooc, source, target, x, graph.cp_src[train_mask], graph.cp_dst[train_mask], cfg)
-    return rr.fit(val_src, val_dst, log=log)
+    return rr.fit(val_src, val_dst, log=log, progress=progress)
 
 
 def load_model_reranker(

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dualrec.errors import DualrecError, UnknownProductError
+from dualrec.errors import DualrecError
+from dualrec.ids import IdIndex
 
 
 @dataclass
@@ -55,7 +56,7 @@ class Recommender:
         self.source, self.target = source.float(), target.float()
         self.chunk_elems = chunk_elems
         self.reranker = reranker
-        self._index = pd.Index(self.products["id"].astype(str))
+        self._index = IdIndex(self.products["id"])
         self.version = None  # the ModelVersion it was loaded from, if any
         self._explainer = None
 
@@ -87,11 +88,7 @@ class Recommender:
         return rec
 
     def index_of(self, ids: Sequence[str]) -> torch.Tensor:
-        ids = [str(i) for i in ids]
-        idx = self._index.get_indexer(ids)
-        if (idx < 0).any():
-            raise UnknownProductError([i for i, j in zip(ids, idx) if j < 0])
-        return torch.as_tensor(idx, dtype=torch.long)
+        return torch.as_tensor(self._index.rows(ids), dtype=torch.long)
 
     @torch.no_grad()
     def topk_indices(

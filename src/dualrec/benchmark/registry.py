@@ -247,31 +247,18 @@ def _register_builtins() -> None:
     register_method("cooccurrence", _cooccurrence_runner)
     register_method("cooccurrence_rerank", _rerank_runner(with_daemon=False))
     register_method("text_similarity", baseline_runner(TextSimilarity))
+    from dualrec.baselines.gnn import DirectedGNNBaseline, GraphSAGEBaseline, LightGCNBaseline
+
+    for cls in (GraphSAGEBaseline, LightGCNBaseline, DirectedGNNBaseline):
+        register_method(cls.name, baseline_runner(cls, **GNN_BUDGET.get(cls.name, {})))
 
 
 _register_builtins()
 
 
-def _gnn_runner(name: str) -> tuple[Runner | None, str | None]:
-    """The runner of a GNN baseline of ``dualrec.baselines.gnn``, or ``(None, why not)``."""
-    try:
-        import dualrec.baselines.gnn as gnn
-    except ModuleNotFoundError as e:
-        if e.name == "dualrec.baselines.gnn":
-            return None, "dualrec.baselines.gnn does not exist yet"
-        return None, f"dualrec.baselines.gnn could not be imported ({e})"
-    except Exception as e:  # a broken plug-in must not stop the benchmark
-        return None, f"dualrec.baselines.gnn could not be imported ({type(e).__name__}: {e})"
-    for obj in vars(gnn).values():
-        if inspect.isclass(obj) and getattr(obj, "name", None) == name and hasattr(obj, "fit"):
-            return baseline_runner(obj, **GNN_BUDGET.get(name, {})), None
-    return None, f"dualrec.baselines.gnn has no class with name = {name!r}"
-
-
 def known_methods() -> list[str]:
-    """Every name ``--methods`` accepts (whether or not its code is present)."""
-    names = list(_REGISTRY)
-    return names + [g for g in GNN_METHODS if g not in names]
+    """Every name ``--methods`` accepts."""
+    return list(_REGISTRY)
 
 
 def resolve_methods(methods: list[str] | str | None, log=print) -> dict[str, Runner]:
@@ -286,19 +273,9 @@ def resolve_methods(methods: list[str] | str | None, log=print) -> dict[str, Run
         raise DualrecError(f"unknown method(s): {', '.join(unknown)}; choose from {', '.join(known_methods())}")
     if len(set(names)) != len(names):
         raise DualrecError("a method is listed twice in --methods")
-    out: dict[str, Runner] = {}
-    for m in names:
-        if m in _REGISTRY:
-            out[m] = _REGISTRY[m]
-            continue
-        runner, why = _gnn_runner(m)
-        if runner is None:
-            log(f"note: skipping {m}: {why}")
-        else:
-            out[m] = runner
-    if not out:
+    if not names:
         raise DualrecError("no method to run")
-    return out
+    return {m: _REGISTRY[m] for m in names}
 
 
 def popularity_fallback(fitted: Fitted, cold: torch.Tensor, in_degree: torch.Tensor) -> Fitted:

@@ -23,8 +23,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from dualrec.errors import DualrecError, UnknownProductError
+from dualrec.errors import DualrecError
 from dualrec.explain import SCORE_LABELS
+from dualrec.ids import IdIndex
 from dualrec.index import RetrievalIndex, load_model_index
 from dualrec.rerank import load_model_reranker, ranker_name
 from dualrec.store import open_version
@@ -100,10 +101,7 @@ class RecommenderService:
         self.info = dict(info or {})
         ids = self.products["id"].astype(str)
         self.ids = ids.to_numpy(dtype=object)
-        self._pos = pd.Index(ids)
-        if not self._pos.is_unique:
-            dup = ids[ids.duplicated()].iloc[:5].tolist()
-            raise DualrecError(f"duplicate product ids, e.g. {dup}")
+        self._pos = IdIndex(ids, require_unique=True)
         self.meta_columns = [c for c in META_COLUMNS if c in self.products.columns]
         self._meta = {c: self.products[c].to_numpy(dtype=object) for c in self.meta_columns}
         hay = ids.str.lower()
@@ -143,21 +141,7 @@ class RecommenderService:
 
     # -- lookups -----------------------------------------------------------------------------------
     def rows(self, ids: Sequence[str]) -> np.ndarray:
-        ids = [str(i) for i in ids]
-        if len(ids) <= 16:  # the common case (one id): hash lookups, without building an Index
-            idx = np.array([self._loc(i) for i in ids], dtype=np.int64)
-        else:
-            idx = self._pos.get_indexer(ids)
-        if (idx < 0).any():
-            raise UnknownProductError([i for i, j in zip(ids, idx) if j < 0])
-        return idx.astype(np.int64)
-
-    def _loc(self, pid: str) -> int:
-        try:
-            r = self._pos.get_loc(pid)
-        except KeyError:
-            return -1
-        return r if isinstance(r, (int, np.integer)) else -1
+        return self._pos.rows(ids)
 
     def _items(self, rows: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
         out = []
