@@ -34,6 +34,7 @@ import torch
 
 from dualrec.cooccurrence import KINDS, Cooccurrence
 from dualrec.graph import DualrecError
+from dualrec.topk import masked_topk
 
 #: version of what :meth:`CandidateReranker.save` writes
 RERANK_FORMAT = 2
@@ -353,11 +354,9 @@ class CandidateReranker:
         vals, idx = [], []
         for a in range(0, rows.size, step):
             q = torch.from_numpy(rows[a : a + step])
-            sc = self.score_fn(q, known_first=True)
-            sc[torch.arange(q.numel()), q] = -math.inf
-            top = sc.topk(kk, dim=1)
-            vals.append(top.values.numpy())
-            idx.append(top.indices.numpy())
+            v, i = masked_topk(self.score_fn(q, known_first=True), kk, q)
+            vals.append(v.numpy())
+            idx.append(i.numpy())
         return np.concatenate(vals), np.concatenate(idx)
 
     # ------------------------------------------------------------------ persistence

@@ -19,6 +19,7 @@ import torch
 
 from dualrec.errors import DualrecError
 from dualrec.ids import IdIndex
+from dualrec.topk import masked_topk
 
 
 @dataclass
@@ -100,26 +101,15 @@ class Recommender:
         Excluded slots that cannot be filled come back as index -1 with score -inf.
         """
         n = self.num_products
-        if k < 1:
-            raise DualrecError("k must be at least 1")
-        kk = min(k, n - 1) if n > 1 else 0
         rows = max(1, self.chunk_elems // max(n, 1))
         out_s, out_i = [], []
-        for lo in range(0, query.numel(), rows):
+        for lo in range(0, max(query.numel(), 1), rows):
             q = query[lo : lo + rows]
             if self.reranker is None:
                 scores = self.source[q] @ self.target.T
             else:
                 scores = self.reranker.score_fn(q, known_first=True)
-            scores[torch.arange(q.numel()), q] = float("-inf")
-            if exclude is not None:
-                ex = exclude[lo : lo + rows]
-                r = torch.cat([torch.full((e.numel(),), i, dtype=torch.long) for i, e in enumerate(ex)])
-                c = torch.cat([e.long() for e in ex])
-                if c.numel():
-                    scores[r, c] = float("-inf")
-            s, i = torch.topk(scores, kk, dim=1) if kk else (scores[:, :0], scores[:, :0].long())
-            i = torch.where(torch.isinf(s), torch.full_like(i, -1), i)
+            s, i = masked_topk(scores, k, q, None if exclude is None else exclude[lo : lo + rows])
             out_s.append(s)
             out_i.append(i)
         return torch.cat(out_s), torch.cat(out_i)

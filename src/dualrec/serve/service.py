@@ -195,35 +195,18 @@ class RecommenderService:
             )
         return self._explainer
 
-    def incoming(self, product_id: str, k: int = 10, chunk_rows: int = 1 << 18) -> dict:
+    def incoming(self, product_id: str, k: int = 10) -> dict:
         """The top-k products that recommend ``product_id``: highest ``source[u] · target[id]``
-        over all other products ``u`` (exact, chunked)."""
+        over all other products ``u`` (exact)."""
+        import torch
+
+        from dualrec.topk import masked_topk
+
         k = _check_k(k)
         r = int(self.rows([product_id])[0])
-        t = self.target[r]
-        n = self.num_products
-        kk = min(k, n - 1)
-        if kk <= 0:
-            return {
-                "id": self.ids[r],
-                "k": k,
-                "model_version": self.model_version,
-                "ranker": "daemon",
-                "scores": "",
-                "results": [],
-            }
-        best_s = np.empty(0, dtype=np.float32)
-        best_i = np.empty(0, dtype=np.int64)
-        for lo in range(0, n, chunk_rows):
-            s = self.source[lo : lo + chunk_rows] @ t
-            if lo <= r < lo + len(s):
-                s[r - lo] = -np.inf
-            take = min(kk, len(s))
-            top = np.argpartition(-s, take - 1)[:take] if take < len(s) else np.arange(len(s))
-            best_s = np.concatenate([best_s, s[top]])
-            best_i = np.concatenate([best_i, top + lo])
-        order = np.lexsort((best_i, -best_s))[:kk]  # score descending, then row
-        rows, scores = best_i[order], best_s[order]
+        s = torch.from_numpy(np.ascontiguousarray(self.source @ self.target[r], dtype=np.float32))[None]
+        vals, idx = masked_topk(s, k, torch.tensor([r]))
+        rows, scores = idx[0].numpy(), vals[0].numpy()
         keep = np.isfinite(scores)
         return {
             "id": self.ids[r],
