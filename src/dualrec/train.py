@@ -173,6 +173,37 @@ def _range_text(lo, hi) -> str:
 
 
 @dataclass
+class EarlyStopping:
+    """Early stopping on a validation score (higher is better), shared by DAEMON's loop and the
+    GNN baselines': keeps the best epoch's weights and says when ``patience`` epochs in a row
+    brought no gain. Its fields go into the training checkpoint as they are."""
+
+    patience: int
+    best: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    best_state: dict | None = None
+
+    def step(self, epoch: int, score: float, model: torch.nn.Module) -> bool:
+        """Record an epoch's score; whether it improved (then its weights are kept)."""
+        if score > self.best:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Load the best epoch's weights into ``model`` (if any epoch was scored)."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+@dataclass
 class TrainResult:
     model: DAEMON
     source: torch.Tensor
@@ -312,8 +343,8 @@ def train(
     opt = torch.optim.Adam(groups, lr=config.lr)
 
     out = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    history, best, best_epoch, start_epoch, bad = [], -math.inf, 0, 0, 0
-    best_state = None
+    history, start_epoch = [], 0
+    stopper = EarlyStopping(config.patience)
     if resume:
         ck = load_checkpoint(out)
         differ = config.diff(ck["config"])
@@ -330,8 +361,8 @@ def train(
         except (RuntimeError, ValueError, KeyError) as e:
             raise DualrecError(f"cannot resume: the checkpoint does not fit this model ({e})") from e
         split = EdgeSplit.from_state_dict(ck["split"])
-        history, best, best_epoch, bad = ck["history"], ck["best"], ck["best_epoch"], ck["bad_epochs"]
-        best_state = ck["best_state"]
+        history = ck["history"]
+        stopper = EarlyStopping(config.patience, ck["best"], ck["best_epoch"], ck["bad_epochs"], ck["best_state"])
         start_epoch = ck["epoch"] + 1
         torch.set_rng_state(ck["rng"])
 
@@ -420,12 +451,7 @@ def train(
             "seconds": time.time() - te,
         }
         history.append(row)
-        improved = val["MRR@10"] > best
-        if improved:
-            best, best_epoch, bad = val["MRR@10"], epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
+        improved = stopper.step(epoch, val["MRR@10"], model)
         bar.set_postfix(loss=f"{row['loss']:.3f}", mrr10=f"{val['MRR@10']:.4f}")
         log(
             f"epoch {epoch:3d}  loss {row['loss']:.4f}  val MRR@10 {val['MRR@10']:.4f}  "
@@ -441,22 +467,23 @@ def train(
                     "optimizer": opt.state_dict(),
                     "split": split.state_dict(),
                     "history": history,
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad,
-                    "best_state": best_state,
+                    "best": stopper.best,
+                    "best_epoch": stopper.best_epoch,
+                    "bad_epochs": stopper.bad_epochs,
+                    "best_state": stopper.best_state,
                     "epoch": epoch,
                     "rng": torch.get_rng_state(),
                     "data": data_fingerprint,
                 },
                 out / "last.pt",
             )
-        if bad >= config.patience:
-            log(f"early stop: no val MRR@10 gain for {config.patience} epochs (best epoch {best_epoch})")
+        if stopper.stop:
+            log(f"early stop: no val MRR@10 gain for {config.patience} epochs (best epoch {stopper.best_epoch})")
             break
     bar.close()
 
-    model.load_state_dict(best_state)
+    stopper.restore(model)
+    best_epoch = stopper.best_epoch
     s, t = embed(model, x, full_adj, eval_ids)
     result = TrainResult(
         model,

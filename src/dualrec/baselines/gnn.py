@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from dualrec.evaluate import RankingEvaluator
 from dualrec.graph import DualrecError, ProductGraph
 from dualrec.loss import info_nce
+from dualrec.train import EarlyStopping
 
 __all__ = ["GraphSAGEBaseline", "LightGCNBaseline", "DirectedGNNBaseline"]
 
@@ -174,7 +175,7 @@ class _GNNBaseline:
                     val_src, val_dst = val_src[keep], val_dst[keep]
                 ev = RankingEvaluator(n, ks=(10,))
                 ex_src, ex_dst = graph.cp_src[train_mask], graph.cp_dst[train_mask]
-            best, bad, best_state = -math.inf, 0, None
+            stopper = EarlyStopping(self.patience)
             for epoch in range(self.epochs):
                 te = time.time()
                 loss, steps = self._train_epoch(gen)
@@ -183,23 +184,16 @@ class _GNNBaseline:
                     s, t = self._embed()
                     m = ev.eval(lambda q: s[q] @ t.T, val_src, val_dst, ex_src, ex_dst)
                     row["val_MRR@10"], row["val_HitRate@10"] = m["MRR@10"], m["HitRate@10"]
-                    improved = m["MRR@10"] > best
-                    if improved:
-                        best, bad, self.best_epoch = m["MRR@10"], 0, epoch
-                        best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                    else:
-                        bad += 1
+                    stopper.step(epoch, m["MRR@10"], self.model)
                 row["seconds"] = time.time() - te
                 self.history.append(row)
                 if self.log is not None:
                     val_txt = f"  val MRR@10 {row['val_MRR@10']:.4f}  HR@10 {row['val_HitRate@10']:.4f}" if ev else ""
                     self.log(f"{self.name} epoch {epoch:3d}  loss {loss:.4f}{val_txt}  {row['seconds']:.1f}s")
-                if ev is not None and bad >= self.patience:
+                if ev is not None and stopper.stop:
                     break
-            if best_state is not None:
-                self.model.load_state_dict(best_state)
-            else:
-                self.best_epoch = len(self.history) - 1
+            stopper.restore(self.model)
+            self.best_epoch = stopper.best_epoch if stopper.best_state is not None else len(self.history) - 1
             self.source, self.target = self._embed()
         self._release()
         self.fit_seconds = time.time() - t0
