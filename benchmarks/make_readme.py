@@ -235,6 +235,19 @@ def scale() -> list[str]:
     return out
 
 
+def threads() -> list[str]:
+    t = load("threads.json")
+    if not t:
+        return []
+    return [
+        f"Two processes on one machine (`{t['command']}`, {t['machine']}; {t['workload']}): one alone "
+        f"{t['alone_seconds']:.1f} s; two at once with the default threads (all cores each) "
+        f"{max(t['two_default_threads_seconds']):.1f} s each; two at once with `--threads 1` each "
+        f"{max(t['two_threads_1_seconds']):.1f} s each.",
+        "",
+    ]
+
+
 def benchmarks_readme() -> str:
     lines = [
         "# Benchmarks",
@@ -280,7 +293,7 @@ def benchmarks_readme() -> str:
     ]
     for ds in ("clothing", "cellphones"):
         lines += ablation_table(ds)
-    lines += ["## Serving", "", *serving(), "## Scale", "", *scale()]
+    lines += ["## Serving", "", *serving(), "## Scale", "", *scale(), *threads()]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -65,7 +65,19 @@ def _global(
         "processes on one machine its share, e.g. --threads 1 for each of 2 on 2 cores: threads that "
         "outnumber the cores slow torch down many times over",
     ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="more log lines (debug)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
 ):
+    import logging
+
+    # log lines (epochs, fitting, notes) go to stderr through the standard logging module; results
+    # (metrics, recommendations, reports) to stdout
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    if quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm's own switch: every progress bar off
     if threads is not None:
         import os
 
@@ -74,6 +86,12 @@ def _global(
             os.environ[var] = str(threads)
         if "torch" in sys.modules:  # already imported (tests, an embedding program): set it directly
             sys.modules["torch"].set_num_threads(threads)
+
+
+def _log(msg: str) -> None:
+    import logging
+
+    logging.getLogger("dualrec").info(msg)
 
 
 def _fail(msg: str) -> None:
@@ -197,7 +215,7 @@ def train(
             if v is not None:
                 d[k] = v
         cfg = TrainConfig.from_dict(d)
-        res = train_dataset(dataset, out, cfg, resume=resume, progress=not quiet, rerank=rerank, keep=keep)
+        res = train_dataset(dataset, out, cfg, resume=resume, progress=not quiet, rerank=rerank, keep=keep, log=_log)
         _print_metrics(res.val_metrics, f"validation, DAEMON alone (best epoch {res.best_epoch}):")
         from dualrec.store import open_version
 
