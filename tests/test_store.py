@@ -514,3 +514,29 @@ def test_a_damaged_manifest_is_a_clear_error(trained, tmp_path, manifest):
     (open_version(m).dir / "MANIFEST.json").write_text(manifest)
     with pytest.raises(DualrecError, match="MANIFEST.json|format"):
         open_version(m)
+
+
+def test_a_copied_model_folder_serves_without_its_dataset(dataset, tmp_path):
+    ds = shutil.copytree(dataset, tmp_path / "ds")
+    m = tmp_path / "train-machine" / "model"
+    train_dataset(ds, m, TrainConfig(**TINY), progress=False, log=lambda s: None)
+    copy = shutil.copytree(m, tmp_path / "serve-machine" / "model")
+    shutil.rmtree(ds)
+    shutil.rmtree(m)
+    c = TestClient(create_app(copy, admin_token="t" * 20), base_url="http://127.0.0.1")
+    pid = str(open_version(copy).ids()[0])
+    r = c.get(f"/products/{pid}/related", params={"k": 5})
+    assert r.status_code == 200 and r.json()["ranker"] == "two-stage" and len(r.json()["results"]) == 5
+    r = c.post("/products", headers={"X-Admin-Token": "t" * 20}, json={"products": [{"id": "N1", "title": "lamp"}]})
+    assert r.status_code == 201, r.text
+    assert not [p for p in open_version(copy).info.values() if isinstance(p, str) and str(tmp_path) in p]
+
+
+def test_a_first_training_that_fails_leaves_no_folder(tmp_path):
+    from dualrec.graph import ProductGraph
+
+    g, _ = ProductGraph.from_edges(make_store(n_products=50, seed=0).products)  # no edges at all
+    g.save(tmp_path / "ds")
+    r = CliRunner().invoke(cli, ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--set", "encoder=hash"])
+    assert r.exit_code == 2 and "no co-purchase edges" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "m").exists()
