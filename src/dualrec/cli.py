@@ -442,6 +442,7 @@ def benchmark(
             daemon,  # records the command line
             cold_start=cold_start,
             cold_start_seeds=cold_start_seeds,
+            log=_log,
         )
 
     _run(body)
@@ -478,7 +479,7 @@ def index_cmd(
             target_recall=target_recall,
             sample=sample,
             seed=seed,
-            log=lambda m: typer.echo("  " + m),
+            log=_log,
             **params,
         )
         meta.pop("target_fingerprint", None)
@@ -611,9 +612,7 @@ def export(
     from dualrec.serve.export import export_recommendations
 
     def body():
-        rep = export_recommendations(
-            model, out, k=k, batch=batch, progress=not quiet, log=lambda m: typer.echo(m, err=True), version=version
-        )
+        rep = export_recommendations(model, out, k=k, batch=batch, progress=not quiet, log=_log, version=version)
         typer.echo(json.dumps(rep, indent=2))
 
     _run(body)

@@ -169,9 +169,17 @@ def add_products(
     """
     store = ModelStore(model_dir)
     store.check_model()
-    with store.lock(wait, "dualrec add-products"):
+    from tqdm.auto import tqdm
+
+    with (
+        store.lock(wait, "dualrec add-products"),
+        tqdm(total=3, desc="add products", unit="step", disable=not progress) as bar,
+    ):
         parent = store.version()  # read under the lock: the latest version, whoever wrote it
+        bar.set_postfix_str("embed through the graph")
         products, s_new, t_new, edges, x_new = embed_new_products(parent, new_products, copurchase, similar, progress)
+        bar.update(2)
+        bar.set_postfix_str("write a new version")
         source, target = parent.embeddings()
         with store.writer(parent) as w:
             w.link_all(
@@ -189,4 +197,5 @@ def add_products(
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
             w.commit(info, keep=keep)
+        bar.update(1)
     return new_products["id"].astype(str).tolist()

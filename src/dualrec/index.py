@@ -138,6 +138,7 @@ class RetrievalIndex:
         if q_all.shape[1] != d:
             raise DualrecError(f"query dimension {q_all.shape[1]} != target dimension {d}")
         t0 = time.time()
+        log(f"{kind}: indexing {n:,} products of dimension {d}")
         rng = np.random.default_rng(seed)
         # two disjoint samples of real queries: one tunes the search knob, the other measures the
         # recall that is reported (an unbiased estimate); small models share one sample
