@@ -74,10 +74,7 @@ def _global(
     # (metrics, recommendations, reports) to stdout
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
-    if quiet:
-        import os
-
-        os.environ["TQDM_DISABLE"] = "1"  # tqdm's own switch: every progress bar off
+    _STATE["quiet"] = quiet
     if threads is not None:
         import os
 
@@ -86,6 +83,14 @@ def _global(
             os.environ[var] = str(threads)
         if "torch" in sys.modules:  # already imported (tests, an embedding program): set it directly
             sys.modules["torch"].set_num_threads(threads)
+
+
+_STATE = {"quiet": False}  # the global --quiet, for the commands' progress bars
+
+
+def _bars(quiet: bool = False) -> bool:
+    """Whether to show progress bars: not under the global --quiet or the command's own."""
+    return not (quiet or _STATE["quiet"])
 
 
 def _log(msg: str) -> None:
@@ -141,6 +146,8 @@ def ingest(
         if format not in FORMATS:
             raise DualrecError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
         opts = _key_values(option, "--option")
+        if not _bars():
+            opts.setdefault("progress", False)
         if products is not None:
             if format != "orders":
                 raise DualrecError("--products is for --format orders (the other formats read their own catalogue)")
@@ -150,7 +157,7 @@ def ingest(
             typer.echo(json.dumps(report, indent=2, default=str))
         else:
             typer.echo(summary(report))
-        typer.echo(f"dataset written to {out} (full report: {Path(out) / 'graph.json'})")
+        typer.echo(f"dataset written to {out} (full report: {Path(out) / 'graph.json'})", err=as_json)
 
     _run(body)
 
@@ -215,7 +222,7 @@ def train(
             if v is not None:
                 d[k] = v
         cfg = TrainConfig.from_dict(d)
-        res = train_dataset(dataset, out, cfg, resume=resume, progress=not quiet, rerank=rerank, keep=keep, log=_log)
+        res = train_dataset(dataset, out, cfg, resume=resume, progress=_bars(quiet), rerank=rerank, keep=keep, log=_log)
         _print_metrics(res.val_metrics, f"validation, DAEMON alone (best epoch {res.best_epoch}):")
         from dualrec.store import open_version
 
@@ -244,7 +251,7 @@ def evaluate(
     from dualrec.pipeline import evaluate_model
 
     def body():
-        m = evaluate_model(model, part, dataset, version=version)
+        m = evaluate_model(model, part, dataset, version=version, progress=_bars())
         _print_metrics(m, f"{part}, {m['ranker']} ({m['num_queries']} held-out edges, all products ranked):")
         if "daemon_alone" in m:
             note = " (the reranker learned from these edges: optimistic)" if part == "val" else ""
@@ -373,7 +380,7 @@ def add_products_cmd(
         new = _read_table(products)
         cp = _read_table(copurchase) if copurchase else None
         sim = _read_table(similar) if similar else None
-        ids = add_products(model, new, cp, sim, progress=True, wait=wait, keep=keep)
+        ids = add_products(model, new, cp, sim, progress=_bars(), wait=wait, keep=keep)
         typer.echo(f"added {len(ids)} product(s) to {model}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}")
 
     _run(body)
@@ -442,6 +449,7 @@ def benchmark(
             daemon,  # records the command line
             cold_start=cold_start,
             cold_start_seeds=cold_start_seeds,
+            progress=_bars(),
             log=_log,
         )
 
@@ -612,7 +620,7 @@ def export(
     from dualrec.serve.export import export_recommendations
 
     def body():
-        rep = export_recommendations(model, out, k=k, batch=batch, progress=not quiet, log=_log, version=version)
+        rep = export_recommendations(model, out, k=k, batch=batch, progress=_bars(quiet), log=_log, version=version)
         typer.echo(json.dumps(rep, indent=2))
 
     _run(body)

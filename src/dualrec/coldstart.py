@@ -29,6 +29,13 @@ from dualrec.split import TRAIN
 from dualrec.store import ADDED_EDGES, DEFAULT_KEEP, ModelStore, ModelVersion
 
 
+def _ids(col: pd.Series) -> pd.Series:
+    """Ids as ingest writes them (``12.0`` is product ``12``), so new rows and edges match."""
+    from dualrec.ingest._common import as_id_strings
+
+    return as_id_strings(col).fillna("").astype(str)
+
+
 def _read_table(path: str | Path) -> pd.DataFrame:
     p = Path(path)
     if not p.exists():
@@ -81,13 +88,12 @@ def embed_new_products(
         for c in (a, b):
             if c not in frame.columns:
                 raise DualrecError(f"{kind} edges need columns {a!r} and {b!r} (found: {list(frame.columns)})")
-        ia = index.get_indexer(frame[a].astype(str))
-        ib = index.get_indexer(frame[b].astype(str))
+        fa, fb = _ids(frame[a]), _ids(frame[b])
+        ia = index.get_indexer(fa)
+        ib = index.get_indexer(fb)
         bad = (ia < 0) | (ib < 0)
         if bad.any():
-            miss = [v for v, i in zip(frame[a].astype(str), ia) if i < 0] + [
-                v for v, i in zip(frame[b].astype(str), ib) if i < 0
-            ]
+            miss = [v for v, i in zip(fa, ia) if i < 0] + [v for v, i in zip(fb, ib) if i < 0]
             raise UnknownProductError(miss)
         return pd.DataFrame({"kind": kind, "a": ia.astype(np.int64), "b": ib.astype(np.int64)})
 
@@ -125,7 +131,7 @@ def _check_new_products(new: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
     new = new.reset_index(drop=True).copy()
     if new["id"].isna().any() or (new["id"].astype(str).str.strip() == "").any():
         raise DualrecError("some new products have an empty id")
-    new["id"] = new["id"].astype(str)
+    new["id"] = _ids(new["id"])
     dup = new["id"].duplicated()
     if dup.any():
         raise DualrecError(f"duplicate id(s) among the new products, e.g. {new['id'][dup].iloc[0]!r}")
@@ -198,4 +204,4 @@ def add_products(
             }
             w.commit(info, keep=keep)
         bar.update(1)
-    return new_products["id"].astype(str).tolist()
+    return _ids(new_products["id"]).tolist()

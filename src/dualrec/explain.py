@@ -18,6 +18,9 @@ import scipy.sparse as sp
 
 __all__ = ["Explainer", "PATH_REASONS", "SCORE_LABELS"]
 
+#: text cosine from which "similar description" is given as a reason
+TEXT_SIMILAR = 0.5
+
 #: a path kind of the co-occurrence model (:data:`dualrec.cooccurrence.KINDS`) in words
 PATH_REASONS = {
     "reverse": "often bought before it",
@@ -37,21 +40,23 @@ SCORE_LABELS = {
 
 
 def _feature_reason(name: str, value: float, row: dict) -> str | None:
+    """Words for a feature that pushed an item up, or None. A feature whose value is absent (a
+    path count of 0, low text similarity) can raise a score too; it is no evidence to show."""
     if name.startswith("path_"):
-        return PATH_REASONS.get(name[5:])
+        return PATH_REASONS.get(name[5:]) if value > 0 else None
     if name in ("graph_score", "graph_rank", "graph_gap"):  # the path kind that carries the score
         paths = {k[5:]: v for k, v in row.items() if k.startswith("path_") and v > 0}
         return PATH_REASONS.get(max(paths, key=paths.get)) if paths else None
     if name == "text_cos":
-        return f"similar description (text similarity {value:.2f})"
+        return f"similar description (text similarity {value:.2f})" if value >= TEXT_SIMILAR else None
     if name in ("daemon_score", "daemon_rank", "daemon_gap"):
         return f"DAEMON: a typical next purchase (score {row.get('daemon_score', value):.2f})"
     if name == "daemon_reverse":
         return "DAEMON: bought after it, rarely before it"
     if name in ("daemon_target_sim", "daemon_source_sim"):
-        return "DAEMON: a close alternative to what is bought after it"
-    if name in ("log_in_v", "log_out_v", "log_sim_v"):
-        return "a frequent purchase in the shop's data"
+        return "DAEMON: a close alternative to it" if value > 0 else None
+    if name == "log_in_v":
+        return "a frequent purchase in the shop's data" if value > 0 else None
     return None  # features of the query itself say nothing about this item
 
 
@@ -77,7 +82,7 @@ class Explainer:
         reranker=None,
     ):
         self.logged, self.coviewed = logged.tocsr(), coviewed.tocsr()
-        self.x = None if x is None else x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        self.x = x  # normalised per use: no copy of an N x F matrix
         self.source, self.target, self.reranker = source, target, reranker
 
     @classmethod
@@ -99,6 +104,12 @@ class Explainer:
         x = np.asarray(version.features(mmap=True)) if version.has("features.npy") else None
         return cls(logged, coviewed, x, source, target, reranker)
 
+    def kinds(self, query: int, items: np.ndarray) -> list[str]:
+        """``"logged"`` or ``"predicted"`` per item (cheap: no model is run)."""
+        lo, hi = self.logged.indptr[query], self.logged.indptr[query + 1]
+        logged = np.isin(np.asarray(items, dtype=np.int64), self.logged.indices[lo:hi])
+        return ["logged" if f else "predicted" for f in logged.tolist()]
+
     def explain(self, query: int, items: np.ndarray) -> list[dict]:
         """``[{"kind": "logged"|"predicted", "reason": str}, ...]`` for ``items`` of ``query``'s list."""
         items = np.asarray(items, dtype=np.int64)
@@ -117,8 +128,8 @@ class Explainer:
     def _model_reasons(self, query: int, items: np.ndarray) -> dict[int, str]:
         """The pair model's two strongest positive contributions, as words, per candidate item."""
         rr = self.reranker
-        if query >= rr.n or not items.size:
-            return {}  # a product added after the fit is ranked by DAEMON alone
+        if rr.ranks_alone(query) or not items.size:
+            return {}  # a new product's list is DAEMON's: the pair model did not rank it
         try:
             r, c, F, _ = rr._chunk(np.array([query], dtype=np.int64))
         except Exception:  # noqa: BLE001 - an explanation never breaks a recommendation
@@ -150,8 +161,9 @@ class Explainer:
         if item in set(self.coviewed.indices[lo:hi].tolist()):
             said.append(PATH_REASONS["sim"])
         if self.x is not None and query < len(self.x) and item < len(self.x):
-            cos = float(self.x[query] @ self.x[item])
-            if cos >= 0.5:
+            a, b = np.asarray(self.x[query], np.float64), np.asarray(self.x[item], np.float64)
+            cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+            if cos >= TEXT_SIMILAR:
                 said.append(f"similar description (text similarity {cos:.2f})")
         said.append(f"DAEMON score {float(self.source[query] @ self.target[item]):.2f}")
         return "; ".join(said)

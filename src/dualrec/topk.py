@@ -36,4 +36,10 @@ def masked_topk(
     if kk == 0:
         return scores[:, :0], torch.zeros((q, 0), dtype=torch.long)
     values, idx = torch.topk(scores, kk, dim=1)
+    # equal scores in row order, so that lists do not change between calls (topk's order of ties
+    # is unspecified)
+    o = torch.argsort(idx, dim=1, stable=True)
+    values, idx = values.gather(1, o), idx.gather(1, o)
+    o = torch.argsort(-values, dim=1, stable=True)
+    values, idx = values.gather(1, o), idx.gather(1, o)
     return values, torch.where(torch.isneginf(values), torch.full_like(idx, -1), idx)

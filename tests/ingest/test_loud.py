@@ -60,3 +60,10 @@ def test_the_cli_prints_a_summary_and_refuses_a_file_as_output(tmp_path):
     (tmp_path / "file").write_text("x")
     r = CliRunner().invoke(app, ["ingest", "-f", "csv", "-i", str(d), "-o", str(tmp_path / "file")])
     assert r.exit_code == 2 and "is a file" in r.output and "Traceback" not in r.output
+
+
+def test_a_decimal_comma_is_not_read_as_thousands(tmp_path):
+    products = PRODUCTS.replace("3,thing 3,3.5", '3,thing 3,"1,299.00"').replace("5,thing 5,5.5", '5,thing 5,"12,50"')
+    g, rep = load_source("csv", _source(tmp_path, products, "src,dst\n1,2\n"), progress=False)
+    price = g.products.set_index("id")["price"]
+    assert price["3"] == 1299.0 and np.isnan(price["5"]) and rep["bad_numbers"]["price"]["values"] == ["12,50"]

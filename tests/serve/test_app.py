@@ -47,9 +47,11 @@ def test_related(client, model_a):
     rows, scores = exact_topk(model_a, 3, 7)
     assert [x["id"] for x in body["results"]] == [ids[i] for i in rows]
     np.testing.assert_allclose([x["score"] for x in body["results"]], scores, atol=1e-5)
-    assert set(body["results"][0]) == {"id", "score", "kind", "reason", "title", "category", "brand", "price"}
+    assert set(body["results"][0]) == {"id", "score", "kind", "title", "category", "brand", "price"}
     assert body["ranker"] == "daemon" and "cosine" in body["scores"]
-    assert {x["kind"] for x in body["results"]} == {"predicted"} and "DAEMON score" in body["results"][0]["reason"]
+    why = client.get(f"/products/{ids[3]}/related", params={"k": 7, "explain": "true"}).json()["results"]
+    assert [x["id"] for x in why] == [x["id"] for x in body["results"]]
+    assert {x["kind"] for x in why} == {"predicted"} and "DAEMON score" in why[0]["reason"]
     assert ids[3] not in [x["id"] for x in body["results"]]
     assert len(client.get(f"/products/{ids[3]}/related").json()["results"]) == 10  # default k
 

@@ -223,7 +223,7 @@ def test_page_in_chromium(playwright_api, server, trained_model, page, tmp_path)
     assert _list_ids(page, "related-item") == _api_ids(server, f"/products/{pid}/related", k=K)
     # each recommendation says why: logged co-purchase or predicted, and its reason, as the API does
     expect(page.get_by_test_id("related-item-why")).to_have_count(K)
-    api = httpx.get(f"{server}/products/{pid}/related", params={"k": K}).json()["results"]
+    api = httpx.get(f"{server}/products/{pid}/related", params={"k": K, "explain": "true"}).json()["results"]
     shown = page.get_by_test_id("related-item-why").all_inner_texts()
     assert all(x["reason"] in t for x, t in zip(api, shown)), (api, shown)
     expect(page.get_by_test_id("incoming-item")).to_have_count(K)

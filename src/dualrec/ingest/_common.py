@@ -96,7 +96,11 @@ def read_table(path: Path) -> pd.DataFrame:
 
 #: share of a text column's values that must read as numbers for the column to be numeric
 NUMERIC_SHARE = 0.9
-_MONEY = re.compile(r"^\s*[$€£¥]?\s*([-+]?[0-9][0-9,]*(?:\.[0-9]+)?)\s*(?:[$€£¥]|usd|eur|gbp)?\s*$", re.I)
+# a currency sign and thousands commas in groups of three (1,299.00); a decimal comma (12,50) is
+# ambiguous and stays a bad value, reported, never read as 1250
+_MONEY = re.compile(
+    r"^\s*[$€£¥]?\s*([-+]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?)\s*(?:[$€£¥]|usd|eur|gbp)?\s*$", re.I
+)
 
 
 def _as_number(v: str) -> float:

@@ -290,6 +290,8 @@ def _join_products(catalogue: pd.DataFrame, path: Path, log_col) -> tuple[pd.Dat
     out = catalogue.set_index("id")
     for c in meta.columns:
         col = meta[c].reindex(out.index)
+        if c in out.columns and pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_numeric_dtype(col):
+            col = pd.to_numeric(col, errors="coerce")  # keep the log's numbers: the table's text becomes missing
         if c in out.columns:  # the table's value wins where it has one
             present = col.notna() & (col.astype(str) != "")
             out[c] = out[c].where(~present.to_numpy(), col)

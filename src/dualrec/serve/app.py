@@ -149,7 +149,7 @@ class BatchRequest(BaseModel):
         ..., min_length=1, max_length=Limits.max_batch_ids, description="product ids (at most 100)"
     )
     k: int = Field(10, ge=1, le=MAX_K, description="products per id; ids x k at most 10,000")
-    explain: bool = Field(False, description="add each item's kind (logged / predicted) and reason")
+    explain: bool = Field(False, description="add each item's reason in words")
 
 
 class BatchResponse(BaseModel):
@@ -454,7 +454,9 @@ def create_app(
     def related(
         product_id: _ID,
         k: _K = 10,
-        explain: Annotated[bool, Query(description="each item's kind (logged / predicted) and reason")] = True,
+        explain: Annotated[
+            bool, Query(description="add each item's reason in words (the web page asks for it)")
+        ] = False,
     ):
         return _json(holder.service.related(product_id, k, explain))
 

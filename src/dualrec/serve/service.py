@@ -127,7 +127,12 @@ class RecommenderService:
             raise DualrecError(f"model version {v.name}: cannot read the catalogue ({type(e).__name__})") from e
         index = load_model_index(v, source, target, log=log)
         reranker = load_model_reranker(v, source, target)
-        return cls(Path(model_dir), products, source, target, index, v.info, reranker, version=v.name)
+        svc = cls(Path(model_dir), products, source, target, index, v.info, reranker, version=v.name)
+        from dualrec.explain import Explainer
+
+        # built now, from the version just verified: serving never reads the folder again
+        svc._explainer = Explainer.from_version(v, source, target, reranker)
+        return svc
 
     # -- properties --------------------------------------------------------------------------------
     @property
@@ -176,24 +181,19 @@ class RecommenderService:
         results = []
         for r, s, i in zip(rows.tolist(), scores, idx):
             items = self._results(s, i)
-            if explain:
-                for item, why in zip(items, self.explainer.explain(r, i[i >= 0])):
-                    item.update(why)
+            if self._explainer is not None:  # kind always (cheap); the reason on request
+                why = (
+                    self._explainer.explain(r, i[i >= 0])
+                    if explain
+                    else [{"kind": kd} for kd in self._explainer.kinds(r, i[i >= 0])]
+                )
+                for item, w in zip(items, why):
+                    item.update(w)
             ranker = ranker_name(self.reranker, r)  # per list: a new product's is DAEMON's
             results.append(
                 {"id": self.ids[r], "k": k, "ranker": ranker, "scores": SCORE_LABELS[ranker], "results": items}
             )
         return {"k": k, "model_version": self.model_version, "results": results}
-
-    @property
-    def explainer(self):
-        if self._explainer is None:
-            from dualrec.explain import Explainer
-
-            self._explainer = Explainer.from_version(
-                open_version(self.model_dir, self.version, verify=False), self.source, self.target, self.reranker
-            )
-        return self._explainer
 
     def incoming(self, product_id: str, k: int = 10) -> dict:
         """The top-k products that recommend ``product_id``: highest ``source[u] · target[id]``

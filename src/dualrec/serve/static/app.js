@@ -152,7 +152,7 @@
     try {
       const [product, related, incoming] = await Promise.all([
         api("products/" + enc(id)),
-        api("products/" + enc(id) + "/related?k=" + k),
+        api("products/" + enc(id) + "/related?explain=true&k=" + k),
         api("products/" + enc(id) + "/incoming?k=" + k),
       ]);
       if (seq !== state.seq) return;  // a newer click won
