@@ -409,13 +409,18 @@ def test_the_concurrency_limit_and_the_timeout_answer_503(tmp_path):
         return sent[0]["status"]
 
     async def main():
-        g = Guard(slow_app, Limits(max_concurrent=2, timeout_s=5))
+        g = Guard(slow_app, Limits(max_concurrent=2, max_queued=0, timeout_s=5))
         got = await asyncio.gather(*(call(g) for _ in range(3)), call(g, "/health"))
+        queued = Guard(slow_app, Limits(max_concurrent=2, max_queued=1, queue_s=2, timeout_s=5))
+        waited = await asyncio.gather(*(call(queued) for _ in range(3)))  # the third waits for a slot
+        short = Guard(slow_app, Limits(max_concurrent=1, max_queued=4, queue_s=0.05, timeout_s=5))
+        late = await asyncio.gather(*(call(short) for _ in range(2)))  # the second waits too long
         g2 = Guard(slow_app, Limits(timeout_s=0.05))
-        return got, await call(g2), await call(g2, "/health")
+        return got, waited, late, await call(g2), await call(g2, "/health")
 
-    (a, b, c, health), timed_out, health_untimed = asyncio.run(main())
+    (a, b, c, health), waited, late, timed_out, health_untimed = asyncio.run(main())
     assert sorted([a, b, c]) == [200, 200, 503] and health == 200
+    assert waited == [200, 200, 200] and sorted(late) == [200, 503]
     assert timed_out == 503 and health_untimed == 200
 
 

@@ -77,7 +77,9 @@ class Limits:
     max_field_chars: int = 2_000  # any metadata value of a new product
     max_search_chars: int = 200
     max_search_words: int = 8
-    max_concurrent: int = 4  # requests in flight (beyond: 503); /health is not counted
+    max_concurrent: int = 4  # requests in flight; /health is not counted
+    max_queued: int = 32  # more requests waiting for a slot (beyond: 503 at once)
+    queue_s: float = 2.0  # the longest wait for a slot (then 503)
     timeout_s: float = 10.0  # a read still running after this: 503 (writes are not timed out)
 
 
@@ -238,14 +240,16 @@ _EWRITE = {
 
 class Guard:
     """ASGI middleware: POSTs must be JSON and at most ``max_body_bytes``; at most
-    ``max_concurrent`` requests in flight; none longer than ``timeout_s``. ``/health`` is exempt
-    from the last two, so it answers while the workers are busy."""
+    ``max_concurrent`` requests in flight and ``max_queued`` waiting (``queue_s`` at most) for a
+    slot; none longer than ``timeout_s``. ``/health`` is exempt from the last three, so it
+    answers while the workers are busy."""
 
     EXEMPT = ("/health",)
 
     def __init__(self, app, limits: Limits):
         self.app, self.limits = app, limits
-        self.active = 0
+        self.active = self.queued = 0
+        self._slots: asyncio.Semaphore | None = None
 
     @staticmethod
     async def _reply(send, status: int, detail: str, headers: list | None = None) -> None:
@@ -305,8 +309,22 @@ class Guard:
 
         if scope["path"] in self.EXEMPT:
             return await self.app(scope, limited_receive, send)
-        if self.active >= lim.max_concurrent:
-            return await self._reply(send, 503, "server busy, try again", [(b"retry-after", b"1")])
+        # at most max_concurrent requests run; up to max_queued more wait (at most queue_s) for a
+        # slot, so a burst of normal traffic queues briefly instead of failing; beyond: 503 at once
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(lim.max_concurrent)  # created in the server's event loop
+        if self._slots.locked():
+            if self.queued >= lim.max_queued:
+                return await self._reply(send, 503, "server busy, try again", [(b"retry-after", b"1")])
+            self.queued += 1
+            try:
+                await asyncio.wait_for(self._slots.acquire(), lim.queue_s)
+            except asyncio.TimeoutError:
+                return await self._reply(send, 503, "server busy, try again", [(b"retry-after", b"1")])
+            finally:
+                self.queued -= 1
+        else:
+            await self._slots.acquire()
         self.active += 1
         started = False
         abandoned = False
@@ -329,6 +347,7 @@ class Guard:
                 raise
             finally:
                 self.active -= 1  # the slot is freed when the work ends, not when we stop waiting
+                self._slots.release()
 
         task = asyncio.ensure_future(run())
         # writes (cold start embeds through the whole graph, a reload reads a model) may take long:
