@@ -88,17 +88,8 @@ class Explainer:
     @classmethod
     def from_version(cls, version, source: np.ndarray, target: np.ndarray, reranker=None) -> "Explainer":
         n = len(source)
-        e = version.added_edges()
-        cp = e[e["kind"] == "copurchase"]
-        sm = e[e["kind"] == "similar"]
-        src, dst, a, b = (np.zeros(0, np.int64) for _ in range(4))
-        if version.has("cp_edges.npy"):  # the graph it was trained on
-            src, dst = version.array("cp_edges.npy")
-            a, b = version.array("sim_edges.npy")
-        src = np.concatenate([src, cp["a"].to_numpy(np.int64)])
-        dst = np.concatenate([dst, cp["b"].to_numpy(np.int64)])
-        a = np.concatenate([a, sm["a"].to_numpy(np.int64)])
-        b = np.concatenate([b, sm["b"].to_numpy(np.int64)])
+        src, dst = version.logged_edges("copurchase")
+        a, b = version.logged_edges("similar")
         logged = sp.csr_matrix((np.ones(src.size, bool), (src, dst)), shape=(n, n))
         coviewed = sp.csr_matrix((np.ones(2 * a.size, bool), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
         x = np.asarray(version.features(mmap=True)) if version.has("features.npy") else None

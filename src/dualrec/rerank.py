@@ -494,12 +494,7 @@ def load_model_reranker(
         return None
     x = torch.from_numpy(np.asarray(version.features(), dtype=np.float32))
     rr = CandidateReranker.load(version, torch.as_tensor(np.asarray(source)), torch.as_tensor(np.asarray(target)), x)
-    graph = version.graph()
-    src, dst = graph.cp_src.numpy(), graph.cp_dst.numpy()
-    e = version.added_edges()
-    e = e[e["kind"] == "copurchase"]
-    src = np.concatenate([src, e["a"].to_numpy(np.int64)])
-    dst = np.concatenate([dst, e["b"].to_numpy(np.int64)])
+    src, dst = version.logged_edges("copurchase")
     n_all = rr.num_products
     rr.shown = sp.csr_matrix((np.ones(src.size, dtype=bool), (src, dst)), shape=(n_all, n_all))
     return rr

@@ -44,9 +44,9 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +287,18 @@ class ModelVersion:
             )
         return pd.read_parquet(self.path(ADDED_EDGES))
 
+    def logged_edges(self, kind: str = "copurchase") -> tuple[np.ndarray, np.ndarray]:
+        """Every logged edge of ``kind`` (``"copurchase"`` or ``"similar"``) as row arrays
+        ``(a, b)``: the training graph's (all parts of the split) and those given to
+        ``add-products``."""
+        rel = {"copurchase": "cp_edges.npy", "similar": "sim_edges.npy"}[kind]
+        a = b = np.zeros(0, np.int64)
+        if self.has(rel):
+            a, b = self.array(rel)
+        e = self.added_edges()
+        e = e[e["kind"] == kind]
+        return np.concatenate([a, e["a"].to_numpy(np.int64)]), np.concatenate([b, e["b"].to_numpy(np.int64)])
+
     def __repr__(self) -> str:
         return f"ModelVersion({self.root}, {self.name})"
 
@@ -483,6 +495,7 @@ class ModelStore:
         return self.root / CHECKPOINT
 
     # -- writing -----------------------------------------------------------------------------------
+    @contextmanager
     def lock(self, wait: float = 0.0, what: str = "write"):
         """An exclusive lock on the folder for writers. ``wait`` seconds at most, then
         :class:`~dualrec.errors.ModelBusyError` naming who holds it."""
@@ -493,35 +506,28 @@ class ModelStore:
         self.root.mkdir(parents=True, exist_ok=True)
         lk = FileLock(str(self.root / LOCK), timeout=max(0.0, float(wait)))
         owner = self.root / (LOCK + ".owner")
-        store = self
-
-        class _Held:
-            def __enter__(self_inner):
-                try:
-                    lk.acquire()
-                except Timeout:
-                    holder = ""
-                    try:
-                        o = json.loads(owner.read_text())
-                        holder = f" by `{o.get('command', '?')}` (pid {o.get('pid')}, since {o.get('since')})"
-                    except (OSError, ValueError):
-                        pass
-                    raise ModelBusyError(
-                        f"the model folder {store.root} is being written{holder}; try again when it is done"
-                    ) from None
-                try:
-                    owner.write_text(
-                        json.dumps({"pid": os.getpid(), "command": what, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
-                    )
-                except OSError:
-                    pass
-                store._clean_staging()
-                return store
-
-            def __exit__(self_inner, *exc):
-                lk.release()
-
-        return _Held()
+        try:
+            lk.acquire()
+        except Timeout:
+            holder = ""
+            try:
+                o = json.loads(owner.read_text())
+                holder = f" by `{o.get('command', '?')}` (pid {o.get('pid')}, since {o.get('since')})"
+            except (OSError, ValueError):
+                pass
+            raise ModelBusyError(
+                f"the model folder {self.root} is being written{holder}; try again when it is done"
+            ) from None
+        try:
+            try:
+                since = time.strftime("%Y-%m-%dT%H:%M:%S")
+                owner.write_text(json.dumps({"pid": os.getpid(), "command": what, "since": since}))
+            except OSError:
+                pass
+            self._clean_staging()
+            yield self
+        finally:
+            lk.release()
 
     def writer(self, parent: ModelVersion | None) -> VersionWriter:
         """A new version in staging (call under :meth:`lock`)."""
@@ -617,10 +623,6 @@ def open_version(model_dir: str | Path, version: str | None = None, verify: bool
         if version is not None or not store.is_model():
             raise
         return store.version(None, verify=verify)
-
-
-def command_line() -> str:
-    return " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))[:200]
 
 
 def save_trained(
