@@ -154,12 +154,12 @@ def serving() -> list[str]:
         ]
     if q:
         out += [
-            "One query in process on clothing (`benchmarks/query_latency.py`):",
+            f"One query in process on clothing (`benchmarks/query_latency.py`, measured {q.get('date')}):",
             "",
             "| path | p50 ms | p99 ms |",
             "|---|---|---|",
         ]
-        for k in ("two_stage", "daemon_index"):
+        for k in ("two_stage", "two_stage_precomputed", "daemon_index"):
             if k in q:
                 out.append(f"| {k} | {q[k]['p50_ms']} | {q[k]['p99_ms']} |")
         out.append("")
@@ -168,7 +168,9 @@ def serving() -> list[str]:
     loads = [(n, x) for n, x in loads if x]
     if loads:
         out += [
-            "HTTP `GET /products/{id}/related?k=10` (`benchmarks/serve_load.py`; client and server share 2 cores):",
+            "HTTP `GET /products/{id}/related?k=10` (`benchmarks/serve_load.py`; client and server share 2 cores; "
+            "the date and client of each run are in its result file: runs before 2026-11-30 10:00 used the "
+            "dense second stage and an httpx client, which cost the server part of its CPU):",
             "",
             "| model | clients | requests | errors | req/s | p50 ms | p99 ms |",
             "|---|---|---|---|---|---|---|",
@@ -235,6 +237,75 @@ def scale() -> list[str]:
     return out
 
 
+def serve_scale() -> list[str]:
+    runs = sorted(
+        (json.loads(f.read_text()) for f in (RES / "serve_scale").glob("*.json")), key=lambda r: r["products"]
+    )
+    if not runs:
+        return []
+    out = [
+        "The two-stage ranking served at scale (`benchmarks/serve_scale.py`: a model built by "
+        "`dualrec train`'s own pipeline; one query in process with 1 thread; HTTP with aiohttp clients on "
+        "the same 2 cores; precomputed = a known product's stored list, online = the second stage over the "
+        "index's and the paths' candidates):",
+        "",
+        "| products | first stage (recall@10) | online p50 / p99 ms | precomputed p50 / p99 ms | "
+        "HTTP precomputed req/s, p50 / p99 ms | same, 2 workers | HTTP online | same, 2 workers | "
+        "same, 1 worker, 4 clients | server RSS MiB (1 / 2 workers) | precompute all lists s | export top-20 s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        ip, h = r["in_process"], r.get("http", {})
+
+        def hh(key):
+            x = h.get(key)
+            return f"{x['throughput_rps']}, {x['latency_ms_p50']} / {x['latency_ms_p99']}" if x else "n/a"
+
+        def rss(key):
+            x = h.get(key)
+            return str(x["rss_mib_after"]) if x else "n/a"
+
+        fs = ip["first_stage"]
+        lists_s = (r.get("build") or {}).get("lists_seconds", "n/a")
+        out.append(
+            f"| {r['products']:,} | {fs['index']} ({fs['recall_at_10_vs_exact']}) | "
+            f"{ip['online']['p50_ms']} / {ip['online']['p99_ms']} | "
+            f"{ip['precomputed']['p50_ms']} / {ip['precomputed']['p99_ms']} | {hh('precomputed')} | "
+            f"{hh('precomputed_2_workers')} | {hh('online')} | {hh('online_2_workers')} | {hh('online_4_clients')} | "
+            f"{rss('precomputed')} / {rss('precomputed_2_workers')} | "
+            f"{lists_s} | {r['export_top20']['seconds']} |"
+        )
+    out.append("")
+    return out
+
+
+def sparse_parity() -> list[str]:
+    rows = []
+    for ds in ("clothing", "cellphones"):
+        new = load(f"sparse_parity/{ds}/results.json")
+        if not new:
+            continue
+        for meth, old_file in (("daemon", f"{ds}/results.json"), ("cooccurrence_rerank", f"control/{ds}/results.json")):
+            old, n = (load(old_file) or {}).get("methods", {}).get(meth), new["methods"].get(meth)
+            if not old or not n:
+                continue
+            cells = [
+                f"{pm(old, k)} | {pm(n, k)} | {(n[k] / old[k] - 1) * 100:+.2f} %" for k in ("HitRate@10", "MRR@10")
+            ]
+            rows.append(f"| {ds} | {meth} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        "The sparse second stage against the dense one it replaced (`bash benchmarks/sparse_parity.sh`: "
+        "the same protocol, budget and seeds as the tables above, which were measured with the dense one):",
+        "",
+        "| dataset | method | HR@10 dense | HR@10 sparse | change | MRR@10 dense | MRR@10 sparse | change |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def threads() -> list[str]:
     t = load("threads.json")
     if not t:
@@ -293,7 +364,7 @@ def benchmarks_readme() -> str:
     ]
     for ds in ("clothing", "cellphones"):
         lines += ablation_table(ds)
-    lines += ["## Serving", "", *serving(), "## Scale", "", *scale(), *threads()]
+    lines += ["## Serving", "", *serving(), "## Scale", "", *serve_scale(), *sparse_parity(), *scale(), *threads()]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,5 +1,6 @@
-"""In-process latency of one `related` query on a model folder: the second stage (when the
-folder has one) against DAEMON alone through the retrieval index (exact unless MODEL/index).
+"""In-process latency of one `related` query on a model folder: the second stage's online path
+(when the folder has one), its precomputed lists, and DAEMON alone through the retrieval index
+(exact unless MODEL/index).
 
     .venv/bin/python benchmarks/query_latency.py MODEL [--queries 200] [--out FILE.json]
 """
@@ -53,9 +54,16 @@ def main() -> None:
         "command": f"python benchmarks/query_latency.py {a.model} --queries {a.queries}",
     }
     runs = {"daemon_index": lambda q: index.recommend(q, a.k)}
-    rr = load_model_reranker(v, source, target)
+    rr = load_model_reranker(v, source, target, index)
     if rr is not None:
-        runs["two_stage"] = lambda q: rr.top_k(q, a.k)
+        from dualrec.lists import StoredLists
+        from dualrec.retrieval import Recommender
+
+        runs["two_stage"] = lambda q: rr.top_k(q, a.k)  # the online path
+        lists = StoredLists.load(v)
+        if lists is not None and a.k <= lists.k:
+            rec = Recommender(v.products(["id"]), source, target, reranker=rr, index=index, lists=lists)
+            runs["two_stage_precomputed"] = lambda q: rec.top_k(q, a.k)
         res["rerank_bytes"] = sum(m["bytes"] for f, m in v.files.items() if f.startswith("rerank/"))
     for name, fn in runs.items():
         ms = np.array(per_query_ms(fn, rows))

@@ -1,9 +1,10 @@
 """A bounded load test of `dualrec serve`: throughput and latency of GET /products/{id}/related?k=10.
 
 Starts the server (uvicorn, one worker process) in a subprocess on a free port of 127.0.0.1,
-waits for /health, then ``--clients`` concurrent httpx clients (asyncio, one process) send
+waits for /health, then ``--clients`` concurrent clients (asyncio, one process) send
 exactly ``--requests`` requests for random product ids (after ``--warmup`` uncounted ones),
-and the server is stopped. Client and server share the machine's cores, so the numbers are a
+and the server is stopped. The clients are aiohttp's (httpx's cost several times the CPU, which
+the server loses on a 2-core machine). Client and server share the machine's cores, so the numbers are a
 floor for what the server alone would do.
 
 Without ``--model``, a small demo model is trained first (synthetic store of ``--products``
@@ -25,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -55,6 +55,23 @@ def demo_model(root: Path, n: int, epochs: int) -> Path:
     return root / "model"
 
 
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn's workers), in MiB (Linux)."""
+    pids = [pid]
+    kids = Path(f"/proc/{pid}/task/{pid}/children")
+    if kids.exists():
+        pids += [int(k) for k in kids.read_text().split()]
+    total = 0.0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except FileNotFoundError:
+            pass
+    return round(total, 1)
+
+
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -70,30 +87,33 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 async def load(base: str, ids: list[str], clients: int, requests: int, warmup: int, k: int, seed: int) -> dict:
+    """``clients`` concurrent keep-alive connections (aiohttp: its client costs a fraction of
+    httpx's CPU, which matters when client and server share 2 cores), ``requests`` counted ones
+    for random product ids after ``warmup`` uncounted ones."""
+    import aiohttp
+
     rng = np.random.default_rng(seed)
     picks = [ids[i] for i in rng.integers(0, len(ids), size=requests + warmup)]
     lat: list[float] = []
-    status: Counter = Counter()
+    status: dict = {}
     nxt = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+    async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=clients)) as session:
 
-        async def worker(counted: bool, stop: int):
+        async def worker(counted: bool, stop: int) -> None:
             nonlocal nxt
             while nxt < stop:
                 pid = picks[nxt]
                 nxt += 1
                 t0 = time.perf_counter()
                 try:
-                    r = await client.get(f"/products/{pid}/related", params={"k": k})
-                    code = r.status_code
-                    if code == 200 and len(r.json()["results"]) != k:
-                        code = "short"
-                except httpx.HTTPError as e:
+                    async with session.get(f"/products/{pid}/related", params={"k": str(k)}) as r:
+                        body = await r.json()
+                        code = r.status if r.status != 200 or len(body["results"]) == k else "short"
+                except aiohttp.ClientError as e:
                     code = type(e).__name__
                 if counted:
                     lat.append(time.perf_counter() - t0)
-                    status[code] += 1
+                    status[code] = status.get(code, 0) + 1
 
         await asyncio.gather(*(worker(False, warmup) for _ in range(clients)))
         t0 = time.perf_counter()
@@ -123,6 +143,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--version", default=None, help="serve this model version (default: the current one)")
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes (dualrec serve --workers)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve_load.json")
     a = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="serve_load-")
@@ -132,20 +154,21 @@ def main() -> None:
         model = demo_model(Path(tmp.name), a.products, a.epochs)
     from dualrec.store import open_version
 
-    ids = open_version(model).ids().tolist()
+    v = open_version(model, a.version)
+    ids = v.ids()[: int(v.info.get("trained_products", 0)) or None].tolist()  # known products
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(Path(tmp.name) / "server.log", "w")
     load_before = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dualrec.cli", "serve", str(model), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    cmd = [sys.executable, "-m", "dualrec.cli", "serve", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", str(a.workers)] + (["--version", a.version] if a.version else [])
+    env = {k: x for k, x in os.environ.items() if not k.startswith("DUALREC_ADMIN")}  # --workers: no writes
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         t0 = time.time()
-        wait_ready(base, proc)
+        wait_ready(base, proc, timeout=1800)
         startup = time.time() - t0
+        rss_ready = tree_rss_mib(proc.pid)
         health = httpx.get(base + "/health").json()
         print(
             f"server ready in {startup:.1f} s: {health['num_products']} products, ranker {health.get('ranker')}, "
@@ -153,6 +176,7 @@ def main() -> None:
             flush=True,
         )
         res = asyncio.run(load(base, ids, a.clients, a.requests, a.warmup, a.k, a.seed))
+        res["rss_mib_ready"], res["rss_mib_after"] = rss_ready, tree_rss_mib(proc.pid)
     finally:
         proc.terminate()
         try:
@@ -168,7 +192,11 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared by client and server)",
         "loadavg_at_start": load_before,
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "server": "uvicorn, 1 worker process, FastAPI sync endpoints (thread pool), faiss 1 thread per search",
+        "server": f"uvicorn, {a.workers} worker process(es), FastAPI sync endpoints (thread pool), "
+        "faiss 1 thread per search",
+        "client": "aiohttp",
+        "workers": a.workers,
+        "version": v.name,
         "model": str(a.model) if a.model else f"demo: {a.products} products, hash features, {a.epochs} epochs",
         "num_products": health["num_products"],
         "ranker": health.get("ranker", "daemon"),

@@ -312,6 +312,31 @@ def test_serve_help_names_the_write_endpoints_and_refuses_a_weak_token(tmp_path,
     assert_clean_error(r, "under 16 characters")
 
 
+def test_serve_workers_share_one_app_factory_and_refuse_writes(fake_model, monkeypatch):
+    """--workers N hands uvicorn an import string (each worker loads the memory-mapped model);
+    the write endpoints would reach one worker only, so a token is refused with N > 1."""
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.delenv("DUALREC_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("DUALREC_ADMIN_TOKEN_FILE", raising=False)
+    r = invoke("serve", fake_model, "--workers", "2")
+    assert r.exit_code == 0, r.output
+    ((app, kw),) = calls
+    assert app == "dualrec.serve.app:app_from_env" and kw["factory"] and kw["workers"] == 2
+    from fastapi.testclient import TestClient
+
+    from dualrec.serve.app import SERVE_ENV, app_from_env
+
+    client = TestClient(app_from_env(), base_url="http://127.0.0.1")  # what each worker builds
+    assert client.get("/products/Q3/related", params={"k": 2}).status_code == 200
+    assert client.post("/products", json={"products": []}).status_code == 403
+    monkeypatch.delenv(SERVE_ENV)
+    monkeypatch.setenv("DUALREC_ADMIN_TOKEN", "a-long-enough-admin-token")
+    assert_clean_error(invoke("serve", fake_model, "--workers", "2"), "one worker")
+
+
 def test_incoming_lists_the_products_that_recommend_one(fake_model):
     import numpy as np
 

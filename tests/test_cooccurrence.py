@@ -1,5 +1,6 @@
 """Co-occurrence baseline: path counts on tiny hand graphs, direction, validation tuning."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -165,3 +166,28 @@ def test_sparse_ranks_equal_the_evaluator(seed):
     )
     g, e = sparse_ranks(P, tb, uq, src, dst, ex_src, ex_dst, max_expand=50)
     assert np.array_equal(g, want_g.numpy()) and np.array_equal(e, want_e.numpy())
+
+
+@pytest.mark.parametrize("batch", [1, 3, 40])
+def test_paths_are_the_kind_rows_and_the_score_without_dense_rows(tuned, batch):
+    """Cooccurrence.paths (a query's reachable products, each kind's value, the combined score)
+    equals the scipy rows and score_fn, whether it walks the CSR arrays (a few queries) or
+    multiplies matrices (a batch)."""
+    from dualrec.cooccurrence import KINDS
+
+    _, _, m = tuned
+    kinds = [k for k in KINDS if k != "cf3" or m.cf3_enabled]
+    for lo in range(0, 120, batch):
+        q = np.arange(lo, lo + batch)
+        p = m.paths(q)
+        rows = m.kind_rows(q, kinds)
+        for j, k in enumerate(kinds):
+            want = rows[k].toarray()
+            got = np.zeros_like(want)
+            got[p.row, p.col] = p.values[:, j]
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        dense = m.score_fn(torch.from_numpy(q)).numpy()
+        got = np.tile(m._tb, (q.size, 1))
+        got[p.row, p.col] = p.score
+        np.testing.assert_allclose(got, dense, rtol=1e-4, atol=1e-6)
+        assert np.all(np.diff(p.row * m.n + p.col) > 0)  # sorted by query, then product

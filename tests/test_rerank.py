@@ -11,6 +11,7 @@ from dualrec.graph import DualrecError
 from dualrec.rerank import CandidateReranker, RerankConfig, _rank_in_row
 from dualrec.split import TEST, TRAIN, VAL, cold_split, edge_split
 from dualrec.synthetic import make_store
+from dualrec.topk import masked_topk
 from dualrec.train import TrainConfig, train
 
 
@@ -68,7 +69,8 @@ def test_candidates_outrank_the_rest_and_known_edges_are_not_candidates(setup, s
     q = torch.unique(g.cp_src[split.mask(TEST)])[:50]
     scores = rr.score_fn(q)
     assert scores.shape == (50, g.num_products) and torch.isfinite(scores).all()
-    r, c, F, D = rr._chunk(q.numpy())
+    r, c, F, _ = rr._chunk(q.numpy())
+    D = res.source[q] @ res.target.T
     assert F.shape == (r.size, len(rr.feature_names))
     cand = torch.zeros(50, g.num_products, dtype=torch.bool)
     cand[r, c] = True
@@ -224,11 +226,12 @@ def test_products_added_after_the_fit_are_ranked_by_daemon(setup, small_rr):
         torch.randn(5, res.source.shape[1], generator=gen),
         torch.randn(5, res.target.shape[1], generator=gen),
     )
-    rr.s, rr.t = torch.cat([res.source, s_new]), torch.cat([res.target, t_new])
+    t_all = torch.cat([res.target, t_new])
+    rr.set_embeddings(torch.cat([res.source, s_new]), t_all)
     try:
         got = rr.score_fn(torch.tensor([3, n + 1, 4]))
         assert got.shape == (3, n + 5)
-        torch.testing.assert_close(got[1], s_new[1] @ rr.t.T)
+        torch.testing.assert_close(got[1], s_new[1] @ t_all.T)
         # the old products keep their order (scores outside the candidates may shift by a constant,
         # which float32 rounding may turn into swaps among near-equal scores, never more)
         o = before.argsort(dim=1, descending=True, stable=True)
@@ -241,20 +244,71 @@ def test_products_added_after_the_fit_are_ranked_by_daemon(setup, small_rr):
         assert torch.equal(new_part.argsort(1), d.argsort(1))
         with pytest.raises(DualrecError, match="query rows"):
             rr.score_fn(torch.tensor([n + 5]))
+        # what a shop is shown: the same lists, without scoring every product
+        top = rr.top_k(np.array([3, n + 1, 4]), 30)[1]
+        q = torch.tensor([3, n + 1, 4])
+        want = masked_topk(rr.score_fn(q, known_first=True), 30, q)[1]
+        assert _overlap(top, want.numpy()) > 0.95  # equal scores may swap
     finally:
-        rr.s, rr.t = res.source, res.target
+        rr.set_embeddings(res.source, res.target)
 
 
 def test_top_k_is_the_same_in_small_chunks(setup, small_rr):
     g = setup[0]
     rows = np.arange(0, g.num_products, 37)
     want = small_rr.top_k(rows, 10)
-    old = small_rr.cfg.chunk_elems
-    small_rr.cfg.chunk_elems = 3 * g.num_products  # three rows per dense block
+    old = small_rr.cfg.chunk
+    small_rr.cfg.chunk = 3  # three queries per batch
     try:
         got = small_rr.top_k(rows, 10)
     finally:
-        small_rr.cfg.chunk_elems = old
+        small_rr.cfg.chunk = old
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-5)  # matmuls of other shapes: float noise
     assert want[1].shape == (rows.size, 10) and not (want[1] == rows[:, None]).any()
+
+
+@pytest.mark.parametrize("k", [10, 60])
+def test_top_k_is_the_evaluated_ranking_without_scoring_every_product(setup, small_rr, k):
+    """The shop's lists (sparse: candidates only) are the top of the evaluator's full ranking
+    (known co-purchases first); with k beyond the candidates they go on in DAEMON's order."""
+    g = setup[0]
+    rows = np.arange(1, g.num_products, 53)
+    dense = small_rr.score_fn(torch.from_numpy(rows), known_first=True)
+    want_s, want_i = masked_topk(dense, k, torch.from_numpy(rows))
+    got_s, got_i = small_rr.top_k(rows, k)
+    assert got_i.shape == (rows.size, k) and (got_i >= 0).all()
+    # the same scores; among equal scores at the cut, another product may make the list
+    np.testing.assert_allclose(got_s, want_s.numpy(), rtol=1e-4, atol=1e-4)
+    assert _overlap(got_i, want_i.numpy()) > 0.9
+    # products the caller leaves out are not candidates either: the list is still full
+    ex = [got_i[i, [0, 3]] for i in range(rows.size)]
+    _, again = small_rr.top_k(rows, k, exclude=ex)
+    assert (again >= 0).all()
+    for i, e in enumerate(ex):
+        assert not np.isin(again[i], np.append(e, rows[i])).any()
+
+
+def test_the_sparse_candidates_equal_a_dense_search(setup, small_rr):
+    """DAEMON's candidates from the index and co-occurrence's from the query's paths are the
+    dense top-n of the old implementation (scores over all N), up to equal scores."""
+    g, _, split, cooc, res = setup
+    rr = small_rr
+    q = np.arange(0, g.num_products, 11)
+    r, c, F, _ = rr._chunk(q)
+    tm = split.mask(TRAIN)
+    for i, u in enumerate(q.tolist()):
+        ex = torch.zeros(g.num_products, dtype=torch.bool)
+        ex[g.cp_dst[tm & (g.cp_src == u)]] = True
+        ex[u] = True
+        got = set(c[r == i].tolist())
+        d = (res.source[u] @ res.target.T).masked_fill(ex, -np.inf)
+        assert set(d.topk(20).indices.tolist()) <= got
+        gs = cooc.score_fn(torch.tensor([u]))[0].masked_fill(ex, -np.inf)
+        top = gs.topk(20).values
+        sure = set((gs > top[-1]).nonzero().view(-1).tolist())  # above the 20th score: no tie
+        assert sure <= got
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean([len(np.intersect1d(x, y)) / max(1, len(y)) for x, y in zip(a, b)]))

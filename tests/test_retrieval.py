@@ -20,7 +20,8 @@ def make_rec(n: int = 60, d: int = 8, seed: int = 0, chunk_elems: int = 2**24) -
 
 
 def brute_force(rec: Recommender, q: int, k: int, exclude=()) -> list[int]:
-    scores = (rec.source[q] @ rec.target.T).clone()
+    s, t = torch.tensor(np.asarray(rec.source)), torch.tensor(np.asarray(rec.target))
+    scores = (s[q] @ t.T).clone()
     scores[q] = float("-inf")
     for e in exclude:
         scores[e] = float("-inf")

@@ -200,6 +200,13 @@ def train(
         "--no-rerank ranks by DAEMON alone",
     ),
     keep: int = typer.Option(3, min=1, help="model versions kept in OUT (older ones are deleted)"),
+    list_k: int = typer.Option(
+        50,
+        min=0,
+        max=1000,
+        help="precompute every product's top-K with the second stage, served by key lookup (0: none; "
+        "larger k is computed online)",
+    ),
 ):
     """Train the DAEMON model (and the second stage); prints one line per epoch and the validation metrics."""
     from dualrec.pipeline import train_dataset
@@ -222,7 +229,9 @@ def train(
             if v is not None:
                 d[k] = v
         cfg = TrainConfig.from_dict(d)
-        res = train_dataset(dataset, out, cfg, resume=resume, progress=_bars(quiet), rerank=rerank, keep=keep, log=_log)
+        res = train_dataset(
+            dataset, out, cfg, resume=resume, progress=_bars(quiet), rerank=rerank, keep=keep, log=_log, list_k=list_k
+        )
         _print_metrics(res.val_metrics, f"validation, DAEMON alone (best epoch {res.best_epoch}):")
         from dualrec.store import open_version
 
@@ -488,6 +497,7 @@ def index_cmd(
             sample=sample,
             seed=seed,
             log=_log,
+            progress=_bars(False),
             **params,
         )
         meta.pop("target_fingerprint", None)
@@ -526,6 +536,12 @@ def serve(
         None, "--version", help="serve this model version (default: the current one)"
     ),
     faiss_threads: int = typer.Option(1, min=1, help="OpenMP threads per faiss search (1 suits concurrent requests)"),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=64,
+        help="worker processes (they share the memory-mapped model; the write endpoints need 1 worker)",
+    ),
 ):
     """Serve the model over HTTP (FastAPI + uvicorn); API docs at /docs.
 
@@ -547,6 +563,12 @@ def serve(
             os.environ.pop("DUALREC_ADMIN_TOKEN", None)
             os.environ["DUALREC_ADMIN_TOKEN_FILE"] = str(admin_token_file)
         token = admin_token_from_env()
+        if workers > 1 and token is not None:
+            raise DualrecError(
+                "the write endpoints need one worker process (a write in one worker would not reach "
+                "the others): serve with --workers 1, or unset the admin token and run "
+                "`dualrec add-products` / `dualrec rollback`, then restart the server"
+            )
         loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
         if not loopback and token is not None and len(token) < 16:
             raise DualrecError(
@@ -574,6 +596,26 @@ def serve(
             f"allowed Host names: {', '.join(hosts)}",
             err=True,
         )
+        if workers > 1:
+            import json as _json
+
+            from dualrec.serve.app import SERVE_ENV
+            from dualrec.store import open_version
+
+            open_version(model, version)  # a bad folder fails here, once, not in every worker
+            os.environ[SERVE_ENV] = _json.dumps(
+                {"model": str(model), "faiss_threads": faiss_threads, "hosts": hosts, "version": version}
+            )
+            uvicorn.run(
+                "dualrec.serve.app:app_from_env",
+                factory=True,
+                workers=workers,
+                host=host,
+                port=port,
+                log_level="info",
+                server_header=False,
+            )
+            return
         api = create_app(model, admin_token=token, faiss_threads=faiss_threads, allowed_hosts=hosts, version=version)
         uvicorn.run(api, host=host, port=port, log_level="info", server_header=False)
 

@@ -67,7 +67,9 @@ def embed_new_products(
     known = version.products()
     new = _check_new_products(new_products, known)
     spec = version.json("features.json")
-    x_all = np.asarray(version.features(), dtype=np.float32)  # trained catalogue + products added before
+    # trained catalogue + products added before; stored as float16 (the rounding, ~1e-3, moves a
+    # new product's embedding far less than its metadata does)
+    x_all = np.asarray(version.features(mmap=True), dtype=np.float32)
     x_new = build_features(new, spec=spec, show_progress=progress)
     if x_new.shape[1] != x_all.shape[1]:
         raise DualrecError("the new products' features do not match the model's (was it trained by another dualrec?)")
@@ -194,7 +196,7 @@ def add_products(
             w.save_array("source.npy", np.concatenate([source, s_new.numpy()]))
             w.save_array("target.npy", np.concatenate([target, t_new.numpy()]))
             w.save_parquet("products.parquet", products)
-            w.save_array("features.npy", np.concatenate([np.asarray(parent.features(), np.float32), x_new]))
+            w.save_array("features.npy", np.concatenate([parent.features(), x_new.astype(np.float16)]))
             w.save_parquet(ADDED_EDGES, edges)
             info = {
                 **parent.info,

@@ -29,9 +29,13 @@ term ``eps * in-degree`` breaks ties (and ranks products no path reaches).
 given to :meth:`Cooccurrence.fit`) with a small grid and coordinate ascent; without ``val``
 the defaults are used. Everything is scipy.sparse: rows of a query chunk times a sparse
 matrix, never a dense N x N matrix. ``cf3`` is skipped when its rows would be too dense.
+:meth:`Cooccurrence.paths` gives the second stage each query's reachable products with every
+kind's value, at a cost that follows the query's paths rather than the catalogue.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -68,6 +72,38 @@ def _expand(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     item = np.repeat(np.arange(rows.size), lens)
     offset = np.arange(item.size) - np.repeat(np.cumsum(lens) - lens, lens)
     return item, np.repeat(starts, lens) + offset
+
+
+def _hop(m: sp.csr_matrix, item: np.ndarray, rows: np.ndarray, w: np.ndarray | None):
+    """One hop along ``m`` from ``rows`` (one per path, ``item`` = its query, ``w`` = its value so
+    far): (query, reached column, value) per extended path."""
+    it, j = _expand(m.indptr, rows)
+    val = m.data[j] if w is None else w[it] * m.data[j]
+    return item[it], m.indices[j].astype(np.int64), val
+
+
+@dataclass
+class Paths:
+    """What :meth:`Cooccurrence.paths` found for a batch of queries: one entry per (query,
+    product) pair that a path reaches, sorted by query then product."""
+
+    row: np.ndarray  # position of the query in the batch
+    col: np.ndarray  # product reached
+    score: np.ndarray  # the combined co-occurrence score (as :meth:`Cooccurrence.score_fn`)
+    linked: np.ndarray  # whether a path with a weight reaches it (else its score is the tie-breaker)
+    values: np.ndarray  # (entries, kinds): each kind's value (unscaled)
+    kinds: list[str]
+    n: int  # products (columns)
+
+    def find(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        """Entry of each (row, col) pair, -1 where no path reaches it."""
+        n = np.int64(self.n)
+        keys = self.row * n + self.col
+        want = np.asarray(row, dtype=np.int64) * n + np.asarray(col, dtype=np.int64)
+        if keys.size == 0:
+            return np.full(want.size, -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(keys, want), keys.size - 1)
+        return np.where(keys[pos] == want, pos, -1)
 
 
 def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
@@ -422,6 +458,96 @@ class Cooccurrence:
             P = self._rows(q[a : a + self.row_chunk])
             out[a : a + self.row_chunk] = (P @ sp.diags(self._col)).toarray() + self._tb[None, :]
         return torch.from_numpy(out)
+
+    def paths(self, q: np.ndarray, kinds=None) -> "Paths":
+        """Every product that a path of a used kind reaches from each query in ``q``, with each
+        kind's value and the combined score.
+
+        The cost follows the paths walked (the queries' 1-, 2- and 3-hop neighbourhoods), not
+        the catalogue: a single query walks the CSR arrays of the training graph, because
+        scipy's row x matrix product allocates and clears work arrays of length N per call;
+        a batch of queries goes through scipy's products (:meth:`kind_rows`), where that cost
+        is shared. ``kinds`` (default: every enabled kind) are the values returned; the score
+        always uses every kind with a weight. Values are as :meth:`kind_rows` gives them.
+        """
+        q = np.asarray(q, dtype=np.int64)
+        kinds = [k for k in (KINDS if kinds is None else kinds) if k != "cf3" or self.cf3_enabled]
+        c = self._c
+        names = ["direct"] + [k for k in KINDS if (k in kinds or c.get(k, 0.0)) and (k != "cf3" or self.cf3_enabled)]
+        w = np.array([1.0 if k == "direct" else c.get(k, 0.0) for k in names])
+        if q.size <= 4:
+            row, col, per = self._walk(q, names)
+        else:
+            row, col, per = self._aligned(self._products(q, names), names)
+        raw = (per @ w).astype(np.float32)
+        values = per[:, [names.index(k) for k in kinds]].astype(np.float32)
+        return Paths(row, col, raw * self._col[col] + self._tb[col], raw > 0, values, list(kinds), int(self.n))
+
+    @staticmethod
+    def _aligned(mats: dict[str, sp.csr_matrix], names: list[str]):
+        """(row, col, values) of the union of the kinds' supports, each kind's values aligned to it.
+
+        Adding the pattern (counts >= 1, float64) to a kind keeps the pattern, so the difference
+        is the kind's value at every entry of the union."""
+        pattern = None
+        for m in mats.values():
+            ones = m.copy()
+            ones.data = np.ones_like(ones.data, dtype=np.float64)
+            pattern = ones if pattern is None else pattern + ones
+        pattern = pattern.tocsr()
+        pattern.sort_indices()
+        per = np.empty((pattern.nnz, len(names)), dtype=np.float64)
+        for j, k in enumerate(names):
+            m = (pattern + mats[k].astype(np.float64)).tocsr()
+            m.sort_indices()
+            per[:, j] = m.data - pattern.data
+        row = np.repeat(np.arange(pattern.shape[0], dtype=np.int64), np.diff(pattern.indptr))
+        return row, pattern.indices.astype(np.int64), per
+
+    def _products(self, q: np.ndarray, names: list[str]) -> dict[str, sp.csr_matrix]:
+        rows = self.kind_rows(q, [k for k in names if k != "direct"])
+        rows["direct"] = self.An[q].tocsr().astype(np.float32)
+        return rows
+
+    def _walk(self, q: np.ndarray, names: list[str]):
+        """:meth:`_aligned`'s output for a few queries, from the CSR arrays: O(paths log paths)."""
+        start = np.arange(q.size, dtype=np.int64)
+        n = np.int64(self.n)
+        first: dict = {}
+
+        def hop1(name, m):
+            if name not in first:
+                first[name] = _hop(m, start, q, None)
+            return first[name]
+
+        parts = {}
+        for k in names:
+            if k == "direct":
+                parts[k] = hop1("A", self.An)
+            elif k == "reverse":
+                parts[k] = hop1("T", self.ATn)
+            elif k == "sim":
+                parts[k] = hop1("S", self.Sn)
+            elif k == "cp2":
+                parts[k] = _hop(self.An, *hop1("A", self.An))
+            elif k == "sim_cp":
+                parts[k] = _hop(self.An, *hop1("S", self.Sn))
+            elif k == "cp_sim":
+                parts[k] = _hop(self.Sn, *hop1("A", self.An))
+            elif k == "sibling":
+                parts[k] = _hop(self.An, *hop1("T", self.ATn))
+            elif k == "cotarget":
+                parts[k] = _hop(self.ATn, *hop1("A", self.An))
+            else:  # cf3, through the summed co-target step: a repeated middle product is walked once
+                it, mid, v = _hop(self.ATn, *hop1("A", self.An))
+                uk, inv = np.unique(it * n + mid, return_inverse=True)
+                parts[k] = _hop(self.An, uk // n, uk % n, np.bincount(inv, weights=v))
+        keys = np.concatenate([parts[k][0] * n + parts[k][1] for k in names])
+        kid = np.concatenate([np.full(parts[k][0].size, j, dtype=np.int64) for j, k in enumerate(names)])
+        val = np.concatenate([parts[k][2] for k in names]).astype(np.float64)
+        uk, inv = np.unique(keys, return_inverse=True)
+        per = np.bincount(inv * len(names) + kid, weights=val, minlength=uk.size * len(names))
+        return uk // n, uk % n, per.reshape(uk.size, len(names))
 
     def pair_score_fn(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         u, v = u.cpu().numpy(), v.cpu().numpy()

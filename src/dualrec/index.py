@@ -232,6 +232,8 @@ class RetrievalIndex:
         t = _f32(target)
         if t.shape[1] != self.dim:
             raise DualrecError(f"vectors of dimension {t.shape[1]} added to an index of dimension {self.dim}")
+        if self.meta.get("mmap"):  # faiss aborts the process on a write into a mapped index
+            raise DualrecError("a memory-mapped index is read-only; load it without mmap to add rows")
         self.index.add(t)
         self.meta["n"] = int(self.index.ntotal)
 
@@ -254,10 +256,21 @@ class RetrievalIndex:
         elif self.kind == "ivf" and "nprobe" in self.params:
             _set_knob(self.index, "ivf", self.params["nprobe"])
 
+    def _search_params(self, selector):
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.index.hnsw.efSearch))
+        if self.kind == "ivf":
+            return faiss.SearchParametersIVF(sel=selector, nprobe=int(self.index.nprobe))
+        return faiss.SearchParameters(sel=selector)
+
     # -- search ----------------------------------------------------------------------------------
-    def search(self, query_vectors, k: int, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, query_vectors, k: int, chunk: int = 8192, below: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(scores float32 (Q, k), indexes int64 (Q, k)), best first; missing slots (k > n, or an
-        approximate index that found fewer) are index -1 with score -inf."""
+        approximate index that found fewer) are index -1 with score -inf. ``below``: only rows
+        ``< below`` are searched (faiss's ID selector: e.g. the catalogue a second stage was
+        fitted on, without the products added since)."""
         if k < 1:
             raise DualrecError("k must be at least 1")
         q = _f32(query_vectors)
@@ -266,8 +279,12 @@ class RetrievalIndex:
         kk = min(k, max(self.n, 1))
         D = np.full((len(q), k), -np.inf, dtype=np.float32)
         I = np.full((len(q), k), -1, dtype=np.int64)
+        params = None
+        if below is not None and below < self.n:
+            kk = min(kk, max(int(below), 1))
+            params = self._search_params(faiss.IDSelectorRange(0, int(below)))
         for lo in range(0, len(q), chunk):
-            d_, i_ = self.index.search(q[lo : lo + chunk], kk)
+            d_, i_ = self.index.search(q[lo : lo + chunk], kk, params=params)
             I[lo : lo + chunk, :kk] = i_
             D[lo : lo + chunk, :kk] = np.where(i_ >= 0, d_, -np.inf)
         return D, I
@@ -354,13 +371,15 @@ class RetrievalIndex:
         except json.JSONDecodeError as e:
             raise DualrecError(f"{d / META_FILE} is not valid JSON: {e}") from e
         try:
-            flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+            flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
             index = faiss.read_index(str(d / INDEX_FILE), flags)
         except RuntimeError as e:
             raise DualrecError(f"cannot read {d / INDEX_FILE}: {str(e).splitlines()[0]}") from e
         if index.ntotal != meta.get("n") or index.d != meta.get("dim"):
             raise DualrecError(f"{d}: {INDEX_FILE} and {META_FILE} disagree (stale or partial index)")
-        return cls(index, meta["kind"], meta.get("params"), meta, source=source)
+        out = cls(index, meta["kind"], meta.get("params"), meta, source=source)
+        out.meta["mmap"] = bool(mmap)
+        return out
 
 
 def _default_nlist(n: int) -> int:
@@ -386,12 +405,15 @@ def write_model_index(
     seed: int = 0,
     log=None,
     wait: float = 60.0,
+    progress: bool = False,
     **params,
 ) -> dict:
     """Build the index of a model folder's current version and write it as a new version
-    (the same files plus ``index/``, see :mod:`dualrec.store`). Returns the index metadata."""
+    (the same files plus ``index/``, see :mod:`dualrec.store`; precomputed lists are computed
+    again with the new index). Returns the index metadata."""
     from dualrec.store import DEFAULT_KEEP, ModelStore
 
+    log = log or (lambda m: None)
     store = ModelStore(model_dir)
     store.check_model()
     with store.lock(wait, "dualrec index"):
@@ -400,10 +422,25 @@ def write_model_index(
         idx = RetrievalIndex.build(
             target, kind, source=source, target_recall=target_recall, sample=sample, seed=seed, log=log, **params
         )
+        from dualrec.lists import LISTS_DIR, StoredLists, precompute_lists, save_lists
+
+        stored = StoredLists.load(parent)
         with store.writer(parent) as w:
-            w.link_all(except_={"model.json", INDEX_DIRNAME + "/"})
+            w.link_all(except_={"model.json", INDEX_DIRNAME + "/", LISTS_DIR + "/"})
             idx.save(w.new_path(f"{INDEX_DIRNAME}/{META_FILE}").parent)
-            v = w.commit({**parent.info, "index": idx.kind}, keep=DEFAULT_KEEP)
+            info = {**parent.info, "index": idx.kind}
+            if stored is not None:
+                # the precomputed lists come from the first stage's candidates: computed again
+                # with the new index, so stored and online lists stay the same
+                from dualrec.rerank import load_model_reranker
+
+                rr = load_model_reranker(parent, source, target, idx)
+                n = int(stored.items.shape[0])
+                log(f"precomputing the lists of {n:,} products with the new index")
+                items, scores, linfo = precompute_lists(rr.top_k, n, stored.k, progress=progress)
+                save_lists(w, items, scores, linfo)
+                info["lists"] = {"k": stored.k, "seconds": linfo["seconds"]}
+            v = w.commit(info, keep=DEFAULT_KEEP)
     return v.json(f"{INDEX_DIRNAME}/{META_FILE}")
 
 
@@ -415,7 +452,11 @@ def load_model_index(version, source: np.ndarray, target: np.ndarray, log=None) 
     log = log or (lambda m: None)
     if version is not None and version.has(f"{INDEX_DIRNAME}/{INDEX_FILE}"):
         try:
-            idx = RetrievalIndex.load(version.path(f"{INDEX_DIRNAME}/{INDEX_FILE}").parent, source=source)
+            stored_n = version.json(f"{INDEX_DIRNAME}/{META_FILE}").get("n")
+            # memory-mapped (shared by the server's workers) unless rows must be appended to it
+            idx = RetrievalIndex.load(
+                version.path(f"{INDEX_DIRNAME}/{INDEX_FILE}").parent, source=source, mmap=stored_n == len(target)
+            )
             n0 = idx.n
             if idx.dim != target.shape[1]:
                 raise DualrecError(f"index dimension {idx.dim} != embedding dimension {target.shape[1]}")

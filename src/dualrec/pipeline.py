@@ -7,6 +7,7 @@ folders are read and written only through :mod:`dualrec.store`.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import time
 from dataclasses import asdict
@@ -18,6 +19,7 @@ import torch
 from dualrec.errors import DualrecError, ModelBusyError
 from dualrec.features import feature_spec, fingerprint, load_or_build_features
 from dualrec.graph import ProductGraph
+from dualrec.lists import DEFAULT_LIST_K, discard_parts, precompute_lists, save_lists
 from dualrec.rerank import RERANK_DIR, fit_two_stage, load_model_reranker
 from dualrec.split import TEST, TRAIN, VAL
 from dualrec.store import DEFAULT_KEEP, ModelStore, ModelVersion, open_version, save_trained
@@ -41,6 +43,7 @@ def train_dataset(
     log=print,
     rerank: bool = True,
     keep: int = DEFAULT_KEEP,
+    list_k: int = DEFAULT_LIST_K,
 ) -> TrainResult:
     """Train on a dataset folder made by ``dualrec ingest`` and write a new model version.
 
@@ -48,16 +51,22 @@ def train_dataset(
     candidates and a LambdaMART pair model, learned from the validation edges); ``recommend``,
     ``evaluate`` and ``serve`` then use it. The folder is locked for the whole run; the version
     it serves changes only when the new one is complete (see :mod:`dualrec.store`).
+
+    With the second stage, every product's top-``list_k`` is precomputed into the version
+    (:mod:`dualrec.lists`; ``0``: none) and catalogues above ``HNSW_FROM`` products get an HNSW
+    retrieval index for DAEMON's candidates (``dualrec index`` changes it later).
     """
     config = (config or TrainConfig()).validate()
     if keep < 1:
         raise DualrecError("keep must be at least 1")
+    if isinstance(list_k, bool) or not isinstance(list_k, int) or not 0 <= list_k <= 1000:
+        raise DualrecError("list_k must be an integer in 0..1000")
     store = ModelStore(model_dir)
     store.prepare_new()
     graph = ProductGraph.load(dataset_dir)
     created = not store.root.exists()
     try:
-        return _train_into(store, graph, dataset_dir, config, resume, progress, log, rerank, keep)
+        return _train_into(store, graph, dataset_dir, config, resume, progress, log, rerank, keep, list_k)
     except ModelBusyError:
         raise  # the folder is another writer's
     except BaseException:
@@ -78,6 +87,7 @@ def _train_into(
     log,
     rerank: bool,
     keep: int,
+    list_k: int = DEFAULT_LIST_K,
 ) -> TrainResult:
     with store.lock(0, f"dualrec train {Path(dataset_dir).name}"):
         x = load_or_build_features(graph.products, dataset_dir, config.encoder, show_progress=progress)
@@ -128,14 +138,17 @@ def _train_into(
                         split.mask(TRAIN),
                         graph.cp_src[vm],
                         graph.cp_dst[vm],
-                        x,
+                        x.half(),  # as the version stores them (features.npy), read back when serving
                         result.source,
                         result.target,
                         seed=config.seed,
                         log=log,
                         progress=progress,
+                        index=_first_stage_index(w, result.source, result.target, log),
                     )
                     rr.save(w, RERANK_DIR)
+                    if list_k:
+                        _precompute_lists(w, rr, graph, list_k, store.checkpoint_dir, progress, log, info)
                 except Exception as e:  # e.g. too few validation edges on a toy graph: say so, keep DAEMON
                     msg = str(e) if isinstance(e, DualrecError) else f"{type(e).__name__}: {e}"
                     log(f"second stage not fitted ({msg}); recommendations rank by DAEMON alone")
@@ -149,8 +162,42 @@ def _train_into(
                         rerank={k: v for k, v in rr.info_.items() if k != "features"},
                     )
             v = w.commit(info, keep=keep)
+        discard_parts(store.checkpoint_dir)
     result.version = v.name
     return result
+
+
+#: catalogues above this many products get an HNSW index for DAEMON's candidates at training
+HNSW_FROM = 200_000
+
+
+def _first_stage_index(w, source: torch.Tensor, target: torch.Tensor, log):
+    """The retrieval index the second stage takes DAEMON's candidates from: exact on small
+    catalogues (built in memory when needed), HNSW (stored in the version) on large ones."""
+    if len(target) <= HNSW_FROM:
+        return None
+    from dualrec.index import INDEX_DIRNAME, META_FILE, RetrievalIndex
+
+    idx = RetrievalIndex.build(target.numpy(), "hnsw", source=source.numpy(), log=log)
+    idx.save(w.new_path(f"{INDEX_DIRNAME}/{META_FILE}").parent)
+    return idx
+
+
+def _precompute_lists(w, rr, graph: ProductGraph, k: int, parts_dir: Path, progress: bool, log, info: dict) -> None:
+    """Every product's list, as it is served (every logged co-purchase first), into ``lists/``."""
+    rr.show_logged(graph.cp_src.numpy(), graph.cp_dst.numpy())
+    # a kept batch is reused only for the same pair model, embeddings and index
+    h = hashlib.sha1(rr.model.model_to_string().encode())
+    for a in (rr.s, rr.t):
+        h.update(np.ascontiguousarray(a[:4096]).tobytes())
+    h.update(json.dumps(rr._index().meta.get("params", {}), sort_keys=True).encode() + rr._index().kind.encode())
+    key = h.hexdigest()
+    items, scores, linfo = precompute_lists(
+        rr.top_k, graph.num_products, k, parts_dir=parts_dir, key=key, progress=progress
+    )
+    save_lists(w, items, scores, linfo)
+    info["lists"] = {"k": k, "seconds": linfo["seconds"]}
+    log(f"precomputed lists: top-{k} of {graph.num_products:,} products in {linfo['seconds']:.0f} s")
 
 
 def evaluate_model(
@@ -179,12 +226,15 @@ def evaluate_model(
         )
         if not same:
             raise DualrecError(f"the dataset at {dataset_dir} is not the one this model was trained on")
-    s, t = (torch.from_numpy(np.asarray(a)) for a in v.embeddings())
+    s_all, t_all = v.embeddings(mmap=True)
     # Products added since training (cold start) have no held-out edges: rank the trained ones.
     n = graph.num_products
-    s, t = s[:n], t[:n]
+    s, t = (torch.from_numpy(np.array(a[:n], dtype=np.float32)) for a in (s_all, t_all))
     p = TEST if part == "test" else VAL
-    rr = load_model_reranker(v, s, t)
+    # the second stage with the index it serves with (its candidates are the ones a shop gets)
+    from dualrec.index import load_model_index
+
+    rr = load_model_reranker(v, s_all, t_all, load_model_index(v, s_all, t_all)) if v.has_reranker else None
     if rr is None:
         return evaluate_embeddings(graph, split, s, t, p, show_progress=progress) | {
             "ranker": "daemon",
@@ -192,7 +242,9 @@ def evaluate_model(
         }
     from dualrec.evaluate import RowMemo, evaluate_method, pair_fn_from_score_fn
 
-    score_fn = RowMemo(rr.score_fn, n)  # direction accuracy reads the same rows again
+    # the trained catalogue's columns (products added since have no held-out edges); direction
+    # accuracy reads the same rows again, hence the memo
+    score_fn = RowMemo(lambda q: rr.score_fn(q)[:, :n], n)
     out = evaluate_method(graph, split, score_fn, pair_fn_from_score_fn(score_fn, n), p, show_progress=progress)
     out["ranker"] = "two-stage"
     out["version"] = v.name

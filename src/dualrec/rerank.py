@@ -6,8 +6,11 @@ smooths away. They miss different edges (on Amazon clothing the union of their t
 the held-out target for 0.71 of the edges, each alone for 0.56 and 0.67), so a production
 recommender runs both and lets a small model decide per pair:
 
-1. **Candidates** for a query ``u``: the ``n_daemon`` best products by ``s_u . t_v`` and the
-   ``n_graph`` best by the co-occurrence score (known out-neighbours and ``u`` itself excluded).
+1. **Candidates** for a query ``u``: the ``n_daemon`` best products by ``s_u . t_v`` (from the
+   retrieval index, :mod:`dualrec.index`) and the ``n_graph`` best by the co-occurrence score
+   (from ``u``'s own paths, :meth:`~dualrec.cooccurrence.Cooccurrence.paths`, topped up by
+   popularity); known out-neighbours and ``u`` itself excluded. Nothing is computed for the
+   other products: a query costs the same in a catalogue of 10k or 10M.
 2. **Features** of each pair ``(u, v)``: the DAEMON score, its rank and its gap to the query's
    best; the co-occurrence score and rank; each path kind's value (``u -> w -> v``,
    ``u ~ w -> v``, ... see ``KINDS``); the cosine of the text features; log degrees of ``u``
@@ -15,8 +18,9 @@ recommender runs both and lets a small model decide per pair:
 3. **Model**: LightGBM LambdaMART (``objective="binary"``: a pointwise scikit-learn
    classifier) fitted on the *validation* edges, whose features are computed on the training
    graph exactly as they are at test time. The query's other candidates are its negatives.
-   Products outside the candidate set keep DAEMON's order (co-occurrence's, without DAEMON)
-   below every candidate.
+   For the evaluator, which ranks every product, products outside the candidate set keep
+   DAEMON's order (co-occurrence's, without DAEMON) below every candidate
+   (:meth:`CandidateReranker.score_fn`); a shop's list is :meth:`CandidateReranker.top_k`.
 
 Like every hyper-parameter of the benchmark, the reranker learns from validation edges only;
 test edges are never seen. The ``cooccurrence_rerank`` baseline is the same reranker without
@@ -25,21 +29,21 @@ the DAEMON candidates and features, so the gain DAEMON brings is measured, not a
 
 from __future__ import annotations
 
-import math
+import threading
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from dualrec.cooccurrence import KINDS, Cooccurrence
+from dualrec.cooccurrence import KINDS, Cooccurrence, Paths, _expand, _member
 from dualrec.graph import DualrecError
-from dualrec.topk import masked_topk
 
 #: version of what :meth:`CandidateReranker.save` writes
 RERANK_FORMAT = 2
 #: the second stage's folder in a model version (written by ``dualrec train``)
 RERANK_DIR = "rerank"
+_BUILD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -50,8 +54,8 @@ class RerankConfig:
     learning_rate: float = 0.1
     max_leaf_nodes: int = 31
     neg_per_query: int = 50  # negatives sampled per validation query for fitting (all positives kept)
-    chunk: int = 512  # queries per scoring chunk (fewer on big catalogues: see _rows_per_chunk)
-    chunk_elems: int = 1 << 24  # at most this many (query, product) cells per chunk
+    chunk: int = 512  # queries per batch of candidates (fit, top_k, the precomputed lists)
+    chunk_elems: int = 1 << 24  # score_fn (the evaluator's dense rows): at most this many cells per chunk
     max_fit_queries: int = 50_000  # validation queries the model is fitted on (a seeded sample beyond)
     objective: str = "lambdarank"  # LightGBM LambdaMART, or "binary" (scikit-learn, pointwise)
     seed: int = 0
@@ -62,38 +66,79 @@ class CandidateReranker:
 
     Args:
         cooc: a fitted :class:`~dualrec.cooccurrence.Cooccurrence` on the training graph.
-        source, target: (N, d) DAEMON embeddings, or ``None`` for the graph-only reranker.
-        x: (N, F) node features (text), or ``None``.
+        source, target: (N, d) DAEMON embeddings (arrays or tensors; memory-mapped arrays are
+            read in place), or ``None`` for the graph-only reranker.
+        x: (N, F) node features (text, any float dtype, read in place), or ``None``.
         known_src, known_dst: training co-purchase edges: never candidates.
+        index: the :class:`~dualrec.index.RetrievalIndex` over ``target`` that finds DAEMON's
+            candidates (default: an exact one, built when first needed).
+
+    Every step of a query reads the query's candidates only (about ``n_daemon + n_graph``
+    products), never all N: DAEMON's candidates come from the index, co-occurrence's from the
+    paths of the query (:meth:`~dualrec.cooccurrence.Cooccurrence.paths`) topped up by
+    popularity, and every feature is a gather at the candidates.
     """
 
     def __init__(
         self,
         cooc: Cooccurrence,
-        source: torch.Tensor | None,
-        target: torch.Tensor | None,
-        x: torch.Tensor | None,
+        source,
+        target,
+        x,
         known_src: torch.Tensor,
         known_dst: torch.Tensor,
         config: RerankConfig | None = None,
+        index=None,
     ):
         self.cfg = config or RerankConfig()
         self.cooc = cooc
         self.n = cooc.n
-        self.s = None if source is None else source.detach().float()
-        self.t = None if target is None else target.detach().float()
-        self.x = None if x is None else torch.nn.functional.normalize(torch.as_tensor(x).float(), dim=1)
+        self.s = self.t = None
+        self.index = None
+        if source is not None:
+            self.set_embeddings(source, target, index)
+        self.x = None if x is None else _array(x)
         n = self.n
-        ks, kd = known_src.numpy(), known_dst.numpy()
+        ks, kd = np.asarray(known_src, dtype=np.int64), np.asarray(known_dst, dtype=np.int64)
         self.known = sp.csr_matrix((np.ones(ks.size, dtype=bool), (ks, kd)), shape=(n, n))
+        self.known.sort_indices()
         self.log_in = np.log1p(np.bincount(kd, minlength=n)).astype(np.float32)
         self.log_out = np.log1p(np.bincount(ks, minlength=n)).astype(np.float32)
         self.log_sim = np.log1p(np.diff(cooc.S.indptr)).astype(np.float32)
+        # products by the co-occurrence tie-breaker (popularity), best first: the graph's candidates
+        # when the paths of a query reach fewer than n_graph products
+        self.pop_order = np.argsort(-cooc._tb, kind="stable")
+        self._tb_max = float(cooc._tb.max()) if cooc._tb.size else 0.0
         self.kinds = [k for k in KINDS if k != "cf3" or cooc.cf3_enabled]
         self.model = None
         self.info_: dict = {}
-        self.shown = None  # logged co-purchases put first by score_fn(known_first=True); None: `known`
+        self.shown = None  # logged co-purchases put first by top_k/score_fn(known_first=True); None: `known`
         self._needs_text = self.x is not None  # whether it was fitted with text features
+
+    def set_embeddings(self, source, target, index=None) -> None:
+        """DAEMON's embeddings (rows ``n..`` are products added after the fit) and the index that
+        searches ``target`` (default: an exact one, built when first needed)."""
+        s, t = _array(source), _array(target)
+        if s.shape != t.shape or s.shape[0] < self.n:
+            raise DualrecError(f"the second stage covers {self.n} products; the embeddings have shape {s.shape}")
+        if index is not None and index.n != t.shape[0]:
+            raise DualrecError(f"the index has {index.n} rows, the embeddings {t.shape[0]}")
+        self.s, self.t, self.index = s, t, index
+
+    def show_logged(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """The logged co-purchases ``src -> dst`` that a shop's lists put first (:attr:`shown`)."""
+        n_all = self.num_products
+        self.shown = sp.csr_matrix((np.ones(len(src), dtype=bool), (src, dst)), shape=(n_all, n_all))
+        self.shown.sort_indices()
+
+    def _index(self):
+        if self.index is None:
+            with _BUILD_LOCK:  # one exact index, even when threads ask at once
+                if self.index is None:
+                    from dualrec.index import RetrievalIndex
+
+                    self.index = RetrievalIndex.build(self.t, "exact", source=self.s)
+        return self.index
 
     # ------------------------------------------------------------------ features
     @property
@@ -113,60 +158,110 @@ class CandidateReranker:
             ]
         return names
 
-    def _chunk(self, q: np.ndarray):
-        """Candidates of queries ``q``: (row, col, features, base rows).
+    def _excluded(self, q: np.ndarray, exclude=None) -> np.ndarray:
+        """Sorted keys ``row * W + product`` (``W`` = :attr:`num_products`) that are never candidates:
+        the query, its training out-neighbours and ``exclude[i]`` (rows named by the caller)."""
+        W = np.int64(self.num_products)
+        Q = q.size
+        qc = np.minimum(q, self.n - 1)
+        item, j = _expand(self.known.indptr, qc)
+        inside = q[item] < self.n  # rows >= n (added later) have no training edges
+        parts = [np.arange(Q, dtype=np.int64) * W + q, item[inside] * W + self.known.indices[j[inside]]]
+        if exclude is not None:
+            for i, e in enumerate(exclude):
+                if len(e):
+                    parts.append(i * W + np.asarray(e, dtype=np.int64))
+        return np.unique(np.concatenate(parts))
 
-        The base rows (Q, N) order the products outside the candidates: DAEMON's scores, or
-        co-occurrence's for the graph-only reranker.
+    def _chunk(self, q: np.ndarray, exclude=None):
+        """Candidates of queries ``q``: (row, col, features, paths), rows sorted, then columns.
+
+        ``paths`` is the queries' :class:`~dualrec.cooccurrence.Paths` (graph scores of other pairs).
         """
         cfg, n = self.cfg, self.n
-        Q = q.size
-        # Dense (Q, N) work in torch: its element-wise ops and top-k use both cores.
-        kq = self.known[q]
-        exclude = torch.zeros(Q, n, dtype=torch.bool)
-        exclude[torch.from_numpy(np.repeat(np.arange(Q), np.diff(kq.indptr))), torch.from_numpy(kq.indices)] = True
-        exclude[torch.arange(Q), torch.from_numpy(q)] = True
-        G = self.cooc.score_fn(torch.from_numpy(q)).float()
-        Gm = G.masked_fill(exclude, -math.inf)
-        cand = torch.zeros(Q, n, dtype=torch.bool)
-        cand.scatter_(1, Gm.topk(min(cfg.n_graph, n - 1), dim=1).indices, True)
-        D = Dm = base = None
-        if self.s is not None:
-            # Products added after the fit (cold start) are columns n.. of the embeddings: they
-            # are never candidates (no graph features), but keep DAEMON's order in the base rows.
-            base = self.s[torch.from_numpy(q)] @ self.t.T
-            D = base[:, :n]
-            Dm = D.masked_fill(exclude, -math.inf)
-            cand.scatter_(1, Dm.topk(min(cfg.n_daemon, n - 1), dim=1).indices, True)
-        cand &= ~exclude
-        rt, ct = cand.nonzero(as_tuple=True)  # row-major: rows sorted
-        r, c = rt.numpy().copy(), ct.numpy().copy()  # writeable: scipy indexing needs it
+        q = np.asarray(q, dtype=np.int64)
+        Q, W = q.size, np.int64(self.num_products)
+        ex = self._excluded(q, exclude)
+        paths = self.cooc.paths(np.minimum(q, n - 1) if Q else q, self.kinds)
+        if Q and q.max() >= n:  # rows added after the fit reach nothing
+            keep = q[paths.row] < n
+            paths = Paths(
+                paths.row[keep],
+                paths.col[keep],
+                paths.score[keep],
+                paths.linked[keep],
+                paths.values[keep],
+                paths.kinds,
+                paths.n,
+            )
 
-        feats = []
-        g = G[rt, ct].numpy()
-        g_rank = _rank_in_row(r, g)
-        g_max = Gm.max(1).values.numpy()
-        feats += [g, np.log1p(g_rank), g - g_max[r]]
-        kr = self.cooc.kind_rows(q, self.kinds)
-        for k in self.kinds:
-            m = kr[k]
-            m.sort_indices()  # canonical rows: scipy looks pairs up by binary search (2-3x faster)
-            feats.append(np.asarray(m[r, c]).ravel() / self.cooc.scales_.get(k, 1.0))
+        # co-occurrence: the n_graph best products a weighted path reaches, then the most popular
+        pk = paths.row * W + paths.col
+        ok = paths.linked & ~_member(pk, ex)
+        gr, gc, gs = paths.row[ok], paths.col[ok], paths.score[ok]
+        top = _rank_in_row(gr, gs) <= cfg.n_graph
+        keys = [gr[top] * W + gc[top]]
+        have = np.bincount(gr[top], minlength=Q)
+        short = np.flatnonzero(have < min(cfg.n_graph, n - 1))
+        if short.size:
+            n_ex = np.bincount(ex // W, minlength=Q)[short]
+            m = int(min(n, 2 * cfg.n_graph + n_ex.max() + 1))
+            fr = np.repeat(short, m)
+            fk = fr * W + np.tile(self.pop_order[:m], short.size)
+            fine = ~_member(fk, ex) & ~_member(fk, keys[0])
+            fr, fk = fr[fine], fk[fine]
+            nth = np.arange(fr.size) - np.searchsorted(fr, fr)  # position in the row (popularity order)
+            keys.append(fk[nth < (cfg.n_graph - have)[fr]])
+
+        # DAEMON: the index's n_daemon best products of the fitted catalogue
+        if self.s is not None and Q:
+            n_ex = np.bincount(ex // W, minlength=Q)
+            # one search for the rows with few exclusions; a row with many (a hub's known
+            # co-purchases) is searched on its own, so it does not widen the others' searches
+            heavy = n_ex > 4 * cfg.n_daemon
+            groups = [np.flatnonzero(~heavy)] + [np.array([i]) for i in np.flatnonzero(heavy)]
+            for rows in groups:
+                if not rows.size:
+                    continue
+                fetch = int(min(n, cfg.n_daemon + n_ex[rows].max()))
+                _, I = self._index().search(np.asarray(self.s[q[rows]], dtype=np.float32), fetch, below=n)
+                dr = np.repeat(rows.astype(np.int64), fetch)
+                di = I.reshape(-1)
+                dk = dr * W + di
+                fine = (di >= 0) & (di < n) & ~_member(dk, ex)
+                dr, dk = dr[fine], dk[fine]
+                nth = np.arange(dr.size) - np.searchsorted(dr, dr)
+                keys.append(dk[nth < cfg.n_daemon])
+        ck = np.unique(np.concatenate(keys))
+        r, c = ck // W, ck % W
+        return r, c, self._features(q, r, c, paths), paths
+
+    def _features(self, q: np.ndarray, r: np.ndarray, c: np.ndarray, paths: Paths) -> np.ndarray:
+        """The pair model's features of the candidate pairs ``(q[r], c)``: gathers at the candidates."""
+        Q = q.size
+        pos = paths.find(r, c)
+        hit = pos >= 0
+        g = self.cooc._tb[c].astype(np.float32)
+        vals = np.zeros((r.size, len(self.kinds)), dtype=np.float32)
+        if hit.any():  # pairs no path reaches keep the tie-breaker and zero path values
+            g[hit] = paths.score[pos[hit]]
+            vals[hit] = paths.values[pos[hit]]
+        feats = [g, np.log1p(_rank_in_row(r, g)), g - _row_max(r, g, Q)[r]]
+        for j, k in enumerate(self.kinds):
+            feats.append(vals[:, j] / self.cooc.scales_.get(k, 1.0))
         u = q[r]
         feats += [self.log_in[c], self.log_out[c], self.log_sim[c], self.log_in[u], self.log_out[u], self.log_sim[u]]
-        # Pair dot products as (Q, d) @ (d, N) products read at the candidates: cheaper than
-        # gathering two (pairs, d) matrices (the text features are 384 wide).
-        tq = torch.from_numpy(q)
         if self.x is not None:
-            feats.append((self.x[tq] @ self.x.T)[rt, ct].numpy())
-        if D is not None:
-            d = D[rt, ct].numpy()
-            feats += [d, np.log1p(_rank_in_row(r, d)), d - Dm.max(1).values.numpy()[r]]
+            xq = _unit(self.x[q])
+            feats.append(_rowdot(xq[r], _unit(self.x[c])))
+        if self.s is not None:
+            sq, tq = np.asarray(self.s[q], np.float32), np.asarray(self.t[q], np.float32)
+            sc, tc = np.asarray(self.s[c], np.float32), np.asarray(self.t[c], np.float32)
+            d = _rowdot(sq[r], tc)
+            feats += [d, np.log1p(_rank_in_row(r, d)), d - _row_max(r, d, Q)[r]]
             # the other roles of the dual embeddings: v -> u (direction), and u, v as substitutes
-            s, t = self.s[:n], self.t[:n]
-            feats += [(t[tq] @ s.T)[rt, ct].numpy(), (t[tq] @ t.T)[rt, ct].numpy(), (s[tq] @ s.T)[rt, ct].numpy()]
-        F = np.stack([np.asarray(f, dtype=np.float32) for f in feats], 1)
-        return r, c, F, (G if base is None else base)
+            feats += [_rowdot(tq[r], sc), _rowdot(tq[r], tc), _rowdot(sq[r], sc)]
+        return np.stack([np.asarray(f, dtype=np.float32) for f in feats], 1)
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -274,16 +369,16 @@ class CandidateReranker:
             raise DualrecError("the reranker is not fitted; call fit() first")
         if hasattr(self.model, "decision_function"):  # scikit-learn (objective="binary")
             return self.model.decision_function(F)
-        return self.model.predict(F, num_iteration=self.model.best_iteration)
+        # as many threads as torch may use: the server sets 1 (its requests run side by side)
+        return self.model.predict(F, num_iteration=self.model.best_iteration, num_threads=torch.get_num_threads())
 
     # ------------------------------------------------------------------ scoring
     def _rows_per_chunk(self) -> int:
-        """A chunk holds about a dozen dense (rows x N) arrays: bound the rows by ``chunk_elems``."""
-        return max(1, min(self.cfg.chunk, self.cfg.chunk_elems // max(1, self.n)))
+        return max(1, self.cfg.chunk)
 
     @property
     def num_products(self) -> int:
-        """Products scored: the fitted catalogue plus any added since (rows of the embeddings)."""
+        """Products ranked: the fitted catalogue plus any added since (rows of the embeddings)."""
         return self.n if self.t is None else self.t.shape[0]
 
     def ranks_alone(self, row: int) -> bool:
@@ -292,8 +387,73 @@ class CandidateReranker:
             return True
         return bool(self.log_in[row] == 0 and self.log_out[row] == 0 and self.log_sim[row] == 0)
 
+    def _alone(self, q: np.ndarray) -> np.ndarray:
+        """Queries ranked by DAEMON alone (see :meth:`score_fn`): none for the graph-only reranker."""
+        if self.s is None:
+            return np.zeros(q.size, dtype=bool)
+        qc = np.minimum(q, self.n - 1)
+        return (q >= self.n) | ((self.log_in[qc] == 0) & (self.log_out[qc] == 0) & (self.log_sim[qc] == 0))
+
+    def _check_rows(self, q: np.ndarray) -> None:
+        if q.size and (q.min() < 0 or q.max() >= self.num_products):
+            raise DualrecError(f"query rows must be in 0..{self.num_products - 1}")
+
+    def _scored(self, q: np.ndarray, exclude=None, known_first: bool = True):
+        """The pair model's scores of ``q``'s candidates, and the query's logged co-purchases above
+        them (``known_first``): ``(row, col, score, zmin)`` with rows sorted, ``zmin[i]`` the lowest
+        candidate score of row ``i``."""
+        r, c, F, paths = self._chunk(q, exclude)
+        z = np.asarray(self._predict(F), dtype=np.float32) if r.size else np.zeros(0, np.float32)
+        Q = q.size
+        zmin = -_row_max(r, -z, Q)
+        if not known_first:
+            return r, c, z, zmin
+        W = np.int64(self.num_products)
+        kr, kc = self._logged(q)
+        kk = kr * W + kc
+        fine = kc != q[kr]
+        if exclude is not None:
+            ex = np.unique(np.concatenate([[-1]] + [i * W + np.asarray(e, np.int64) for i, e in enumerate(exclude)]))
+            fine &= ~_member(kk, ex)
+        kr, kc, kk = kr[fine], kc[fine], kk[fine]
+        if kk.size:
+            cand = r * W + c
+            drop = _member(cand, np.unique(kk))  # a logged pair shows as logged, not as a candidate
+            r, c, z = r[~drop], c[~drop], z[~drop]
+            kb = self._base(q, kr, kc, paths)
+            zmax = _row_max(r, z, Q)
+            zmax = np.where(np.isfinite(zmax), zmax, 0.0)
+            kmin = -_row_max(kr, -kb, Q)
+            ks = (kb - kmin[kr] + zmax[kr] + 1.0).astype(np.float32)
+            r, c, z = np.concatenate([r, kr]), np.concatenate([c, kc]), np.concatenate([z, ks])
+            o = np.lexsort((c, r))
+            r, c, z = r[o], c[o], z[o]
+        return r, c, z, zmin
+
+    def _logged(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, product) of the logged co-purchases of queries ``q``: :attr:`shown`, else the
+        training out-neighbours."""
+        if self.shown is not None:
+            kr, j = _expand(self.shown.indptr, q)
+            return kr, self.shown.indices[j].astype(np.int64)
+        inside = np.flatnonzero(q < self.n)
+        kr, j = _expand(self.known.indptr, q[inside])
+        return inside[kr], self.known.indices[j].astype(np.int64)
+
+    def _base(self, q: np.ndarray, r: np.ndarray, c: np.ndarray, paths) -> np.ndarray:
+        """The first stage's score of pairs ``(q[r], c)``: DAEMON's, or co-occurrence's."""
+        if self.s is not None:
+            return _rowdot(np.asarray(self.s[q], np.float32)[r], np.asarray(self.t[c], np.float32))
+        cc = np.minimum(c, self.n - 1)
+        pos = paths.find(r, cc)
+        out = self.cooc._tb[cc].astype(np.float32)
+        out[pos >= 0] = paths.score[pos[pos >= 0]]
+        return out
+
     def score_fn(self, query: torch.Tensor, known_first: bool = False) -> torch.Tensor:
-        """Scores ``(Q, N)``: candidates by the pair model, above the rest in the base order.
+        """Scores ``(Q, N)`` of every product, for the evaluator (which ranks all products): the
+        candidates by the pair model, the rest below them in the first stage's order. What a shop
+        is shown, :meth:`top_k`, comes from the same candidates and never scores all N.
 
         A query with no training edge and no co-view pair (a new product) has no graph
         features; the pair model was fitted on products that have them, so such a query is
@@ -309,55 +469,99 @@ class CandidateReranker:
         given to ``add-products``), when it is set.
         """
         q = query.cpu().numpy().astype(np.int64)
+        self._check_rows(q)
         n_all = self.num_products
-        if q.size and (q.min() < 0 or q.max() >= n_all):
-            raise DualrecError(f"query rows must be in 0..{n_all - 1}")
         out = torch.empty(q.size, n_all)
-        qc = np.minimum(q, self.n - 1)  # rows >= n are isolated by definition (masked just below)
-        isolated = (q >= self.n) | ((self.log_in[qc] == 0) & (self.log_out[qc] == 0) & (self.log_sim[qc] == 0))
-        pos = None
-        if self.s is not None and isolated.any():
-            iso = np.nonzero(isolated)[0]
-            out[torch.from_numpy(iso)] = self.s[torch.from_numpy(q[iso])] @ self.t.T
-            pos = torch.from_numpy(np.nonzero(~isolated)[0])
-            q = q[pos.numpy()]
-        step = self._rows_per_chunk()
-        for a in range(0, q.size, step):
-            qq = q[a : a + step]
-            r, c, F, base = self._chunk(qq)
-            rt, ct = torch.from_numpy(r), torch.from_numpy(c)
-            z = torch.from_numpy(np.asarray(self._predict(F), dtype=np.float32))
+        alone = self._alone(q)
+        if alone.any():
+            iso = np.flatnonzero(alone)
+            out[torch.from_numpy(iso)] = torch.from_numpy(np.asarray(self.s[q[iso]], np.float32) @ self._t32().T)
+        rest = np.flatnonzero(~alone)
+        step = max(1, min(self._rows_per_chunk(), self.cfg.chunk_elems // max(1, n_all)))
+        for a in range(0, rest.size, step):
+            pos = rest[a : a + step]
+            qq = q[pos]
+            r, c, z, zmin = self._scored(qq, known_first=known_first)
+            if self.s is not None:
+                base = torch.from_numpy(np.asarray(self.s[qq], np.float32) @ self._t32().T)
+            else:
+                base = self.cooc.score_fn(torch.from_numpy(qq)).float()
+            zmin = torch.from_numpy(np.where(np.isfinite(zmin), zmin, 0.0).astype(np.float32))
             # everything outside the candidates: below the lowest candidate, in the base order
-            zmin = torch.zeros(qq.size).scatter_reduce(0, rt, z, "amin")
             block = base - base.max(1, keepdim=True).values + zmin[:, None] - 1.0
-            block[rt, ct] = z
-            if known_first:
-                kq = (self.known if self.shown is None else self.shown)[qq]
-                kr = torch.from_numpy(np.repeat(np.arange(qq.size), np.diff(kq.indptr)))
-                kc = torch.from_numpy(kq.indices.astype(np.int64))
-                if kc.numel():
-                    zmax = torch.zeros(qq.size).scatter_reduce(0, rt, z, "amax")
-                    kb = base[kr, kc]
-                    kmin = torch.full((qq.size,), math.inf).scatter_reduce(0, kr, kb, "amin")
-                    block[kr, kc] = kb - kmin[kr] + zmax[kr] + 1.0
-            out[slice(a, a + qq.size) if pos is None else pos[a : a + qq.size]] = block
+            block[torch.from_numpy(r), torch.from_numpy(c)] = torch.from_numpy(z)
+            out[torch.from_numpy(pos)] = block
         return out
 
-    def top_k(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _t32(self) -> np.ndarray:
+        return np.asarray(self.t, dtype=np.float32)
+
+    def top_k(self, rows, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, indexes), each (Q, min(k, N - 1)): what a shop shows for query ``rows``:
-        known co-purchases first, then the reranked candidates; never the query itself."""
-        kk = min(k, self.num_products - 1)
-        if kk <= 0:
-            return np.zeros((len(rows), 0), np.float32), np.zeros((len(rows), 0), np.int64)
-        rows = np.asarray(rows, dtype=np.int64)
-        step = max(1, self.cfg.chunk_elems // max(1, self.num_products))  # bounded dense rows
-        vals, idx = [], []
-        for a in range(0, rows.size, step):
-            q = torch.from_numpy(rows[a : a + step])
-            v, i = masked_topk(self.score_fn(q, known_first=True), kk, q)
-            vals.append(v.numpy())
-            idx.append(i.numpy())
-        return np.concatenate(vals), np.concatenate(idx)
+        logged co-purchases first, then the reranked candidates, then (when ``k`` asks for more)
+        the first stage's next best; never the query itself nor ``exclude[i]`` (rows). Unfilled
+        slots are index -1 with score -inf. No step reads all N products."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        self._check_rows(rows)
+        n_all = self.num_products
+        kk = min(int(k), n_all - 1)
+        out_s = np.full((rows.size, max(kk, 0)), -np.inf, dtype=np.float32)
+        out_i = np.full((rows.size, max(kk, 0)), -1, dtype=np.int64)
+        if kk <= 0 or rows.size == 0:
+            return out_s, out_i
+        if exclude is not None and len(exclude) != rows.size:
+            raise DualrecError("exclude needs one list per query")
+        alone = self._alone(rows)
+        if alone.any():  # new products: DAEMON alone, through the index
+            iso = np.flatnonzero(alone)
+            ex = None if exclude is None else [exclude[i] for i in iso]
+            out_s[iso], out_i[iso] = self._index().recommend(rows[iso], kk, exclude=ex)
+        rest = np.flatnonzero(~alone)
+        step = self._rows_per_chunk()
+        for a in range(0, rest.size, step):
+            pos = rest[a : a + step]
+            q = rows[pos]
+            ex = None if exclude is None else [exclude[i] for i in pos]
+            r, c, z, zmin = self._scored(q, ex, known_first=True)
+            o = np.lexsort((c, -z, r))  # best first, ties in row order
+            r, c, z = r[o], c[o], z[o]
+            nth = np.arange(r.size) - np.searchsorted(r, r)
+            sel = nth < kk
+            out_s[pos[r[sel]], nth[sel]] = z[sel]
+            out_i[pos[r[sel]], nth[sel]] = c[sel]
+            short = np.flatnonzero(np.bincount(r[sel], minlength=q.size) < kk)
+            if short.size:  # k beyond the candidates: the first stage's next best
+                self._fill(q, pos, short, r, c, zmin, out_s, out_i, kk, ex)
+        return out_s, out_i
+
+    def _fill(self, q, pos, short, r, c, zmin, out_s, out_i, kk, exclude) -> None:
+        for i in short.tolist():
+            have = c[r == i]
+            skip = np.concatenate([have, [] if exclude is None else np.asarray(exclude[i], np.int64)]).astype(np.int64)
+            need = kk - have.size
+            # scores as score_fn gives them: base - (the row's best base) + lowest candidate - 1
+            if self.s is not None:
+                s, idx = self._index().recommend([q[i]], need, exclude=[skip])
+                s, idx = s[0], idx[0]
+                best = float(self._index().search(np.asarray(self.s[q[i : i + 1]], np.float32), 1)[0][0, 0])
+            else:  # co-occurrence's order: the products its paths reach, then by popularity
+                p = self.cooc.paths(q[i : i + 1], [])
+                drop = np.append(skip, q[i])
+                o = np.argsort(-p.score, kind="stable")
+                pc, ps = p.col[o], p.score[o]
+                keep = p.linked[o] & ~np.isin(pc, drop)
+                pc, ps = pc[keep][:need], ps[keep][:need]
+                pop = self.pop_order[: need + drop.size + pc.size + 1]
+                pop = pop[~np.isin(pop, np.concatenate([drop, pc]))][: need - pc.size]
+                idx = np.concatenate([pc, pop]).astype(np.int64)
+                s = np.concatenate([ps, self.cooc._tb[pop]]).astype(np.float32)
+                best = float(max(p.score.max() if p.score.size else -np.inf, self._tb_max))
+            ok = idx >= 0
+            s, idx = s[ok], idx[ok]
+            if idx.size:
+                z0 = zmin[i] if np.isfinite(zmin[i]) else 0.0
+                out_s[pos[i], have.size : have.size + idx.size] = s - best + z0 - 1.0
+                out_i[pos[i], have.size : have.size + idx.size] = idx
 
     # ------------------------------------------------------------------ persistence
     def save(self, writer, prefix: str = RERANK_DIR) -> None:
@@ -394,12 +598,14 @@ class CandidateReranker:
         version,
         source: torch.Tensor | None,
         target: torch.Tensor | None,
-        x: torch.Tensor | None,
+        x,
         prefix: str = RERANK_DIR,
+        index=None,
     ) -> "CandidateReranker":
         """The reranker of a model version (:class:`~dualrec.store.ModelVersion`), with its
         embeddings (which may have gained rows for products added since, see
-        :mod:`dualrec.coldstart`) and the text features of its catalogue."""
+        :mod:`dualrec.coldstart`), the text features of its catalogue and (optional) the
+        retrieval index over ``target``."""
         import lightgbm as lgb
 
         from dualrec.split import TRAIN
@@ -417,13 +623,13 @@ class CandidateReranker:
             )
         if source is not None and (source.shape != target.shape or source.shape[0] < n):
             raise DualrecError(f"the second stage covers {n} products; the embeddings have {source.shape[0]} rows")
-        graph = version.graph()
+        graph = version.graph(["id"])  # the edges; the catalogue's text is not needed here
         if graph.num_products != n:
             raise DualrecError(f"the second stage covers {n} products, the training graph {graph.num_products}")
         train = version.split().mask(TRAIN)
         cooc = Cooccurrence.from_state(graph, train, state["cooccurrence"])
         known = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(RerankConfig)}}
-        rr = cls(cooc, source, target, None, graph.cp_src[train], graph.cp_dst[train], RerankConfig(**known))
+        rr = cls(cooc, source, target, None, graph.cp_src[train], graph.cp_dst[train], RerankConfig(**known), index)
         if rr.kinds != list(state["kinds"]):
             raise DualrecError("the second stage's path kinds do not match its co-occurrence model")
         try:
@@ -436,13 +642,14 @@ class CandidateReranker:
             rr.set_text_features(x)
         return rr
 
-    def set_text_features(self, x: torch.Tensor | None) -> None:
-        """The (unnormalised) text features of the fitted catalogue, as at fit time."""
+    def set_text_features(self, x) -> None:
+        """The text features of the fitted catalogue, as at fit time (read in place: a
+        memory-mapped array stays on disk; rows are normalised when gathered)."""
         if not self._needs_text:
             return
         if x is None or x.shape[0] < self.n:
             raise DualrecError(f"the reranker needs the text features of its {self.n} products")
-        self.x = torch.nn.functional.normalize(torch.as_tensor(x[: self.n]).float(), dim=1)
+        self.x = _array(x)
 
 
 def ranker_name(reranker: CandidateReranker | None, row: int | None = None) -> str:
@@ -466,6 +673,7 @@ def fit_two_stage(
     config: RerankConfig | None = None,
     log=print,
     progress: bool = False,
+    index=None,
 ) -> CandidateReranker:
     """Fit dualrec's second stage on a graph's training edges and validation edges.
 
@@ -476,13 +684,11 @@ def fit_two_stage(
     if cooc is None:
         cooc = Cooccurrence(seed=seed).fit(graph, train_mask, val=(val_src, val_dst))
     cfg = config or RerankConfig(seed=seed)
-    rr = CandidateReranker(cooc, source, target, x, graph.cp_src[train_mask], graph.cp_dst[train_mask], cfg)
+    rr = CandidateReranker(cooc, source, target, x, graph.cp_src[train_mask], graph.cp_dst[train_mask], cfg, index)
     return rr.fit(val_src, val_dst, log=log, progress=progress)
 
 
-def load_model_reranker(
-    version, source: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
-) -> CandidateReranker | None:
+def load_model_reranker(version, source, target, index=None) -> CandidateReranker | None:
     """The second stage of a model version (:class:`~dualrec.store.ModelVersion`), or ``None``
     when it has none.
 
@@ -492,12 +698,37 @@ def load_model_reranker(
     """
     if not version.has_reranker:
         return None
-    x = torch.from_numpy(np.asarray(version.features(), dtype=np.float32))
-    rr = CandidateReranker.load(version, torch.as_tensor(np.asarray(source)), torch.as_tensor(np.asarray(target)), x)
-    src, dst = version.logged_edges("copurchase")
-    n_all = rr.num_products
-    rr.shown = sp.csr_matrix((np.ones(src.size, dtype=bool), (src, dst)), shape=(n_all, n_all))
+    x = version.features(mmap=True)
+    rr = CandidateReranker.load(version, source, target, x, index=index)
+    rr.show_logged(*version.logged_edges("copurchase"))
     return rr
+
+
+def _array(a) -> np.ndarray:
+    """A float array read in place where possible (a tensor's memory, a memory-mapped file)."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu()
+        a = (a if a.dtype in (torch.float16, torch.float32) else a.float()).numpy()
+    a = np.asarray(a)
+    if a.dtype not in (np.float16, np.float32):
+        a = a.astype(np.float32)
+    return a
+
+
+def _unit(a) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _row_max(r: np.ndarray, v: np.ndarray, rows: int) -> np.ndarray:
+    """Largest ``v`` per row ``r`` (``-inf`` for a row without entries)."""
+    out = np.full(rows, -np.inf, dtype=np.float64)
+    np.maximum.at(out, r, v)
+    return out
 
 
 def _rank_in_row(r: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -1,10 +1,11 @@
 """Top-k related products: the k nearest target embeddings to a query's source embedding,
 reranked by the second stage when the model folder has one.
 
-:class:`Recommender` is exact (a chunked matrix product + ``topk``), so a batch of queries
-against 1M products never materialises more than ``chunk_elems`` scores at once. With a
-second stage (see :mod:`dualrec.rerank`) each query's DAEMON and
-co-occurrence candidates are reranked by the pair model; its known co-purchases come first.
+:class:`Recommender` is the one recommendation path: precomputed lists for known products,
+else the second stage over the retrieval index's and co-occurrence's candidates (known
+co-purchases first), else the index alone. No step of a query reads all N products, except
+the exact search of a bare model without an index (a chunked matrix product + ``topk``, the
+reference that approximate search is tested against).
 """
 
 from __future__ import annotations
@@ -33,31 +34,47 @@ class Recommendation:
 
 
 class Recommender:
-    """Exact maximum-inner-product search of ``source[query]`` against all ``target`` rows.
+    """Top-k related products of a model: the one recommendation path of ``recommend``,
+    ``export``, the HTTP service and its web page.
+
+    A query is answered, in this order of preference, by its precomputed list
+    (:mod:`dualrec.lists`, a key lookup), by the second stage (:mod:`dualrec.rerank`:
+    candidates from the retrieval index and the query's co-occurrence paths, scored by the pair
+    model; never all N products), or by the retrieval index alone (DAEMON's ranking). A stored
+    list is the online path's list (up to float rounding among equal scores). Products the
+    caller excludes are left out before the candidates are chosen, so the list fills up from
+    the next candidates (it is not the plain list minus them). Without an index (a bare model)
+    it searches exactly, in chunks.
 
     Args:
         products: DataFrame with an ``id`` column, row-aligned with the embeddings.
-        source, target: (N, d) float tensors (normalised by the model, so scores are cosines).
-        chunk_elems: at most this many scores are held in memory at once.
-        reranker: the model's second stage (:class:`~dualrec.rerank.CandidateReranker`), or
-            ``None`` to rank by DAEMON alone. Its scores are the pair model's, not cosines.
+        source, target: (N, d) embeddings (tensors or arrays; memory-mapped arrays are read in place).
+        chunk_elems: exact search holds at most this many scores at once.
+        reranker: the second stage (:class:`~dualrec.rerank.CandidateReranker`), or ``None``. Its
+            scores are the pair model's, not cosines.
+        index: a :class:`~dualrec.index.RetrievalIndex` over ``target`` (with ``source`` attached).
+        lists: the version's :class:`~dualrec.lists.StoredLists`, or ``None``.
     """
 
     def __init__(
         self,
         products: pd.DataFrame,
-        source: torch.Tensor,
-        target: torch.Tensor,
+        source,
+        target,
         chunk_elems: int = 2**24,
         reranker=None,
+        index=None,
+        lists=None,
+        ids: IdIndex | None = None,
     ):
         if source.shape != target.shape or source.shape[0] != len(products):
             raise DualrecError("source/target embeddings and products do not line up")
-        self.products = products.reset_index(drop=True)
-        self.source, self.target = source.float(), target.float()
+        plain = isinstance(products.index, pd.RangeIndex) and products.index.start == 0 and products.index.step == 1
+        self.products = products if plain else products.reset_index(drop=True)  # no copy of a big catalogue
+        self.source, self.target = source, target
         self.chunk_elems = chunk_elems
-        self.reranker = reranker
-        self._index = IdIndex(self.products["id"])
+        self.reranker, self.index, self.lists = reranker, index, lists
+        self._index = ids if ids is not None else IdIndex(self.products["id"])
         self.version = None  # the ModelVersion it was loaded from, if any
         self._explainer = None
 
@@ -72,47 +89,85 @@ class Recommender:
         return len(self.products)
 
     @classmethod
-    def load(cls, model_dir: str | Path, two_stage: bool = True, version: str | None = None) -> "Recommender":
-        """The model folder's recommender (its current version, or ``version``);
-        ``two_stage=False`` ignores its second stage."""
+    def load(cls, model_dir: str | Path, two_stage: bool = True, version: str | None = None, log=None) -> "Recommender":
+        """The model folder's recommender (its current version, or ``version``), memory-mapped;
+        ``two_stage=False`` ignores its second stage and precomputed lists."""
+        from dualrec.index import load_model_index
+        from dualrec.lists import StoredLists
+        from dualrec.rerank import load_model_reranker
         from dualrec.store import open_version
 
         v = open_version(model_dir, version)
-        source, target = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in v.embeddings())
-        reranker = None
-        if two_stage:
-            from dualrec.rerank import load_model_reranker
-
-            reranker = load_model_reranker(v, source, target)
-        rec = cls(v.products(), source, target, reranker=reranker)
+        source, target = v.embeddings(mmap=True)
+        index = load_model_index(v, source, target, log=log)
+        reranker = load_model_reranker(v, source, target, index) if two_stage else None
+        lists = StoredLists.load(v) if reranker is not None else None
+        rec = cls(v.products(), source, target, reranker=reranker, index=index, lists=lists)
         rec.version = v
         return rec
 
     def index_of(self, ids: Sequence[str]) -> torch.Tensor:
         return torch.as_tensor(self._index.rows(ids), dtype=torch.long)
 
+    def top_k(self, rows, k: int, exclude: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, indexes), each (Q, k'), k' = min(k, N - 1): the lists of product rows
+        ``rows``, best first; the query itself is never returned, nor ``exclude[i]`` (rows) for
+        query ``i``. Slots nothing can fill are index -1 with score -inf."""
+        if isinstance(k, bool) or int(k) < 1:
+            raise DualrecError("k must be at least 1")
+        k = int(k)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.num_products):
+            raise DualrecError(f"query rows must be in 0..{self.num_products - 1}")
+        ex = None if exclude is None else [np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude]
+        if ex is not None and len(ex) != rows.size:
+            raise DualrecError("exclude needs one list per query")
+        if ex is not None and not any(e.size for e in ex):
+            ex = None
+        kk = min(k, self.num_products - 1)
+        out_s = np.full((rows.size, max(kk, 0)), -np.inf, dtype=np.float32)
+        out_i = np.full((rows.size, max(kk, 0)), -1, dtype=np.int64)
+        if kk <= 0 or rows.size == 0:
+            return out_s, out_i
+        todo = np.ones(rows.size, dtype=bool)
+        if self.lists is not None and ex is None:
+            hit = self.lists.covers(rows, kk)
+            if hit.any():
+                out_s[hit], out_i[hit] = self.lists.get(rows[hit], kk)
+                todo = ~hit
+        if todo.any():
+            sel = np.flatnonzero(todo)
+            e = None if ex is None else [ex[i] for i in sel]
+            if self.reranker is not None:
+                out_s[sel], out_i[sel] = self.reranker.top_k(rows[sel], kk, exclude=e)
+            elif self.index is not None:
+                out_s[sel], out_i[sel] = self.index.recommend(rows[sel], kk, exclude=e)
+            else:
+                out_s[sel], out_i[sel] = self._exact(rows[sel], kk, e)
+        return out_s, out_i
+
     @torch.no_grad()
+    def _exact(self, rows: np.ndarray, k: int, exclude) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search without an index: chunked (rows x N) products (the reference the
+        approximate indexes are tested against)."""
+        s, t = _tensor(self.source), _tensor(self.target)
+        step = max(1, self.chunk_elems // max(self.num_products, 1))
+        out_s, out_i = [], []
+        for lo in range(0, rows.size, step):
+            q = torch.from_numpy(rows[lo : lo + step])
+            e = None if exclude is None else [torch.from_numpy(x) for x in exclude[lo : lo + step]]
+            v, i = masked_topk(s[q] @ t.T, k, q, e)
+            out_s.append(v.numpy())
+            out_i.append(i.numpy())
+        return np.concatenate(out_s), np.concatenate(out_i)
+
     def topk_indices(
         self, query: torch.Tensor, k: int, exclude: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scores, indexes), each (Q, k'), k' = min(k, N - 1); the query itself is never returned.
-
-        ``exclude[i]`` (optional) lists more product indexes to leave out for query ``i``.
-        Excluded slots that cannot be filled come back as index -1 with score -inf.
-        """
-        n = self.num_products
-        rows = max(1, self.chunk_elems // max(n, 1))
-        out_s, out_i = [], []
-        for lo in range(0, max(query.numel(), 1), rows):
-            q = query[lo : lo + rows]
-            if self.reranker is None:
-                scores = self.source[q] @ self.target.T
-            else:
-                scores = self.reranker.score_fn(q, known_first=True)
-            s, i = masked_topk(scores, k, q, None if exclude is None else exclude[lo : lo + rows])
-            out_s.append(s)
-            out_i.append(i)
-        return torch.cat(out_s), torch.cat(out_i)
+        """:meth:`top_k` with tensors in and out."""
+        ex = None if exclude is None else [np.asarray(e, dtype=np.int64) for e in exclude]
+        s, i = self.top_k(np.asarray(query, dtype=np.int64), k, ex)
+        return torch.from_numpy(s), torch.from_numpy(i)
 
     def recommend(
         self,
@@ -156,9 +211,15 @@ class Recommender:
             if self.version is None:
                 raise DualrecError("explanations need a model folder: load it with Recommender.load")
             self._explainer = Explainer.from_version(
-                self.version, self.source.numpy(), self.target.numpy(), self.reranker
+                self.version, np.asarray(self.source), np.asarray(self.target), self.reranker
             )
         return self._explainer
+
+
+def _tensor(a) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.float()
+    return torch.from_numpy(np.array(a, dtype=np.float32))  # a copy: memory-mapped arrays are read-only
 
 
 def linked_products(version, product_ids: Sequence[str]) -> dict[str, list[str]]:

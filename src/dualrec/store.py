@@ -21,11 +21,13 @@ A version holds (each file listed in ``MANIFEST.json`` with its size and sha256)
     cp_edges.npy ...        the graph it was trained on: cp_edges (2, E) int64, cp_weight (E,),
                             sim_edges (2, S), sim_weight (S,)
     products.parquet        the catalogue, row-aligned with every array below
-    features.npy            model input features of every product (float32)
+    features.npy            model input features of every product (float16: read memory-mapped by
+                            the second stage and the explanations; half the size of float32)
     features.json           how they were built (new products are encoded the same way)
     source.npy, target.npy  normalised final embeddings (float32)
     added_edges.parquet     edges that came with products added by ``add-products``
     rerank/                 the second stage: LightGBM's text model format + JSON
+    lists/                  every product's precomputed top-k (items.npy, scores.npy, lists.json)
     index/                  a faiss index and its JSON metadata
 
 Nothing in a version is a pickle: arrays are ``.npy`` read with ``allow_pickle=False``, weights
@@ -232,8 +234,9 @@ class ModelVersion:
     def features(self, mmap: bool = False) -> np.ndarray:
         return self.array("features.npy", mmap)
 
-    def graph(self):
-        """The :class:`~dualrec.graph.ProductGraph` the model was trained on (its catalogue rows)."""
+    def graph(self, columns: list[str] | None = None):
+        """The :class:`~dualrec.graph.ProductGraph` the model was trained on (its catalogue rows;
+        ``columns``: only these catalogue columns, e.g. ``["id"]`` when only the edges matter)."""
         import torch
 
         from dualrec.graph import ProductGraph
@@ -242,7 +245,7 @@ class ModelVersion:
         cp, sim = self.array("cp_edges.npy"), self.array("sim_edges.npy")
         t = torch.from_numpy
         return ProductGraph(
-            self.products().iloc[:n].reset_index(drop=True),
+            self.products(columns).iloc[:n].reset_index(drop=True),
             t(np.ascontiguousarray(cp[0])),
             t(np.ascontiguousarray(cp[1])),
             t(self.array("cp_weight.npy")),
@@ -661,7 +664,7 @@ def save_trained(
     w.save_array("sim_edges.npy", np.stack([graph.sim_a.numpy(), graph.sim_b.numpy()]).astype(np.int64))
     w.save_array("sim_weight.npy", graph.sim_weight.numpy().astype(np.float32))
     w.save_parquet("products.parquet", graph.products)
-    w.save_array("features.npy", np.asarray(features, dtype=np.float32))
+    w.save_array("features.npy", np.asarray(features, dtype=np.float16))
     w.save_json("features.json", feature_spec)
     w.save_array("source.npy", np.asarray(source, dtype=np.float32))
     w.save_array("target.npy", np.asarray(target, dtype=np.float32))

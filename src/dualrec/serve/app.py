@@ -374,6 +374,20 @@ def _json(body: dict) -> Response:
     return Response(content=json.dumps(body, separators=(",", ":"), allow_nan=False), media_type="application/json")
 
 
+#: environment variable through which ``dualrec serve --workers N`` configures each worker
+SERVE_ENV = "DUALREC_SERVE_CONFIG"
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker of ``dualrec serve --workers N`` (uvicorn calls it in every worker
+    process; the settings come in :data:`SERVE_ENV`). The model's arrays are memory-mapped, so
+    the workers share one copy of them through the page cache."""
+    cfg = json.loads(os.environ[SERVE_ENV])
+    return create_app(
+        cfg["model"], faiss_threads=cfg["faiss_threads"], allowed_hosts=cfg["hosts"], version=cfg["version"]
+    )
+
+
 def create_app(
     model_dir: str | Path,
     admin_token: str | None = None,

@@ -1,11 +1,10 @@
 """Bulk export: every product's top-k related products to one Parquet file.
 
-Columns ``id`` (query product), ``rank`` (1 = best), ``related_id``, ``score``. Queries go
-through the model's second stage when it has one (the same lists as
-``dualrec recommend`` and ``serve``), else its retrieval index (``MODEL_DIR/index`` when
-present, else exact), in chunks of ``batch`` products, each chunk written as its own row group,
-so memory stays bounded by the chunk plus the embeddings (the second stage cuts each chunk
-further, to about 16M dense scores at a time). The file is written under a temporary name and
+Columns ``id`` (query product), ``rank`` (1 = best), ``related_id``, ``score``. The lists
+come from :class:`dualrec.retrieval.Recommender`, the same path as ``dualrec recommend`` and
+``serve`` (the version's precomputed lists when ``k`` fits in them, else the second stage or
+the retrieval index), in chunks of ``batch`` products, each chunk written as its own row group,
+so memory stays bounded by the chunk plus the memory-mapped model. The file is written under a temporary name and
 renamed into place when complete.
 """
 
@@ -21,9 +20,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from dualrec.graph import DualrecError
-from dualrec.index import load_model_index
-from dualrec.rerank import load_model_reranker, ranker_name
-from dualrec.store import open_version
+from dualrec.rerank import ranker_name
+from dualrec.retrieval import Recommender
 
 __all__ = ["export_recommendations", "SCHEMA"]
 
@@ -48,13 +46,9 @@ def export_recommendations(
     if out.is_dir():
         raise DualrecError(f"{out} is a folder; give the Parquet file to write, e.g. {out / 'recs.parquet'}")
     t0 = time.time()
-    v = open_version(model_dir, version)
-    source, target = (np.ascontiguousarray(a, dtype=np.float32) for a in v.embeddings())
-    ids = v.products(["id"])["id"].astype(str)
-    if len(ids) != len(target):
-        raise DualrecError(f"model version {v.name}: {len(ids)} products but {len(target)} embeddings")
-    reranker = load_model_reranker(v, source, target)
-    index = None if reranker is not None else load_model_index(v, source, target, log=log)
+    rec = Recommender.load(model_dir, version=version, log=log)
+    v, reranker, index = rec.version, rec.reranker, rec.index
+    ids = rec.products["id"].astype(str)
     ids_pa = pa.array(ids.to_numpy(dtype=object), type=pa.string())
     n = len(ids)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,10 +62,7 @@ def export_recommendations(
         ):
             for lo in range(0, n, batch):
                 q = np.arange(lo, min(n, lo + batch), dtype=np.int64)
-                if reranker is None:
-                    scores, idx = index.recommend(q, k)
-                else:
-                    scores, idx = reranker.top_k(q, k)
+                scores, idx = rec.top_k(q, k)
                 kk = idx.shape[1]
                 valid = (idx >= 0).ravel()
                 qi = np.repeat(q, kk)[valid]
@@ -100,7 +91,8 @@ def export_recommendations(
         "k": int(kk),
         "rows": int(rows_written),
         "ranker": ranker_name(reranker),
-        "index": None if index is None else index.kind,
-        "index_recall_at_10": None if index is None else index.recall_at_10,
+        "index": index.kind,
+        "index_recall_at_10": index.recall_at_10,
+        "precomputed": rec.lists is not None and k <= rec.lists.k,
         "seconds": round(time.time() - t0, 2),
     }

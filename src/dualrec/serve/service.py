@@ -27,6 +27,7 @@ from dualrec.errors import DualrecError
 from dualrec.explain import SCORE_LABELS
 from dualrec.ids import IdIndex
 from dualrec.index import RetrievalIndex, load_model_index
+from dualrec.lists import StoredLists
 from dualrec.rerank import load_model_reranker, ranker_name
 from dualrec.store import open_version
 
@@ -65,6 +66,19 @@ def jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _release_free_memory() -> None:
+    """Hand the heap that loading freed (Parquet buffers, the graph's temporaries) back to the
+    system: glibc keeps it otherwise, and each server worker would hold it for its lifetime."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        pass
+
+
 def _check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
         raise DualrecError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
@@ -84,6 +98,7 @@ class RecommenderService:
         info: dict | None = None,
         reranker=None,
         version: str | None = None,
+        lists=None,
     ):
         if source.shape != target.shape or len(products) != len(target):
             raise DualrecError(
@@ -102,6 +117,12 @@ class RecommenderService:
         ids = self.products["id"].astype(str)
         self.ids = ids.to_numpy(dtype=object)
         self._pos = IdIndex(ids, require_unique=True)
+        from dualrec.retrieval import Recommender
+
+        # the one recommendation path (precomputed lists, second stage, index), shared with the CLI
+        self.ranking = Recommender(
+            self.products, source, target, reranker=reranker, index=index, lists=lists, ids=self._pos
+        )
         self.meta_columns = [c for c in META_COLUMNS if c in self.products.columns]
         self._meta = {c: self.products[c].to_numpy(dtype=object) for c in self.meta_columns}
         hay = ids.str.lower()
@@ -120,18 +141,21 @@ class RecommenderService:
     ) -> "RecommenderService":
         """The model folder's current version (or the named one), verified against its manifest."""
         v = open_version(model_dir, version)
-        source, target = (np.ascontiguousarray(a, dtype=np.float32) for a in v.embeddings())
+        # memory-mapped: workers of one host share the pages (and the host's page cache)
+        source, target = v.embeddings(mmap=True)
         try:
             products = v.products()
         except Exception as e:  # a corrupt file is a user-facing problem, not a crash
             raise DualrecError(f"model version {v.name}: cannot read the catalogue ({type(e).__name__})") from e
         index = load_model_index(v, source, target, log=log)
-        reranker = load_model_reranker(v, source, target)
-        svc = cls(Path(model_dir), products, source, target, index, v.info, reranker, version=v.name)
+        reranker = load_model_reranker(v, source, target, index)
+        lists = StoredLists.load(v) if reranker is not None else None
+        svc = cls(Path(model_dir), products, source, target, index, v.info, reranker, version=v.name, lists=lists)
         from dualrec.explain import Explainer
 
         # built now, from the version just verified: serving never reads the folder again
         svc._explainer = Explainer.from_version(v, source, target, reranker)
+        _release_free_memory()
         return svc
 
     # -- properties --------------------------------------------------------------------------------
@@ -174,10 +198,7 @@ class RecommenderService:
         if len(ids) == 0:
             raise DualrecError("ids must not be empty")
         rows = self.rows(ids)
-        if self.reranker is None:
-            scores, idx = self.index.recommend(rows, k)
-        else:
-            scores, idx = self.reranker.top_k(rows, k)
+        scores, idx = self.ranking.top_k(rows, k)
         results = []
         for r, s, i in zip(rows.tolist(), scores, idx):
             items = self._results(s, i)
