@@ -597,13 +597,11 @@ def serve(
             err=True,
         )
         if workers > 1:
-            import json as _json
-
             from dualrec.serve.app import SERVE_ENV
             from dualrec.store import open_version
 
             open_version(model, version)  # a bad folder fails here, once, not in every worker
-            os.environ[SERVE_ENV] = _json.dumps(
+            os.environ[SERVE_ENV] = json.dumps(
                 {"model": str(model), "faiss_threads": faiss_threads, "hosts": hosts, "version": version}
             )
             uvicorn.run(

@@ -44,6 +44,18 @@ import torch
 from dualrec.graph import ProductGraph
 
 KINDS = ("reverse", "sim", "cp2", "sim_cp", "cp_sim", "sibling", "cotarget", "cf3")
+#: the (row-normalised) matrices each path kind multiplies, in order ("direct": u -> v itself)
+_HOPS = {
+    "direct": ("An",),
+    "reverse": ("ATn",),
+    "sim": ("Sn",),
+    "cp2": ("An", "An"),
+    "sim_cp": ("Sn", "An"),
+    "cp_sim": ("An", "Sn"),
+    "sibling": ("ATn", "An"),
+    "cotarget": ("An", "ATn"),
+    "cf3": ("An", "ATn", "An"),
+}
 GAMMAS = (0.0, 0.5, 1.0)
 ALPHAS = (0.0, 0.5, 1.0)
 WEIGHTS = (0.0, 0.25, 1.0, 4.0)
@@ -302,25 +314,13 @@ class Cooccurrence:
     def kind_rows(self, q: np.ndarray, kinds=KINDS) -> dict[str, sp.csr_matrix]:
         """Each path kind's (Q x N) rows for queries ``q`` under the current gamma (unscaled;
         divide by ``scales_[kind]`` for the values the combined score weighs)."""
-        RA, RS, RT = self.An[q], self.Sn[q], self.ATn[q]
+        first = {m: getattr(self, m)[q] for m in {_HOPS[k][0] for k in kinds}}
         out = {}
         for k in kinds:
-            if k == "reverse":
-                out[k] = RT
-            elif k == "sim":
-                out[k] = RS
-            elif k == "cp2":
-                out[k] = RA @ self.An
-            elif k == "sim_cp":
-                out[k] = RS @ self.An
-            elif k == "cp_sim":
-                out[k] = RA @ self.Sn
-            elif k == "sibling":
-                out[k] = RT @ self.An
-            elif k == "cotarget":
-                out[k] = RA @ self.ATn
-            elif k == "cf3":
-                out[k] = (RA @ self.ATn) @ self.An
+            m = first[_HOPS[k][0]]
+            for h in _HOPS[k][1:]:
+                m = m @ getattr(self, h)
+            out[k] = m
         return {k: m.tocsr().astype(np.float32) for k, m in out.items()}
 
     def _colscale(self, alpha: float) -> np.ndarray:
@@ -505,43 +505,23 @@ class Cooccurrence:
         return row, pattern.indices.astype(np.int64), per
 
     def _products(self, q: np.ndarray, names: list[str]) -> dict[str, sp.csr_matrix]:
-        rows = self.kind_rows(q, [k for k in names if k != "direct"])
-        rows["direct"] = self.An[q].tocsr().astype(np.float32)
-        return rows
+        return self.kind_rows(q, names)  # "direct" included: kind_rows reads the hops of _HOPS
 
     def _walk(self, q: np.ndarray, names: list[str]):
         """:meth:`_aligned`'s output for a few queries, from the CSR arrays: O(paths log paths)."""
-        start = np.arange(q.size, dtype=np.int64)
         n = np.int64(self.n)
-        first: dict = {}
+        walked: dict = {(): (np.arange(q.size, dtype=np.int64), q, None)}
 
-        def hop1(name, m):
-            if name not in first:
-                first[name] = _hop(m, start, q, None)
-            return first[name]
+        def walk(hops: tuple) -> tuple:  # paths along ``hops``; shared prefixes are walked once
+            if hops not in walked:
+                it, at, v = walk(hops[:-1])
+                if len(hops) > 2:  # sum repeated (query, middle product) pairs before a third hop
+                    uk, inv = np.unique(it * n + at, return_inverse=True)
+                    it, at, v = uk // n, uk % n, np.bincount(inv, weights=v)
+                walked[hops] = _hop(getattr(self, hops[-1]), it, at, v)
+            return walked[hops]
 
-        parts = {}
-        for k in names:
-            if k == "direct":
-                parts[k] = hop1("A", self.An)
-            elif k == "reverse":
-                parts[k] = hop1("T", self.ATn)
-            elif k == "sim":
-                parts[k] = hop1("S", self.Sn)
-            elif k == "cp2":
-                parts[k] = _hop(self.An, *hop1("A", self.An))
-            elif k == "sim_cp":
-                parts[k] = _hop(self.An, *hop1("S", self.Sn))
-            elif k == "cp_sim":
-                parts[k] = _hop(self.Sn, *hop1("A", self.An))
-            elif k == "sibling":
-                parts[k] = _hop(self.An, *hop1("T", self.ATn))
-            elif k == "cotarget":
-                parts[k] = _hop(self.ATn, *hop1("A", self.An))
-            else:  # cf3, through the summed co-target step: a repeated middle product is walked once
-                it, mid, v = _hop(self.ATn, *hop1("A", self.An))
-                uk, inv = np.unique(it * n + mid, return_inverse=True)
-                parts[k] = _hop(self.An, uk // n, uk % n, np.bincount(inv, weights=v))
+        parts = {k: walk(_HOPS[k]) for k in names}
         keys = np.concatenate([parts[k][0] * n + parts[k][1] for k in names])
         kid = np.concatenate([np.full(parts[k][0].size, j, dtype=np.int64) for j, k in enumerate(names)])
         val = np.concatenate([parts[k][2] for k in names]).astype(np.float64)

@@ -133,6 +133,9 @@ def _train_into(
                 vm = split.mask(VAL)
                 t0 = time.time()
                 try:
+                    index = _first_stage_index(w, result.source, result.target, log)
+                    if index is not None:  # stored in the version, as `dualrec index` would
+                        info["index"] = index.kind
                     rr = fit_two_stage(
                         graph,
                         split.mask(TRAIN),
@@ -144,7 +147,7 @@ def _train_into(
                         seed=config.seed,
                         log=log,
                         progress=progress,
-                        index=_first_stage_index(w, result.source, result.target, log),
+                        index=index,
                     )
                     rr.save(w, RERANK_DIR)
                     if list_k:
