@@ -7,10 +7,13 @@ measurement is of the GNN and its loop, not of text encoding (MiniLM encodes ~1k
 
 An epoch is one pass over all training edges as loss targets (see dualrec.train). For large
 graphs the measured run is capped at --max-steps optimiser steps; the full-epoch time is then
-extrapolated (steps x seconds per step) and labelled as such in the output.
+extrapolated (steps x seconds per step + the validation pass) and labelled as such in the output.
+--batching picks the training mode (TrainConfig.batching): "full" computes every product in
+every step, "history" only the step's batch (neighbours read from stored layer inputs).
 
-    .venv/bin/python benchmarks/train_scale.py            # 100k and 1M
-    .venv/bin/python benchmarks/train_scale.py --sizes 100000
+    .venv/bin/python benchmarks/train_scale.py            # 100k and 1M, full-graph steps
+    .venv/bin/python benchmarks/train_scale.py --batching history --batch-size 4096 --max-steps 200 \
+        --out benchmarks/results/train_scale_history.json
 """
 
 from __future__ import annotations
@@ -33,12 +36,21 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def run(n: int, batch_size: int, max_steps: int, dim: int = 384) -> dict:
+def run(n: int, batch_size: int, max_steps: int, batching: str = "full", epochs: int = 1, dim: int = 384) -> dict:
     t0 = time.time()
     g = make_store(n_products=n, edges_per_product=20.0, seed=0)
     gen_s = time.time() - t0
     x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
-    cfg = TrainConfig(epochs=1, batch_size=batch_size, max_steps_per_epoch=max_steps, max_val_edges=2000, seed=0)
+    cfg = TrainConfig(
+        epochs=epochs,
+        patience=epochs,
+        batch_size=batch_size,
+        history_batch_size=batch_size,
+        max_steps_per_epoch=max_steps,
+        max_val_edges=2000,
+        seed=0,
+        batching=batching,
+    )
     t1 = time.time()
     res = train(g, x, cfg, progress=False, log=print)
     total_s = time.time() - t1
@@ -47,23 +59,39 @@ def run(n: int, batch_size: int, max_steps: int, dim: int = 384) -> dict:
     folds = max(2, round(1 / cfg.target_fraction))
     full_steps = folds * math.ceil(train_edges / folds / batch_size)
     step_s = h["train_seconds"] / h["steps"]
-    return {
+    out = {
         "products": n,
         "copurchase_edges": g.num_copurchase,
         "similar_pairs": g.num_similar,
         "train_edges": train_edges,
+        "batching": res.batching,
         "batch_size": batch_size,
         "feature_dim": dim,
         "generate_seconds": round(gen_s, 2),
         "measured_steps": h["steps"],
         "seconds_per_step": round(step_s, 3),
         "steps_per_full_epoch": full_steps,
-        "seconds_per_epoch": round(step_s * full_steps, 1),
+        "seconds_per_epoch": round(step_s * full_steps + h["seconds"] - h["train_seconds"], 1),
         "seconds_per_epoch_is_extrapolated": h["steps"] < full_steps,
         "validation_seconds": round(h["seconds"] - h["train_seconds"], 2),
         "run_seconds": round(total_s, 1),
         "peak_rss_gib": round(peak_rss_gib(), 2),
     }
+    if epochs > 1:  # the validation curve against wall time (training + validation passes)
+        elapsed, curve = 0.0, []
+        for row in res.history:
+            elapsed += row["seconds"]
+            curve.append({"epoch": row["epoch"], "elapsed_seconds": round(elapsed, 1), "val_MRR@10": row["val_MRR@10"]})
+        best = max(c["val_MRR@10"] for c in curve)
+        out["curve"] = curve
+        out["best_val_MRR@10"] = best
+        out["seconds_to_within_1pct_of_best"] = next(
+            c["elapsed_seconds"] for c in curve if c["val_MRR@10"] >= 0.99 * best
+        )
+    return out
+
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "train_scale.json"
 
 
 def main() -> None:
@@ -71,11 +99,15 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--batch-size", type=int, default=65536)
     ap.add_argument("--max-steps", type=int, default=8)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_scale.json")
+    ap.add_argument("--batching", choices=["full", "history"], default="full")
+    ap.add_argument(
+        "--epochs", type=int, default=1, help=">1: whole epochs (no --max-steps cap), with the validation curve"
+    )
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = ap.parse_args()
     rows = []
     for n in a.sizes:  # ascending, so peak RSS of the larger run dominates
-        r = run(n, a.batch_size, a.max_steps)
+        r = run(n, a.batch_size, 0 if a.epochs > 1 else a.max_steps, a.batching, a.epochs)
         print(json.dumps(r))
         rows.append(r)
     out = {
@@ -83,8 +115,15 @@ def main() -> None:
         "command": "python benchmarks/train_scale.py "
         + " ".join(
             f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
-            for k, v in (("sizes", a.sizes), ("batch_size", a.batch_size), ("max_steps", a.max_steps))
-        ),
+            for k, v in (
+                ("sizes", a.sizes),
+                ("batch_size", a.batch_size),
+                ("max_steps", a.max_steps),
+                ("batching", a.batching),
+                ("epochs", a.epochs),
+            )
+        )
+        + (f" --out {a.out}" if a.out != DEFAULT_OUT else ""),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
         "results": rows,

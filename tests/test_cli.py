@@ -116,6 +116,25 @@ def test_bad_set_key(small_dataset, tmp_path):
     assert not (tmp_path / "m" / "CURRENT").exists()
 
 
+def test_train_in_history_mode_writes_the_same_model_folder(small_dataset, tmp_path):
+    from dualrec.store import open_version
+
+    folders = {}
+    for mode in ("full", "history"):
+        out = tmp_path / mode
+        r = invoke("train", small_dataset, "--out", out, "--encoder", "hash", "--epochs", "2", "--batching", mode)
+        assert r.exit_code == 0, (r.output, r.exception)
+        assert f"batching: {mode}" in r.output
+        v = open_version(out)
+        assert v.info["batching"] == mode
+        folders[mode] = sorted(p.relative_to(v.dir).as_posix() for p in v.dir.rglob("*") if p.is_file())
+    assert folders["full"] == folders["history"]
+    r = invoke("recommend", tmp_path / "history", "P0000001", "-k", "3")
+    assert r.exit_code == 0, r.output
+    r = invoke("train", small_dataset, "--out", tmp_path / "x", "--batching", "clusters", "--quiet")
+    assert_clean_error(r, "batching must be one of")
+
+
 def test_train_unknown_encoder(small_dataset, tmp_path):
     r = invoke("train", small_dataset, "--out", tmp_path / "m", "--encoder", "word2vec", "--quiet")
     assert_clean_error(r, "word2vec")
@@ -221,7 +240,7 @@ def test_end_to_end_ingest_train_evaluate_recommend(store, csv_source, tmp_path)
         "rerank/booster.txt",
     ):
         assert v.has(f), f
-    assert v.info["ranker"] == "two-stage"
+    assert v.info["ranker"] == "two-stage" and v.info["batching"] == "full"  # small: full-graph steps
     assert (ds / "features-hash.npy").exists()  # features were cached in the dataset folder
     src = v.array("source.npy")
     assert src.shape[0] == store.num_products and np.isfinite(src).all()

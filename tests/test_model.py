@@ -100,3 +100,62 @@ def test_score_is_inner_product_of_source_and_target():
     u, v = torch.tensor([0, 1]), torch.tensor([2, 3])
     assert torch.allclose(DAEMON.score(s, t, u, v), (s[u] * t[v]).sum(1))
     assert not torch.allclose(DAEMON.score(s, t, u, v), DAEMON.score(s, t, v, u))
+
+
+def _random_graph(n=60, e=240, s=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src, dst = torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g)
+    keep = src != dst
+    a, b = torch.randint(0, n, (s,), generator=g), torch.randint(0, n, (s,), generator=g)
+    return DualAdjacency.build(n, src[keep], dst[keep], sim_a=a[a != b], sim_b=b[a != b])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"id_dim": 8, "num_nodes": 60},
+        {"dual": False},
+        {"use_reverse": True, "num_layers": 3},
+        {"use_similar": False},
+    ],
+)
+def test_layerwise_inference_equals_forward(kwargs):
+    torch.manual_seed(0)
+    adj = _random_graph()
+    x = torch.randn(60, 12)
+    model = DAEMON(12, 16, 8, **{"num_layers": 2, **kwargs})
+    s, t = _embed(model, x, adj)
+    hist = []
+    s2, t2 = model.inference(x.half().float(), adj, chunk_size=7, history=hist)  # chunks of 7 rows
+    s3, t3 = _embed(model, x.half().float(), adj)
+    assert torch.allclose(s2, s3, atol=1e-5) and torch.allclose(t2, t3, atol=1e-5)
+    assert torch.allclose(s2, s, atol=5e-2)  # the float16 round trip of x changes little
+    assert len(hist) == model.num_layers and hist[0][0].dtype == torch.float16
+    s4, t4 = model.inference(x.half(), adj, chunk_size=7)  # float16 features are widened per chunk
+    assert torch.allclose(s4, s3, atol=1e-5) and torch.allclose(t4, t3, atol=1e-5)
+
+
+@pytest.mark.parametrize("dual", [True, False])
+def test_rows_with_an_exact_history_equal_the_full_forward(dual):
+    torch.manual_seed(1)
+    adj = _random_graph()
+    x = torch.randn(60, 12)
+    model = DAEMON(12, 16, 8, num_nodes=60, id_dim=8, dual=dual).eval()
+    s, t = _embed(model, x, adj)
+    hist = []
+    model.inference(x, adj, history=hist)
+    rows = torch.tensor([3, 0, 17, 59])
+    rs, rt, fresh = model.forward_rows(x[rows], rows, adj, hist, rows)
+    # the history is float16: equal up to its rounding
+    assert torch.allclose(rs, s[rows], atol=1e-2) and torch.allclose(rt, t[rows], atol=1e-2)
+    assert len(fresh) == model.num_layers and torch.allclose(fresh[0][0].half(), hist[0][0][rows], atol=1e-2)
+    # gradients reach the weights and the rows' own id embeddings, never other rows or the history
+    model.train()
+    model.dropout = model.id_dropout = 0.0
+    rs, rt, _ = model.forward_rows(x[rows], rows, adj, hist, rows)
+    (rs.sum() + rt.sum()).backward()
+    touched = (model.id_emb.weight.grad.abs().sum(1) > 0).nonzero().view(-1)
+    assert set(touched.tolist()) <= set(rows.tolist()) and touched.numel() > 0
+    assert all(h.grad is None for pair in hist for h in pair)
+    assert model.layers[0].out_t.weight.grad.abs().sum() > 0

@@ -30,19 +30,26 @@ def trained(store, tmp_path_factory):
     return train(g, x, cfg, out, progress=False, log=lambda m: None), out, cfg
 
 
-def test_beats_popularity_and_respects_direction(store, trained):
-    g, _ = store
-    res, _, _ = trained
+def _test_and_popularity(g, res):
+    """Test metrics of a trained model and of popularity on the same split."""
     test = evaluate_embeddings(g, res.split, res.source, res.target, TEST)
     known = res.split.mask(TRAIN) | res.split.mask(VAL)
     m = res.split.mask(TEST)
     pop = RankingEvaluator(g.num_products).eval(
         Popularity().fit(g, res.split.mask(TRAIN)).score_fn, g.cp_src[m], g.cp_dst[m], g.cp_src[known], g.cp_dst[known]
     )
+    return test, pop
+
+
+def test_beats_popularity_and_respects_direction(store, trained):
+    g, _ = store
+    res, _, _ = trained
+    test, pop = _test_and_popularity(g, res)
     assert test["HitRate@10"] > 3 * pop["HitRate@10"], (test, pop)
     assert test["MRR@10"] > 3 * pop["MRR@10"]
     # main -> accessory: the forward score beats the reverse one
     role = g.products["role"].to_numpy()
+    m = res.split.mask(TEST)
     src, dst = g.cp_src[m], g.cp_dst[m]
     sel = torch.as_tensor((role[src] == "main") & (role[dst] == "accessory")) & ~g.reciprocal_mask(src, dst)
     fwd = (res.source[src[sel]] * res.target[dst[sel]]).sum(1)
@@ -93,3 +100,60 @@ def test_bad_inputs(store):
         train(g, x[:10], TrainConfig(encoder="hash", epochs=1), progress=False)
     with pytest.raises(DualrecError, match="unknown training option"):
         TrainConfig.from_dict({"epochz": 3})
+
+
+def test_auto_batching_follows_the_catalogue_size():
+    from dualrec.train import HISTORY_FROM, batching_mode
+
+    assert batching_mode(TrainConfig(), 10_000) == "full"
+    assert batching_mode(TrainConfig(), HISTORY_FROM + 1) == "history"
+    assert batching_mode(TrainConfig(batching="full"), HISTORY_FROM + 1) == "full"
+    assert batching_mode(TrainConfig(batching="history"), 10) == "history"
+    with pytest.raises(DualrecError, match="batching must be one of"):
+        TrainConfig.from_dict({"batching": "clusters"})
+
+
+def test_history_mode_learns_resumes_and_says_so(store, tmp_path):
+    g, x = store
+    cfg = TrainConfig(encoder="hash", epochs=6, patience=6, seed=0, batching="history")
+    res = train(g, x, cfg, tmp_path, progress=False, log=lambda m: None)
+    assert res.batching == "history"
+    # the id rows are trained through sparse gradients, then handed back as a plain embedding
+    assert res.model.id_emb.sparse is False
+    test, pop = _test_and_popularity(g, res)
+    assert test["HitRate@10"] > 2 * pop["HitRate@10"], (test, pop)
+    assert res.history[-1]["val_MRR@10"] > res.history[0]["val_MRR@10"]
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["batching"] == "history" and last["sparse_optimizer"] is not None
+    # a resume with more epochs is refused (other settings); the same settings continue cleanly
+    again = train(g, x, cfg, tmp_path, resume=True, progress=False, log=lambda m: None)
+    assert [h["epoch"] for h in again.history] == list(range(6))
+
+
+def test_two_workers_train_like_one_process_on_the_same_batches(tmp_path):
+    """`dualrec train --workers 2`: two processes under torchrun (DDP over gloo), each on half of
+    every batch. Their losses follow the single-process run's, their replicas end identical (the
+    run checks it and says so), and the model folder is the same format."""
+    import subprocess
+    import sys
+
+    from dualrec.store import open_version
+
+    ds = tmp_path / "ds"
+    make_store(n_products=600, seed=2).save(ds)
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"m{workers}"
+        cmd = [sys.executable, "-m", "dualrec.cli", "train", str(ds), "--out", str(out), "--encoder", "hash"]
+        cmd += ["--epochs", "3", "--batching", "history", "--no-rerank", "--quiet", "--workers", str(workers)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        v = open_version(out)
+        runs[workers] = (v, v.json("config.json")["history"], r.stderr)
+    (v1, h1, _), (v2, h2, err2) = runs[1], runs[2]
+    assert "2 workers: their models are identical" in err2
+    assert [h["steps"] for h in h1] == [h["steps"] for h in h2]  # the same batches, one step each
+    for a, b in zip(h1, h2):
+        assert abs(a["loss"] - b["loss"]) < 0.02 * a["loss"], (h1, h2)
+    files = lambda v: sorted(p.relative_to(v.dir).as_posix() for p in v.dir.rglob("*") if p.is_file())  # noqa: E731
+    assert files(v1) == files(v2) and v2.info["batching"] == "history"

@@ -15,6 +15,7 @@ dualrec benchmark --format amazon2014 --input DIR --out RESULTS [--quick]
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -191,7 +192,19 @@ def train(
     config: Optional[Path] = typer.Option(None, help="JSON file of TrainConfig fields"),
     set_: list[str] = typer.Option([], "--set", help="override a TrainConfig field, KEY=VALUE (repeatable)"),
     seed: int = typer.Option(None, help="random seed (split, init, sampling)"),
+    batching: str = typer.Option(
+        None,
+        help="training steps, one of: full (DAEMON over the whole graph each step), history (each step "
+        "computes only its batch; for large catalogues), auto (the default: history above 200,000 products)",
+    ),
     resume: bool = typer.Option(False, help="continue from the training checkpoint in OUT (after a crash or Ctrl-C)"),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=256,
+        help="train data-parallel in N processes on this machine (torchrun, DDP over gloo; history mode). "
+        "Across machines, start `torchrun ... -m dualrec.cli train` on each (see the README)",
+    ),
     quiet: bool = typer.Option(False, help="no progress bars"),
     rerank: bool = typer.Option(
         True,
@@ -210,7 +223,11 @@ def train(
 ):
     """Train the DAEMON model (and the second stage); prints one line per epoch and the validation metrics."""
     from dualrec.pipeline import train_dataset
-    from dualrec.train import TrainConfig
+    from dualrec.train import TrainConfig, init_distributed
+
+    if workers > 1 and "LOCAL_RANK" not in os.environ:
+        _run(lambda: _relaunch_under_torchrun(workers, batching))
+        return
 
     def body():
         d = {}
@@ -225,13 +242,32 @@ def train(
                 raise DualrecError(f"{config} must hold a JSON object of TrainConfig fields")
             d.update(loaded)
         d.update(_key_values(set_, "--set"))
-        for k, v in (("epochs", epochs), ("encoder", encoder), ("seed", seed)):
+        for k, v in (("epochs", epochs), ("encoder", encoder), ("seed", seed), ("batching", batching)):
             if v is not None:
                 d[k] = v
         cfg = TrainConfig.from_dict(d)
-        res = train_dataset(
-            dataset, out, cfg, resume=resume, progress=_bars(quiet), rerank=rerank, keep=keep, log=_log, list_k=list_k
-        )
+        rank, world = init_distributed()
+        if world > 1 and batching is None and "batching" not in d:
+            cfg.batching = "history"  # what several workers need; `auto` might pick full
+        try:
+            res = train_dataset(
+                dataset,
+                out,
+                cfg,
+                resume=resume,
+                progress=_bars(quiet),
+                rerank=rerank,
+                keep=keep,
+                log=_log,
+                list_k=list_k,
+            )
+        finally:
+            if world > 1:
+                import torch.distributed
+
+                torch.distributed.destroy_process_group()
+        if rank:
+            return  # the first worker reports
         _print_metrics(res.val_metrics, f"validation, DAEMON alone (best epoch {res.best_epoch}):")
         from dualrec.store import open_version
 
@@ -242,6 +278,29 @@ def train(
         )
 
     _run(body)
+
+
+def _relaunch_under_torchrun(workers: int, batching: str | None) -> None:
+    """``dualrec train ... --workers N``: the same command under ``torchrun --standalone`` (the
+    launcher a multi-machine run uses too), N processes on this machine, without ``--workers``."""
+    import subprocess
+
+    if batching not in (None, "auto", "history"):
+        raise DualrecError("several workers train in the history mode only (--batching history)")
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={workers}"]
+    cmd += ["-m", "dualrec.cli", *args]
+    _log(f"running {workers} workers: torchrun --standalone --nproc-per-node={workers} -m dualrec.cli {' '.join(args)}")
+    rc = subprocess.call(cmd)
+    if rc:
+        raise typer.Exit(rc)
 
 
 @app.command()

@@ -115,12 +115,17 @@ def embed_new_products(
     sa, sb = torch.cat([graph.sim_a, t(sm["a"])]), torch.cat([graph.sim_b, t(sm["b"])])
     sw = torch.cat([graph.sim_weight, torch.ones(len(sm))])
     adj = DualAdjacency.build(
-        n_all, src, dst, w, *((sa, sb, sw) if cfg.use_similar else (None, None, None)), symmetric=not cfg.dual
+        n_all,
+        src,
+        dst,
+        w,
+        *((sa, sb, sw) if cfg.use_similar else (None, None, None)),
+        symmetric=not cfg.dual,
+        transposes=False,
     )
     node_ids = torch.arange(n_all)
     node_ids[graph.num_products :] = -1  # added products have no per-product embedding
-    with torch.no_grad():
-        s, tt = model(x, adj, node_ids)
+    s, tt = model.inference(x, adj, node_ids)  # layer by layer: bounded memory on big catalogues
     k = len(new)
     return all_products, s[-k:], tt[-k:], edges, x_new
 

@@ -324,3 +324,16 @@ def csr_adjacency_pair(
     """``(A, A^T)`` as two CSR matrices: the transpose serves the backward pass of ``A @ X``."""
     w = _normalized_weights(row, n, weight, normalize)
     return _csr(row, col, w, n), _csr(col, row, w, n)
+
+
+def csr_rows(a: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The entries of ``rows`` of a sparse CSR matrix as ``(row of each entry (0-based in rows),
+    column, value)``: ``crow[r]:crow[r+1]`` for every ``r``, concatenated, vectorised (their cost,
+    not N's)."""
+    crow = a.crow_indices()
+    start = crow[rows]
+    lens = crow[rows + 1] - start
+    owner = torch.repeat_interleave(torch.arange(rows.numel()), lens)
+    offsets = torch.cumsum(lens, 0) - lens
+    pos = torch.arange(owner.numel()) - offsets[owner] + start[owner]
+    return owner, a.col_indices()[pos], a.values()[pos]

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dualrec.graph import csr_adjacency_pair
+from dualrec.graph import csr_adjacency, csr_adjacency_pair, csr_rows
 
 
 @dataclass
@@ -75,11 +75,11 @@ class DualAdjacency:
     """
 
     out: Tensor
-    out_t: Tensor
+    out_t: Tensor | None
     inn: Tensor
-    inn_t: Tensor
+    inn_t: Tensor | None
     sim: Tensor
-    sim_t: Tensor
+    sim_t: Tensor | None
     num_nodes: int
 
     @classmethod
@@ -93,19 +93,23 @@ class DualAdjacency:
         sim_b: Tensor | None = None,
         sim_weight: Tensor | None = None,
         symmetric: bool = False,
+        transposes: bool = True,
     ) -> "DualAdjacency":
+        """``transposes=False`` leaves the ``*_t`` fields ``None``: enough for :meth:`DAEMON.inference`
+        and :meth:`DAEMON.forward_rows`, which never take a gradient through the aggregation."""
         n = num_nodes
+        pair = csr_adjacency_pair if transposes else lambda r, c, n, w: (csr_adjacency(r, c, n, w), None)
         if symmetric:  # single-embedding ablation: direction is ignored
             src, dst = torch.cat([src, dst]), torch.cat([dst, src])
             weight = None if weight is None else torch.cat([weight, weight])
-        out, out_t = csr_adjacency_pair(src, dst, n, weight)
-        inn, inn_t = (out, out_t) if symmetric else csr_adjacency_pair(dst, src, n, weight)
+        out, out_t = pair(src, dst, n, weight)
+        inn, inn_t = (out, out_t) if symmetric else pair(dst, src, n, weight)
         if sim_a is None or sim_a.numel() == 0:
             sim_a = sim_b = torch.empty(0, dtype=torch.long)
             sim_weight = None
         a, b = torch.cat([sim_a, sim_b]), torch.cat([sim_b, sim_a])
         sw = None if sim_weight is None else torch.cat([sim_weight, sim_weight])
-        sim, sim_t = csr_adjacency_pair(a, b, n, sw)
+        sim, sim_t = pair(a, b, n, sw)
         return cls(out, out_t, inn, inn_t, sim, sim_t, n)
 
 
@@ -149,16 +153,22 @@ class DualLayer(nn.Module):
         for m in self.children():
             m.reset_parameters()
 
-    def forward(self, s: Tensor, t: Tensor, adj: DualAdjacency) -> tuple[Tensor, Tensor]:
-        s_new = self.self_s(s) + _spmm(adj.out, adj.out_t, self.out_t(t))
-        t_new = self.self_t(t) + _spmm(adj.inn, adj.inn_t, self.in_s(s))
+    def channels(self) -> list[tuple[str, nn.Linear, str, str]]:
+        """``(output, neighbour map, adjacency, input)`` of each aggregation channel: ``("s",
+        out_t, "out", "t")`` adds ``A_out @ out_t(t)`` to the new source embeddings."""
+        ch = [("s", self.out_t, "out", "t"), ("t", self.in_s, "inn", "s")]
         if self.use_similar:
-            s_new = s_new + _spmm(adj.sim, adj.sim_t, self.sim_s(s))
-            t_new = t_new + _spmm(adj.sim, adj.sim_t, self.sim_t(t))
+            ch += [("s", self.sim_s, "sim", "s"), ("t", self.sim_t, "sim", "t")]
         if self.use_reverse:
-            s_new = s_new + _spmm(adj.inn, adj.inn_t, self.rev_t(t))
-            t_new = t_new + _spmm(adj.out, adj.out_t, self.rev_s(s))
-        return s_new, t_new
+            ch += [("s", self.rev_t, "inn", "t"), ("t", self.rev_s, "out", "s")]
+        return ch
+
+    def forward(self, s: Tensor, t: Tensor, adj: DualAdjacency) -> tuple[Tensor, Tensor]:
+        h = {"s": s, "t": t}
+        new = {"s": self.self_s(s), "t": self.self_t(t)}
+        for o, lin, a, i in self.channels():
+            new[o] = new[o] + _spmm(getattr(adj, a), getattr(adj, a + "_t"), lin(h[i]))
+        return new["s"], new["t"]
 
 
 class DAEMON(nn.Module):
@@ -231,8 +241,18 @@ class DAEMON(nn.Module):
             h = h + e
         return h
 
-    def forward(self, x: Tensor, adj: DualAdjacency, node_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Normalised ``(source, target)`` embeddings of all nodes, each ``(N, out_channels)``."""
+    def forward(
+        self,
+        x: Tensor,
+        adj: DualAdjacency,
+        node_ids: Tensor | None = None,
+        rows: Tensor | None = None,
+        history: list | None = None,
+    ):
+        """Normalised ``(source, target)`` embeddings of all nodes, each ``(N, out_channels)``;
+        with ``rows`` and ``history``, :meth:`forward_rows` (``x`` = the rows' features)."""
+        if rows is not None:
+            return self.forward_rows(x, rows, adj, history, node_ids)
         s = t = self.encode_input(x, node_ids)
         for i, layer in enumerate(self.layers):
             if self.dual:
@@ -245,6 +265,101 @@ class DAEMON(nn.Module):
                     s = F.dropout(s, self.dropout, self.training)
                     t = F.dropout(t, self.dropout, self.training)
         return F.normalize(s, dim=-1), F.normalize(t, dim=-1)
+
+    def forward_rows(
+        self,
+        x: Tensor,
+        rows: Tensor,
+        adj: DualAdjacency,
+        history: list[tuple[Tensor, Tensor]],
+        node_ids: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+        """Normalised ``(source, target)`` of the products ``rows`` only (``x`` = their features),
+        with their neighbours' layer inputs read from ``history`` (GNNAutoScale: Fey et al.,
+        ICML 2021): ``history[l]`` = every product's ``(s^l, t^l)``, no gradient flows into it.
+
+        Linear maps commute with the mean, so each channel aggregates the stored rows first and
+        transforms ``len(rows)`` vectors: the cost follows the rows and their edges, not N. Also
+        returns the fresh ``(s^l, t^l)`` of ``rows`` for every layer input, to refresh the history.
+        """
+        entries: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+
+        def mean_of(a: str, h: Tensor) -> Tensor:  # (A @ h)[rows], the rows' entries read once per A
+            if a not in entries:
+                entries[a] = csr_rows(getattr(adj, a), rows)
+            owner, col, val = entries[a]
+            return torch.zeros(rows.numel(), h.size(1)).index_add_(0, owner, h[col].float() * val[:, None])
+
+        s = t = self.encode_input(x, node_ids)
+        fresh = []
+        for i, layer in enumerate(self.layers):
+            fresh.append((s, t))
+            hs, ht = history[i]
+            cur = {"s": s, "t": t if self.dual else s}
+            hist = {"s": hs, "t": ht if self.dual else hs}
+            new = {"s": layer.self_s(cur["s"]), "t": layer.self_t(cur["t"])}
+            for o, lin, a, inp in layer.channels():
+                new[o] = new[o] + lin(mean_of(a, hist[inp]))
+            s, t = new["s"], new["t"] if self.dual else new["s"]
+            if i < self.num_layers - 1:
+                s, t = F.relu(s), F.relu(t)
+                if self.dropout:
+                    s = F.dropout(s, self.dropout, self.training)
+                    t = F.dropout(t, self.dropout, self.training)
+        return F.normalize(s, dim=-1), F.normalize(t, dim=-1), fresh
+
+    @torch.no_grad()
+    def inference(
+        self,
+        x: Tensor,
+        adj: DualAdjacency,
+        node_ids: Tensor | None = None,
+        chunk_size: int = 65536,
+        history: list | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The eval-mode :meth:`forward` of all nodes, layer by layer without autograd.
+
+        The dense maps run over ``chunk_size`` rows at a time (``x`` may be float16: it is
+        widened a chunk at a time), so memory is a few ``(N, hidden)`` buffers whatever the
+        depth: this is how embeddings of catalogues too large for a full-graph training step
+        are computed (validation, the stored embeddings). A ``history`` list receives every
+        layer's input ``(s^l, t^l)`` in float16 (see :meth:`forward_rows`).
+        """
+        was_training = self.training
+        self.eval()
+        n = x.size(0)
+        ids = torch.arange(n) if node_ids is None else node_ids
+
+        def chunked(f, a: Tensor | None, width: int) -> Tensor:
+            out = torch.empty(n, width)
+            for i in range(0, n, chunk_size):
+                r = slice(i, min(i + chunk_size, n))
+                out[r] = f(r) if a is None else f(a[r])
+            return out
+
+        h = chunked(lambda r: self.encode_input(x[r].float(), ids[r]), None, self.input[-1].out_features)
+        s = t = h
+        for i, layer in enumerate(self.layers):
+            if history is not None:
+                hs = s.half()
+                history.append((hs, hs if t is s else t.half()))
+            cur = {"s": s, "t": t if self.dual else s}
+            width = layer.self_s.out_features
+            new = {"s": chunked(layer.self_s, cur["s"], width)}
+            if self.dual:
+                new["t"] = chunked(layer.self_t, cur["t"], width)
+            for o, lin, a, inp in layer.channels():
+                if o in new:
+                    new[o] += torch.sparse.mm(getattr(adj, a), chunked(lin, cur[inp], width))
+            if i < self.num_layers - 1:
+                for v in new.values():
+                    v.relu_()
+            s = new["s"]
+            t = new.get("t", s)
+        s = chunked(lambda a: F.normalize(a, dim=-1), s, s.size(1))
+        t = s if not self.dual else chunked(lambda a: F.normalize(a, dim=-1), t, t.size(1))
+        self.train(was_training)
+        return s, t
 
     @staticmethod
     def score(s: Tensor, t: Tensor, src: Tensor, dst: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from dualrec.lists import DEFAULT_LIST_K, discard_parts, precompute_lists, save_
 from dualrec.rerank import RERANK_DIR, fit_two_stage, load_model_reranker
 from dualrec.split import TEST, TRAIN, VAL
 from dualrec.store import DEFAULT_KEEP, ModelStore, ModelVersion, open_version, save_trained
-from dualrec.train import TrainConfig, TrainResult, evaluate_embeddings, train
+from dualrec.train import TrainConfig, TrainResult, distributed, evaluate_embeddings, train
 
 
 def data_fingerprint(graph: ProductGraph, encoder: str) -> str:
@@ -61,6 +61,9 @@ def train_dataset(
         raise DualrecError("keep must be at least 1")
     if isinstance(list_k, bool) or not isinstance(list_k, int) or not 0 <= list_k <= 1000:
         raise DualrecError("list_k must be an integer in 0..1000")
+    rank, world = distributed()
+    if rank:  # another worker of a data-parallel training: it trains, the first worker writes
+        return _train_worker(dataset_dir, model_dir, config, resume)
     store = ModelStore(model_dir)
     store.prepare_new()
     graph = ProductGraph.load(dataset_dir)
@@ -91,6 +94,8 @@ def _train_into(
 ) -> TrainResult:
     with store.lock(0, f"dualrec train {Path(dataset_dir).name}"):
         x = load_or_build_features(graph.products, dataset_dir, config.encoder, show_progress=progress)
+        if distributed()[1] > 1:
+            torch.distributed.barrier()  # the features are cached: the other workers read them
         store.checkpoint_dir.mkdir(exist_ok=True)
         result = train(
             graph,
@@ -110,6 +115,7 @@ def _train_into(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "best_epoch": result.best_epoch,
             "train_seconds": result.seconds,
+            "batching": result.batching,
             "ranker": "daemon",
         }
         with store.writer(None) as w:
@@ -168,6 +174,23 @@ def _train_into(
         discard_parts(store.checkpoint_dir)
     result.version = v.name
     return result
+
+
+def _train_worker(dataset_dir, model_dir, config: TrainConfig, resume: bool) -> TrainResult:
+    """A data-parallel worker other than the first: the same training, no output of its own."""
+    graph = ProductGraph.load(dataset_dir)
+    torch.distributed.barrier()  # wait for the first worker to encode and cache the features
+    x = load_or_build_features(graph.products, dataset_dir, config.encoder, show_progress=False)
+    return train(
+        graph,
+        x,
+        config,
+        ModelStore(model_dir).checkpoint_dir,
+        resume=resume,
+        progress=False,
+        log=lambda m: None,
+        data_fingerprint=data_fingerprint(graph, config.encoder),
+    )
 
 
 #: catalogues above this many products get an HNSW index for DAEMON's candidates at training

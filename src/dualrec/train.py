@@ -8,10 +8,15 @@ Each epoch:
    epochs every training edge serves as both.
 2. For mini-batches of target edges: a full-graph forward pass (sparse CSR aggregation) gives
    every product's source/target embedding, and the contrastive + asymmetric loss is taken on
-   the batch.
-3. Validation: embeddings from all training edges; MRR@10 on the validation edges over all
-   products (the same evaluator as the test). The best epoch is kept (early stopping with
-   ``patience``).
+   the batch. In the *history* mode (large catalogues, ``batching``) only the products the
+   loss reads are computed, their neighbours' layer inputs read from a stored copy
+   (:meth:`DAEMON.forward_rows`), so a step costs its batch, not the catalogue.
+3. Validation: embeddings from all training edges, computed layer by layer; MRR@10 on the
+   validation edges over all products (the same evaluator as the test). The best epoch is kept
+   (early stopping with ``patience``). In the history mode this pass also refreshes the copy.
+
+Under ``torchrun`` (``dualrec train --workers N``) the workers split every history batch and
+DistributedDataParallel averages their gradients; the first worker logs and checkpoints.
 
 The loop writes only its checkpoint (``last.pt``, for ``resume``); the trained model goes into
 a model folder through :mod:`dualrec.store` (see :func:`dualrec.pipeline.train_dataset`).
@@ -58,6 +63,13 @@ class TrainConfig:
     in_batch_negatives: bool = False  # True: over-penalises best-sellers without a logQ correction (measured)
     sim_weight: float = 0.5
     asym_weight: float = 1.0
+    # batching: "full" = a full-graph forward pass per step; "history" = each step computes only
+    # its batch's products, their neighbours read from stored per-layer embeddings (for catalogues
+    # too large for full-graph steps); "auto" = history above HISTORY_FROM products
+    batching: str = "auto"
+    # target edges per history step: a step costs its batch, so many small steps are cheap, and
+    # they learn more per epoch than the full-graph mode's few large ones
+    history_batch_size: int = 1024
     # optimisation
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -120,6 +132,8 @@ class TrainConfig:
     def diff(self, other: "TrainConfig | dict") -> dict:
         """``{field: (self's, other's)}`` for every field that differs."""
         o = other if isinstance(other, dict) else asdict(other)
+        # a field newer than the stored config is at its default there (what the older code did)
+        o = {**{k: v for k, v in asdict(TrainConfig()).items() if k not in o}, **o}
         return {k: (v, o.get(k)) for k, v in asdict(self).items() if o.get(k) != v}
 
 
@@ -141,6 +155,8 @@ _RULES: dict[str, tuple] = {
     "in_batch_negatives": (bool, None, None),
     "sim_weight": (float, 0.0, 1000.0),
     "asym_weight": (float, 0.0, 1000.0),
+    "batching": (str, ("auto", "full", "history"), None),
+    "history_batch_size": (int, 1, 100_000_000),
     "lr": (float, (0.0,), 10.0),
     "weight_decay": (float, 0.0, 10.0),
     "id_weight_decay": (float, 0.0, 10.0),
@@ -214,6 +230,7 @@ class TrainResult:
     val_metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
     version: str | None = None  # the model version written, when trained into a model folder
+    batching: str = "full"  # how it was trained: "full" or "history" (see TrainConfig.batching)
 
 
 def build_model(config: TrainConfig, in_channels: int, num_nodes: int) -> DAEMON:
@@ -232,8 +249,44 @@ def build_model(config: TrainConfig, in_channels: int, num_nodes: int) -> DAEMON
     )
 
 
+def distributed() -> tuple[int, int]:
+    """``(rank, world size)`` of this process in a ``torch.distributed`` group (``(0, 1)`` alone)."""
+    d = torch.distributed
+    if d.is_available() and d.is_initialized():
+        return d.get_rank(), d.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group a launcher (``torchrun``) describes in the environment, if any.
+
+    Training runs on the CPU, so the backend is gloo (it also carries the sparse gradients of
+    the per-product embeddings).
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="gloo")
+    return distributed()
+
+
+#: catalogues above this many products train in the history mode under ``batching="auto"``
+HISTORY_FROM = 200_000
+
+
+def batching_mode(config: TrainConfig, num_products: int) -> str:
+    """``"full"`` or ``"history"``: what ``config.batching`` means for a graph of this size."""
+    if config.batching != "auto":
+        return config.batching
+    return "history" if num_products > HISTORY_FROM else "full"
+
+
 def message_passing_adjacency(
-    graph: ProductGraph, cp_mask: torch.Tensor, config: TrainConfig, sim_mask: torch.Tensor | None = None
+    graph: ProductGraph,
+    cp_mask: torch.Tensor,
+    config: TrainConfig,
+    sim_mask: torch.Tensor | None = None,
+    transposes: bool = True,
 ) -> DualAdjacency:
     s, d, w = graph.cp_src[cp_mask], graph.cp_dst[cp_mask], graph.cp_weight[cp_mask]
     a, b, sw = graph.sim_a, graph.sim_b, graph.sim_weight
@@ -241,15 +294,18 @@ def message_passing_adjacency(
         a, b, sw = a[sim_mask], b[sim_mask], sw[sim_mask]
     if not config.use_similar:
         a = b = sw = None
-    return DualAdjacency.build(graph.num_products, s, d, w, a, b, sw, symmetric=not config.dual)
+    return DualAdjacency.build(graph.num_products, s, d, w, a, b, sw, symmetric=not config.dual, transposes=transposes)
 
 
 @torch.no_grad()
 def embed(
-    model: DAEMON, x: torch.Tensor, adj: DualAdjacency, node_ids: torch.Tensor | None = None
+    model: DAEMON,
+    x: torch.Tensor,
+    adj: DualAdjacency,
+    node_ids: torch.Tensor | None = None,
+    history: list | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    return model(x, adj, node_ids)
+    return model.inference(x, adj, node_ids, history=history)
 
 
 def evaluate_embeddings(
@@ -287,6 +343,69 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen)
     for i in range(0, n, batch_size):
         yield perm[i : i + batch_size]
+
+
+class _Step:
+    """One optimiser step on a batch's embeddings: DAEMON's loss (contrastive on co-purchases and
+    similar pairs, asymmetric on one-way edges), shared by the full-graph and the history mode."""
+
+    def __init__(self, model, opt, sparse_opt, config: TrainConfig, one_way: torch.Tensor, neg_pool: torch.Tensor):
+        self.model, self.opt, self.sparse_opt, self.config = model, opt, sparse_opt, config
+        self.one_way, self.neg_pool = one_way, neg_pool
+        self.total, self.steps = 0.0, 0
+
+    @property
+    def full(self) -> bool:
+        """The epoch has had its ``max_steps_per_epoch``."""
+        return bool(self.config.max_steps_per_epoch) and self.steps >= self.config.max_steps_per_epoch
+
+    def __call__(self, s, t, src, dst, sa, sb, neg, one_way, hard=None, extra=None) -> None:
+        c = self.config
+        loss = info_nce(s, t, src, dst, neg, c.tau, c.in_batch_negatives, row_neg=hard)
+        if c.sim_weight and sa.numel():
+            loss = loss + c.sim_weight * info_nce(
+                s, t, torch.cat([sa, sb]), torch.cat([sb, sa]), neg, c.tau, c.in_batch_negatives
+            )
+        if c.asym_weight and c.dual:
+            loss = loss + c.asym_weight * asymmetric_loss(s, t, src[one_way], dst[one_way], c.tau)
+        if extra is not None:
+            loss = loss + extra
+        self.opt.zero_grad()
+        if self.sparse_opt is not None:
+            self.sparse_opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        if self.sparse_opt is not None:
+            self.sparse_opt.step()
+        self.total += float(loss.detach())
+        self.steps += 1
+
+    def end_epoch(self) -> tuple[float, int]:
+        out = (self.total, self.steps)
+        self.total, self.steps = 0.0, 0
+        return out
+
+
+def _history_step(step: _Step, fwd, x, adj, node_ids, history, src, dst, sa, sb, neg, one_way, hard) -> None:
+    """A step that computes only the batch's products (ends of its edges and pairs, negatives),
+    their neighbours' layer inputs read from ``history``, which the step then refreshes."""
+    model, config = step.model, step.config
+    parts = [src, dst, sa, sb, neg] + ([hard.reshape(-1).clamp(min=0)] if hard is not None else [])
+    rows, inv = torch.unique(torch.cat(parts), return_inverse=True)
+    loc = torch.split(inv, [p.numel() for p in parts])
+    s, t, fresh = fwd(x[rows].float(), adj, node_ids[rows], rows=rows, history=history)
+    local_hard = None if hard is None else torch.where(hard < 0, -1, loc[5].view_as(hard))
+    extra = None
+    if step.sparse_opt is not None and config.id_weight_decay:
+        # the L2 that dense Adam's weight decay puts on every row, on the rows this step used
+        ids = node_ids[rows]
+        extra = 0.5 * config.id_weight_decay * model.id_emb(ids[ids >= 0]).pow(2).sum()
+    step(s, t, loc[0], loc[1], loc[2], loc[3], loc[4], one_way, local_hard, extra)
+    with torch.no_grad():
+        for (hs, ht), (fs, ft) in zip(history, fresh):
+            hs[rows] = fs.detach().half()
+            if ht is not hs:
+                ht[rows] = ft.detach().half()
 
 
 def train(
@@ -334,11 +453,27 @@ def train(
     eval_ids = torch.where(unseen, -1, all_ids)
     neg_pool = (~unseen).nonzero().view(-1)
 
+    mode = batching_mode(config, n)
+    rank, world = distributed()
+    if world > 1 and mode != "history":
+        raise DualrecError(
+            "several workers train in the history mode only (--batching history): in the full mode every "
+            "worker would run DAEMON over the whole graph in every step"
+        )
+    if rank:  # the first worker reports and writes; the others train in step with it
+        log, progress, checkpoint_dir = (lambda m: None), False, (checkpoint_dir if resume else None)
     model = build_model(config, x.shape[1], n)
     id_params = [p for name, p in model.named_parameters() if name.startswith("id_emb")]
     other = [p for name, p in model.named_parameters() if not name.startswith("id_emb")]
     groups = [{"params": other, "weight_decay": config.weight_decay}]
-    if id_params:
+    sparse_opt = None
+    if id_params and mode == "history":
+        # A history step touches the id rows of its batch only: sparse gradients and SparseAdam
+        # update those rows, not all N (dense Adam would rewrite every row every step). SparseAdam
+        # has no weight decay; the same L2 on the touched rows is a loss term (see _history_step).
+        model.id_emb.sparse = True
+        sparse_opt = torch.optim.SparseAdam(id_params, lr=config.lr)
+    elif id_params:
         groups.append({"params": id_params, "weight_decay": config.id_weight_decay})
     opt = torch.optim.Adam(groups, lr=config.lr)
 
@@ -358,6 +493,8 @@ def train(
         try:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
+            if sparse_opt is not None:
+                sparse_opt.load_state_dict(ck["sparse_optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise DualrecError(f"cannot resume: the checkpoint does not fit this model ({e})") from e
         split = EdgeSplit.from_state_dict(ck["split"])
@@ -372,10 +509,25 @@ def train(
         hn_known = tr_src * n + tr_dst  # sorted: cp edges are kept sorted by (src, dst)
         tr_csr = csr_adjacency(tr_src, tr_dst, n)
         hn_ptr, hn_idx = tr_csr.crow_indices(), tr_csr.col_indices()
-    full_adj = message_passing_adjacency(graph, train_mask, config)
+    full_adj = message_passing_adjacency(graph, train_mask, config, transposes=False)  # inference only
     # A 4096-edge batch is right for 100k+ training edges, but on a few thousand it would give 2
     # steps an epoch; the batch shrinks instead (no change where edges >= 32 x batch_size).
-    batch_size = max(1, min(config.batch_size, math.ceil(train_idx.numel() / max(1, config.min_steps_per_epoch))))
+    wanted = config.history_batch_size if mode == "history" else config.batch_size
+    batch_size = max(1, min(wanted, math.ceil(train_idx.numel() / max(1, config.min_steps_per_epoch))))
+    folds = max(2, round(1 / config.target_fraction))
+    log(
+        f"batching: {mode} ({n:,} products"
+        + (f"; auto picks history above {HISTORY_FROM:,})" if config.batching == "auto" else ")")
+    )
+    layer_inputs = None
+    if mode == "history":  # every product's layer inputs, refreshed by each epoch's validation pass
+        layer_inputs = []
+        embed(model, x, full_adj, eval_ids, history=layer_inputs)
+    # Data-parallel workers: each takes its share of every batch (the negatives are shared) and
+    # DistributedDataParallel averages their gradients, so a step equals one single-process step
+    # on the whole batch and the replicas stay identical.
+    fwd = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
+    step = _Step(model, opt, sparse_opt, config, one_way, neg_pool)
     bar = tqdm(
         range(start_epoch, config.epochs),
         desc="train",
@@ -389,10 +541,8 @@ def train(
         model.train()
         # 1. each training edge (and similar pair) is a loss target in exactly one fold; a
         #    fold's targets are removed from message passing while it is trained on.
-        folds = max(2, round(1 / config.target_fraction))
         cp_fold = torch.randint(0, folds, (train_idx.numel(),), generator=gen)
         sim_fold = torch.randint(0, folds, (graph.num_similar,), generator=gen)
-        total, n_steps = 0.0, 0
         for f in range(folds):
             tgt_idx = train_idx[cp_fold == f]
             mp_mask = train_mask.clone()
@@ -402,7 +552,7 @@ def train(
             cold = (torch.rand(n, generator=gen) < config.cold_fraction) | unseen
             mp_mask &= ~(cold[graph.cp_src] | cold[graph.cp_dst])
             sim_mp = (sim_fold != f) & ~(cold[graph.sim_a] | cold[graph.sim_b])
-            adj = message_passing_adjacency(graph, mp_mask, config, sim_mp)
+            adj = message_passing_adjacency(graph, mp_mask, config, sim_mp, transposes=layer_inputs is None)
             node_ids = torch.where(cold, -1, all_ids)
             sim_idx = (sim_fold == f).nonzero().view(-1)
             # 2. mini-batches of target edges, each with a full-graph forward pass
@@ -410,35 +560,34 @@ def train(
             sim_per_batch = math.ceil(sim_idx.numel() / n_batches)
             sim_perm = sim_idx[torch.randperm(sim_idx.numel(), generator=gen)]
             for b, batch in enumerate(_batches(tgt_idx.numel(), batch_size, gen)):
-                if config.max_steps_per_epoch and n_steps >= config.max_steps_per_epoch:
+                if step.full:
                     break
                 e = tgt_idx[batch]
                 src, dst = graph.cp_src[e], graph.cp_dst[e]
                 sims = sim_perm[b * sim_per_batch : (b + 1) * sim_per_batch]
-                s, t = model(x, adj, node_ids)
+                sa, sb = graph.sim_a[sims], graph.sim_b[sims]
+                if layer_inputs is None:
+                    s, t = model(x, adj, node_ids)
                 neg = neg_pool[torch.randint(0, neg_pool.numel(), (config.num_negatives,), generator=gen)]
                 hard = (
                     two_hop_negatives(hn_ptr, hn_idx, src, hn_known, n, config.hard_negatives, gen)
                     if config.hard_negatives
                     else None
                 )
-                loss = info_nce(s, t, src, dst, neg, config.tau, config.in_batch_negatives, row_neg=hard)
-                if config.sim_weight and sims.numel():
-                    sa, sb = graph.sim_a[sims], graph.sim_b[sims]
-                    loss = loss + config.sim_weight * info_nce(
-                        s, t, torch.cat([sa, sb]), torch.cat([sb, sa]), neg, config.tau, config.in_batch_negatives
-                    )
-                if config.asym_weight and config.dual:
-                    ow = one_way[e]
-                    loss = loss + config.asym_weight * asymmetric_loss(s, t, src[ow], dst[ow], config.tau)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                n_steps += 1
+                if layer_inputs is None:
+                    step(s, t, src, dst, sa, sb, neg, one_way[e], hard)
+                    continue
+                if world > 1:
+                    mine = slice(rank, None, world)
+                    e, src, dst, sa, sb = e[mine], src[mine], dst[mine], sa[mine], sb[mine]
+                    hard = None if hard is None else hard[mine]
+                _history_step(step, fwd, x, adj, node_ids, layer_inputs, src, dst, sa, sb, neg, one_way[e], hard)
+        total, n_steps = step.end_epoch()
         train_seconds = time.time() - te
         # 3. validation on all products
-        s, t = embed(model, x, full_adj, eval_ids)
+        if layer_inputs is not None:
+            layer_inputs.clear()  # the validation pass computes them anew
+        s, t = embed(model, x, full_adj, eval_ids, history=layer_inputs)
         val = evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed)
         row = {
             "epoch": epoch,
@@ -458,13 +607,15 @@ def train(
             f"HR@10 {val['HitRate@10']:.4f}  dir-acc {val['direction_accuracy']:.3f}  "
             f"{row['seconds']:.1f}s{'  *' if improved else ''}"
         )
-        if out is not None:
+        if out is not None and rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             _atomic_save(
                 {
                     "config": asdict(config),
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
+                    "sparse_optimizer": None if sparse_opt is None else sparse_opt.state_dict(),
+                    "batching": mode,
                     "split": split.state_dict(),
                     "history": history,
                     "best": stopper.best,
@@ -482,7 +633,11 @@ def train(
             break
     bar.close()
 
+    if world > 1:
+        _check_replicas(model, world, log)
     stopper.restore(model)
+    if model.id_emb is not None:
+        model.id_emb.sparse = False
     best_epoch = stopper.best_epoch
     s, t = embed(model, x, full_adj, eval_ids)
     result = TrainResult(
@@ -494,8 +649,21 @@ def train(
         best_epoch,
         evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed),
         time.time() - t0,
+        batching=mode,
     )
     return result
+
+
+def _check_replicas(model: DAEMON, world: int, log) -> None:
+    """The workers' models must be one model: compare a checksum per tensor across workers."""
+    d = torch.distributed
+    v = torch.stack([p.detach().double().sum() for p in model.state_dict().values()])
+    lo, hi = v.clone(), v.clone()
+    d.all_reduce(lo, op=d.ReduceOp.MIN)
+    d.all_reduce(hi, op=d.ReduceOp.MAX)
+    if not torch.allclose(lo, hi, rtol=1e-9, atol=1e-9):
+        raise DualrecError("the workers' models differ after training (their gradients were not averaged)")
+    log(f"{world} workers: their models are identical")
 
 
 def load_checkpoint(checkpoint_dir: Path | None) -> dict:
