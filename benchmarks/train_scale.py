@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from dualrec.features import build_features
 from dualrec.synthetic import make_store
 from dualrec.train import TrainConfig, train
 
@@ -36,11 +37,25 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def run(n: int, batch_size: int, max_steps: int, batching: str = "full", epochs: int = 1, dim: int = 384) -> dict:
+def run(
+    n: int,
+    batch_size: int,
+    max_steps: int,
+    batching: str = "full",
+    epochs: int = 1,
+    features: str = "random",
+    dim: int = 384,
+) -> dict:
     t0 = time.time()
     g = make_store(n_products=n, edges_per_product=20.0, seed=0)
     gen_s = time.time() - t0
-    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
+    if features == "hash":  # the synthetic products' own text, hashed: something to learn from
+        x = torch.from_numpy(build_features(g.products, "hash", show_progress=False))
+        dim = x.shape[1]
+    else:
+        x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
+    if batching == "history":
+        x = x.half()  # as `dualrec train` passes them in this mode (dualrec.pipeline._training_features)
     cfg = TrainConfig(
         epochs=epochs,
         patience=epochs,
@@ -107,7 +122,7 @@ def main() -> None:
     a = ap.parse_args()
     rows = []
     for n in a.sizes:  # ascending, so peak RSS of the larger run dominates
-        r = run(n, a.batch_size, 0 if a.epochs > 1 else a.max_steps, a.batching, a.epochs)
+        r = run(n, a.batch_size, 0 if a.epochs > 1 else a.max_steps, a.batching, a.epochs, a.features)
         print(json.dumps(r))
         rows.append(r)
     out = {
@@ -121,6 +136,7 @@ def main() -> None:
                 ("max_steps", a.max_steps),
                 ("batching", a.batching),
                 ("epochs", a.epochs),
+                ("features", a.features),
             )
         )
         + (f" --out {a.out}" if a.out != DEFAULT_OUT else ""),

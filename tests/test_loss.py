@@ -83,3 +83,16 @@ def test_info_nce_row_negatives_raise_the_loss_and_minus_one_is_ignored():
     more = info_nce(s, t, src, dst, neg, 0.5, in_batch=False, row_neg=torch.tensor([[5], [5]]))
     same = info_nce(s, t, src, dst, neg, 0.5, in_batch=False, row_neg=torch.tensor([[2], [3]]))  # = positive
     assert torch.isclose(base, none) and more > base and torch.isclose(base, same)
+
+
+def test_empty_batches_give_a_zero_loss_that_reaches_both_sides():
+    # A data-parallel worker whose share of a batch is empty still needs a gradient (zero) for
+    # every parameter, or DistributedDataParallel fails on its next step.
+    s = torch.randn(5, 4, requires_grad=True)
+    t = torch.randn(5, 4, requires_grad=True)
+    none = torch.empty(0, dtype=torch.long)
+    loss = info_nce(s, t, none, none, torch.tensor([1, 2]), 0.1) + asymmetric_loss(s, t, none, none, 0.1)
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert s.grad is not None and t.grad is not None
+    assert not s.grad.any() and not t.grad.any()

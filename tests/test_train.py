@@ -113,6 +113,17 @@ def test_auto_batching_follows_the_catalogue_size():
         TrainConfig.from_dict({"batching": "clusters"})
 
 
+def test_history_mode_refuses_models_that_would_read_their_targets(store, tmp_path):
+    g, x = store
+    for bad in ({"num_layers": 3}, {"use_reverse": True}):
+        with pytest.raises(DualrecError, match="at most 2 layers without use_reverse"):
+            train(g, x, TrainConfig(encoder="hash", epochs=1, batching="history", **bad), progress=False)
+    # a checkpoint is resumed in the mode it was trained in, whatever `auto` would pick now
+    train(g, x, TrainConfig(encoder="hash", epochs=1, seed=1), tmp_path, progress=False, log=lambda m: None)
+    with pytest.raises(DualrecError, match="trained with batching full, this run would use history"):
+        train(g, x, TrainConfig(encoder="hash", epochs=1, seed=1, batching="history"), tmp_path, resume=True)
+
+
 def test_history_mode_learns_resumes_and_says_so(store, tmp_path):
     g, x = store
     cfg = TrainConfig(encoder="hash", epochs=6, patience=6, seed=0, batching="history")

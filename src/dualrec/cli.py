@@ -225,7 +225,9 @@ def train(
     from dualrec.pipeline import train_dataset
     from dualrec.train import TrainConfig, init_distributed
 
-    if workers > 1 and "LOCAL_RANK" not in os.environ:
+    if workers > 1 and "LOCAL_RANK" in os.environ:
+        _log("already started by a launcher (torchrun): --workers is ignored, the launcher's workers train")
+    elif workers > 1:
         _run(lambda: _relaunch_under_torchrun(workers, batching))
         return
 
@@ -287,6 +289,8 @@ def _relaunch_under_torchrun(workers: int, batching: str | None) -> None:
 
     if batching not in (None, "auto", "history"):
         raise DualrecError("several workers train in the history mode only (--batching history)")
+    if "train" not in sys.argv[1:] or not any(a == "--workers" or a.startswith("--workers=") for a in sys.argv):
+        raise DualrecError("--workers restarts the `dualrec train` command line; from Python, start torchrun yourself")
     args, skip = [], False
     for a in sys.argv[1:]:
         if skip:
@@ -298,7 +302,10 @@ def _relaunch_under_torchrun(workers: int, batching: str | None) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={workers}"]
     cmd += ["-m", "dualrec.cli", *args]
     _log(f"running {workers} workers: torchrun --standalone --nproc-per-node={workers} -m dualrec.cli {' '.join(args)}")
-    rc = subprocess.call(cmd)
+    env = dict(os.environ)
+    # torchrun gives each worker one thread unless told otherwise: share the cores instead
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    rc = subprocess.call(cmd, env=env)
     if rc:
         raise typer.Exit(rc)
 

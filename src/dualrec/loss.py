@@ -51,7 +51,7 @@ def info_nce(
     ``row_neg`` (B, H): extra negatives per pair (hard negatives), ``-1`` = none.
     """
     if src.numel() == 0:
-        return s.sum() * 0.0
+        return (s.sum() + t.sum()) * 0.0  # every parameter in the graph (DDP expects a gradient for each)
     q = s[src]
     p = t[dst]
     pos = (q * p).sum(-1, keepdim=True) / tau
@@ -106,7 +106,7 @@ def two_hop_negatives(
 def asymmetric_loss(s: Tensor, t: Tensor, src: Tensor, dst: Tensor, tau: float) -> Tensor:
     """``softplus((score(v->u) - score(u->v)) / tau)`` over one-way edges ``u -> v``."""
     if src.numel() == 0:
-        return s.sum() * 0.0
+        return (s.sum() + t.sum()) * 0.0  # every parameter in the graph (DDP expects a gradient for each)
     fwd = (s[src] * t[dst]).sum(-1)
     rev = (s[dst] * t[src]).sum(-1)
     return F.softplus((rev - fwd) / tau).mean()

@@ -297,10 +297,14 @@ class DAEMON(nn.Module):
             hs, ht = history[i]
             cur = {"s": s, "t": t if self.dual else s}
             hist = {"s": hs, "t": ht if self.dual else hs}
-            new = {"s": layer.self_s(cur["s"]), "t": layer.self_t(cur["t"])}
+            new = {"s": layer.self_s(cur["s"])}
+            if self.dual:  # (the shared ablation has no target side: its maps would get no gradient)
+                new["t"] = layer.self_t(cur["t"])
             for o, lin, a, inp in layer.channels():
-                new[o] = new[o] + lin(mean_of(a, hist[inp]))
-            s, t = new["s"], new["t"] if self.dual else new["s"]
+                if o in new:
+                    new[o] = new[o] + lin(mean_of(a, hist[inp]))
+            s = new["s"]
+            t = new.get("t", s)
             if i < self.num_layers - 1:
                 s, t = F.relu(s), F.relu(t)
                 if self.dropout:

@@ -23,7 +23,7 @@ from dualrec.lists import DEFAULT_LIST_K, discard_parts, precompute_lists, save_
 from dualrec.rerank import RERANK_DIR, fit_two_stage, load_model_reranker
 from dualrec.split import TEST, TRAIN, VAL
 from dualrec.store import DEFAULT_KEEP, ModelStore, ModelVersion, open_version, save_trained
-from dualrec.train import TrainConfig, TrainResult, distributed, evaluate_embeddings, train
+from dualrec.train import TrainConfig, TrainResult, batching_mode, distributed, evaluate_embeddings, train
 
 
 def data_fingerprint(graph: ProductGraph, encoder: str) -> str:
@@ -93,7 +93,7 @@ def _train_into(
     list_k: int = DEFAULT_LIST_K,
 ) -> TrainResult:
     with store.lock(0, f"dualrec train {Path(dataset_dir).name}"):
-        x = load_or_build_features(graph.products, dataset_dir, config.encoder, show_progress=progress)
+        x = _training_features(graph, dataset_dir, config, progress)
         if distributed()[1] > 1:
             torch.distributed.barrier()  # the features are cached: the other workers read them
         store.checkpoint_dir.mkdir(exist_ok=True)
@@ -176,11 +176,18 @@ def _train_into(
     return result
 
 
+def _training_features(graph: ProductGraph, dataset_dir, config: TrainConfig, progress: bool) -> torch.Tensor:
+    """The features training reads: float16 in the history mode, which widens only its batch's
+    rows (half the memory on a large catalogue; the model folder stores them as float16 anyway)."""
+    x = load_or_build_features(graph.products, dataset_dir, config.encoder, show_progress=progress)
+    return x.half() if batching_mode(config, graph.num_products) == "history" else x
+
+
 def _train_worker(dataset_dir, model_dir, config: TrainConfig, resume: bool) -> TrainResult:
     """A data-parallel worker other than the first: the same training, no output of its own."""
     graph = ProductGraph.load(dataset_dir)
     torch.distributed.barrier()  # wait for the first worker to encode and cache the features
-    x = load_or_build_features(graph.products, dataset_dir, config.encoder, show_progress=False)
+    x = _training_features(graph, dataset_dir, config, False)
     return train(
         graph,
         x,

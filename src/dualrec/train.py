@@ -24,6 +24,7 @@ a model folder through :mod:`dualrec.store` (see :func:`dualrec.pipeline.train_d
 
 from __future__ import annotations
 
+import datetime
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -266,7 +267,8 @@ def init_distributed() -> tuple[int, int]:
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="gloo")
+        # generous: the other workers wait while the first encodes the catalogue's text
+        torch.distributed.init_process_group(backend="gloo", timeout=datetime.timedelta(hours=24))
     return distributed()
 
 
@@ -454,6 +456,11 @@ def train(
     neg_pool = (~unseen).nonzero().view(-1)
 
     mode = batching_mode(config, n)
+    if mode == "history" and (config.num_layers > 2 or config.use_reverse):
+        raise DualrecError(
+            "the history mode trains models of at most 2 layers without use_reverse: deeper or reversed "
+            "models would read a step's target edges through the stored embeddings (use --batching full)"
+        )
     rank, world = distributed()
     if world > 1 and mode != "history":
         raise DualrecError(
@@ -483,6 +490,13 @@ def train(
     if resume:
         ck = load_checkpoint(out)
         differ = config.diff(ck["config"])
+        differ.pop("batching", None)  # "auto" and "history" can be one mode: the effective one is compared
+        trained_as = ck.get("batching", "full")  # checkpoints older than the history mode: full-graph steps
+        if trained_as != mode:
+            raise DualrecError(
+                f"cannot resume: the checkpoint was trained with batching {trained_as}, this run would use {mode} "
+                f"(--batching {trained_as})"
+            )
         if differ:
             shown = "; ".join(f"{k}: checkpoint {b!r}, now {a!r}" for k, (a, b) in sorted(differ.items()))
             raise DualrecError(f"cannot resume: the checkpoint was trained with other settings ({shown})")
@@ -524,8 +538,9 @@ def train(
         layer_inputs = []
         embed(model, x, full_adj, eval_ids, history=layer_inputs)
     # Data-parallel workers: each takes its share of every batch (the negatives are shared) and
-    # DistributedDataParallel averages their gradients, so a step equals one single-process step
-    # on the whole batch and the replicas stay identical.
+    # DistributedDataParallel averages their gradients, so the replicas stay identical and a step
+    # is close to one single-process step on the whole batch (each worker's L2 on its id rows and
+    # its own copy of the stored embeddings differ from a single process's).
     fwd = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
     step = _Step(model, opt, sparse_opt, config, one_way, neg_pool)
     bar = tqdm(
@@ -600,7 +615,12 @@ def train(
             "seconds": time.time() - te,
         }
         history.append(row)
-        improved = stopper.step(epoch, val["MRR@10"], model)
+        score = val["MRR@10"]
+        if world > 1:  # every worker stops at the same epoch: the first worker's score decides
+            score_t = torch.tensor([score], dtype=torch.float64)
+            torch.distributed.broadcast(score_t, 0)
+            score = float(score_t)
+        improved = stopper.step(epoch, score, model)
         bar.set_postfix(loss=f"{row['loss']:.3f}", mrr10=f"{val['MRR@10']:.4f}")
         log(
             f"epoch {epoch:3d}  loss {row['loss']:.4f}  val MRR@10 {val['MRR@10']:.4f}  "
