@@ -308,6 +308,32 @@ def sparse_parity() -> list[str]:
     ]
 
 
+def convergence() -> list[str]:
+    out = []
+    for mode in ("full", "history"):
+        t = load(f"train_convergence_{mode}.json")
+        if not t:
+            continue
+        r = t["results"][0]
+        curve = ", ".join(f"{c['val_MRR@10']:.3f} at {c['elapsed_seconds']:.0f} s" for c in r["curve"])
+        out.append(
+            f"| {mode} | {r['products']:,} | {r['batch_size']:,} | {len(r['curve'])} | {curve} | "
+            f"{r['best_val_MRR@10']:.3f} | {r['seconds_to_within_1pct_of_best']:.0f} |"
+        )
+    if not out:
+        return []
+    return [
+        "Validation MRR@10 against wall time, synthetic store with hashed text features "
+        "(`python benchmarks/train_scale.py --sizes 100000 --features hash --epochs E --batching MODE ...`; "
+        "seconds include each epoch's validation pass):",
+        "",
+        "| mode | products | batch | epochs | val MRR@10 after each epoch | best | s to within 1 % of best |",
+        "|---|---|---|---|---|---|---|",
+        *out,
+        "",
+    ]
+
+
 def history_parity() -> list[str]:
     rows = []
     for ds in ("clothing", "cellphones"):
@@ -400,6 +426,7 @@ def benchmarks_readme() -> str:
         *sparse_parity(),
         *scale(),
         *history_parity(),
+        *convergence(),
         *threads(),
     ]
     return "\n".join(lines).rstrip() + "\n"

@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=65536)
     ap.add_argument("--max-steps", type=int, default=8)
     ap.add_argument("--batching", choices=["full", "history"], default="full")
+    ap.add_argument("--features", choices=["random", "hash"], default="random")
     ap.add_argument(
         "--epochs", type=int, default=1, help=">1: whole epochs (no --max-steps cap), with the validation curve"
     )
