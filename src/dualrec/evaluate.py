@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from dualrec.graph import DualrecError
+from dualrec.graph import DualrecError, ranges
 from dualrec.split import TEST, TRAIN, VAL
 
 if TYPE_CHECKING:
@@ -489,11 +489,8 @@ def recommendation_bias(
         if exclude_src is not None:
             a = torch.searchsorted(ex_src, q)
             b = torch.searchsorted(ex_src, q, right=True)
-            cnt = b - a
-            r = torch.repeat_interleave(torch.arange(q.numel()), cnt)
-            start = torch.repeat_interleave(a, cnt)
-            offs = torch.arange(int(cnt.sum())) - torch.repeat_interleave(torch.cumsum(cnt, 0) - cnt, cnt)
-            s[r, ex_dst[start + offs]] = float("-inf")
+            r, pos = ranges(a, b - a)
+            s[r, ex_dst[pos]] = float("-inf")
         top = torch.topk(s, min(k, n - 1), dim=1)
         idx = top.indices[torch.isfinite(top.values)]
         seen[idx] = True

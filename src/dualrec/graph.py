@@ -326,14 +326,17 @@ def csr_adjacency_pair(
     return _csr(row, col, w, n), _csr(col, row, w, n)
 
 
+def ranges(start: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(owner, position)`` of ``start[i] .. start[i] + lens[i] - 1`` for every ``i``, concatenated
+    and vectorised: the entries of several CSR rows, the matches of several sorted keys."""
+    owner = torch.repeat_interleave(torch.arange(lens.numel()), lens)
+    offsets = torch.cumsum(lens, 0) - lens
+    return owner, torch.arange(owner.numel()) - offsets[owner] + start[owner]
+
+
 def csr_rows(a: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The entries of ``rows`` of a sparse CSR matrix as ``(row of each entry (0-based in rows),
-    column, value)``: ``crow[r]:crow[r+1]`` for every ``r``, concatenated, vectorised (their cost,
-    not N's)."""
+    column, value)``, reading only those rows (their cost, not N's)."""
     crow = a.crow_indices()
-    start = crow[rows]
-    lens = crow[rows + 1] - start
-    owner = torch.repeat_interleave(torch.arange(rows.numel()), lens)
-    offsets = torch.cumsum(lens, 0) - lens
-    pos = torch.arange(owner.numel()) - offsets[owner] + start[owner]
+    owner, pos = ranges(crow[rows], crow[rows + 1] - crow[rows])
     return owner, a.col_indices()[pos], a.values()[pos]
