@@ -25,7 +25,7 @@ def test_daemon_beats_cooccurrence_popularity_and_text_on_cellphones(tmp_path):
         CELLPHONES,
         tmp_path / "bench",
         quick=True,
-        methods="daemon,cooccurrence,popularity,text_similarity",
+        methods="daemon,cooccurrence_rerank,cooccurrence,popularity,text_similarity",
         encoder="minilm",
         progress=False,
         daemon_config={"max_steps_per_epoch": 20},  # 8 x 20 steps: a few minutes on 2 cores
@@ -37,6 +37,9 @@ def test_daemon_beats_cooccurrence_popularity_and_text_on_cellphones(tmp_path):
     # the two stages (DAEMON + co-occurrence candidates, reranked) beat the strongest baseline
     assert m["daemon"]["HitRate@10"] > m["cooccurrence"]["HitRate@10"]
     assert m["daemon"]["MRR@10"] > m["cooccurrence"]["MRR@10"]
+    # ... and DAEMON lifts the second stage it ships in (the same reranker without it: the control)
+    assert m["daemon"]["HitRate@10"] > m["cooccurrence_rerank"]["HitRate@10"]
+    assert m["daemon"]["MRR@10"] > m["cooccurrence_rerank"]["MRR@10"]
     assert m["daemon"]["HitRate@10"] > m["popularity"]["HitRate@10"]
     assert m["daemon"]["HitRate@10"] > m["text_similarity"]["HitRate@10"]
     assert m["text_similarity"]["direction_accuracy"] == 0.5
@@ -48,3 +51,5 @@ def test_daemon_beats_cooccurrence_popularity_and_text_on_cellphones(tmp_path):
     # through what it learned on the graph; text similarity alone does worse
     cold = res["cold_start"]
     assert cold["daemon"]["HitRate@10"] > cold["text_similarity"]["HitRate@10"]
+    # ... and the shipped ranking recommends new products to known ones (their slots)
+    assert cold["daemon"]["as_target"]["HitRate@10"] > 0

@@ -147,6 +147,33 @@ def test_train_in_history_mode_writes_the_same_model_folder(small_dataset, tmp_p
     assert_clean_error(r, "batching must be one of")
 
 
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--tune-budget", "60"], "--tune-budget needs --tune-trials"),
+        (["--tune-trials", "1"], "at least 2 trials"),
+        (["--tune-trials", "2", "--workers", "2"], "tuning runs in one process"),
+        (["--no-rerank", "--new-slots", "1"], "--no-rerank skips"),
+    ],
+)
+def test_train_refuses_settings_that_cannot_apply(small_dataset, tmp_path, args, needle):
+    r = invoke("train", small_dataset, "--out", tmp_path / "m", "--encoder", "hash", *args)
+    assert_clean_error(r, needle)
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_records_the_new_product_slots(small_dataset, tmp_path):
+    from dualrec.store import open_version
+
+    out = tmp_path / "m"
+    r = invoke("train", small_dataset, "--out", out, "--encoder", "hash", "--epochs", "1", "--new-slots", "1")
+    assert r.exit_code == 0, r.output
+    v = open_version(out)
+    assert v.has_reranker
+    assert v.info["new_slots"] == 1 and v.info["new_position"] == 9
+    assert v.json("rerank/rerank.json")["config"]["new_slots"] == 1
+
+
 def test_train_unknown_encoder(small_dataset, tmp_path):
     r = invoke("train", small_dataset, "--out", tmp_path / "m", "--encoder", "word2vec", "--quiet")
     assert_clean_error(r, "word2vec")

@@ -215,19 +215,19 @@ def test_known_first_puts_known_copurchases_on_top_and_keeps_the_rest(setup, sma
 
 def test_products_added_after_the_fit_are_ranked_by_daemon(setup, small_rr):
     """After cold start the embeddings have more rows than the fitted catalogue: a new product as
-    query is ranked by DAEMON alone; an old query ranks the new products below its candidates,
-    in DAEMON's order, and its other scores do not change."""
+    query is ranked by DAEMON alone; without slots for new products (``new_slots=0``) an old
+    query ranks them below its candidates, in DAEMON's order, and its other scores do not change."""
     g, _, _, _, res = setup
-    rr = small_rr
     n = g.num_products
-    before = rr.score_fn(torch.tensor([3, 4]))
+    before = small_rr.score_fn(torch.tensor([3, 4]))
     gen = torch.Generator().manual_seed(0)
     s_new, t_new = (
         torch.randn(5, res.source.shape[1], generator=gen),
         torch.randn(5, res.target.shape[1], generator=gen),
     )
     t_all = torch.cat([res.target, t_new])
-    rr.set_embeddings(torch.cat([res.source, s_new]), t_all)
+    small_rr.set_embeddings(torch.cat([res.source, s_new]), t_all)
+    rr = small_rr.with_config(new_slots=0)
     try:
         got = rr.score_fn(torch.tensor([3, n + 1, 4]))
         assert got.shape == (3, n + 5)
@@ -250,7 +250,64 @@ def test_products_added_after_the_fit_are_ranked_by_daemon(setup, small_rr):
         want = masked_topk(rr.score_fn(q, known_first=True), 30, q)[1]
         assert _overlap(top, want.numpy()) > 0.95  # equal scores may swap
     finally:
-        rr.set_embeddings(res.source, res.target)
+        small_rr.set_embeddings(res.source, res.target)
+
+
+@pytest.mark.parametrize("slots,position", [(2, 9), (1, 1), (3, 4)])
+def test_new_products_take_their_slots(setup, small_rr, slots, position):
+    """An old query's list gives its best new products (by text and DAEMON) the positions
+    ``new_position ..``; every other product keeps its order; what a shop is shown (top_k, and the
+    stored lists of the version with the slots added) puts them at the same positions."""
+    g, _, _, _, res = setup
+    n = g.num_products
+    gen = torch.Generator().manual_seed(1)
+    d = res.source.shape[1]
+    s_new, t_new = torch.randn(6, d, generator=gen), torch.randn(6, d, generator=gen)
+    small_rr.set_embeddings(torch.cat([res.source, s_new]), torch.cat([res.target, t_new]))
+    x_old = small_rr.x
+    if x_old is not None:  # the new products' text: copies of old products' rows
+        small_rr.x = np.concatenate([x_old, x_old[[5, 6, 7, 8, 9, 10]]])
+    try:
+        off, on = small_rr.with_config(new_slots=0), small_rr.with_config(new_slots=slots, new_position=position)
+        q = np.array([3, 4, 11])
+        want = on._new_for(q)
+        assert (want >= n).all() and want.shape == (3, slots)
+        assert all(len(set(w)) == slots for w in want.tolist())
+        a, b = off.score_fn(torch.from_numpy(q)), on.score_fn(torch.from_numpy(q))
+        for i in range(q.size):
+            order = torch.argsort(b[i], descending=True, stable=True)
+            assert order[position - 1 : position - 1 + slots].tolist() == want[i].tolist()
+            placed = set(want[i].tolist())
+            rest_b = [j for j in order.tolist() if j not in placed][:50]
+            rest_a = [j for j in torch.argsort(a[i], descending=True, stable=True).tolist() if j not in placed][:50]
+            assert rest_a == rest_b
+        top = on.top_k(q, 12)[1]
+        assert (top[:, position - 1 : position - 1 + slots] == want).all()
+        stored = on.known_top_k(q, 12)  # what a version stores (without the slots)
+        assert (on.with_new(q, *stored)[1] == top).all()
+        with pytest.raises(DualrecError, match="new_slots"):
+            small_rr.with_config(new_slots=-1)
+    finally:
+        small_rr.x = x_old
+        small_rr.set_embeddings(res.source, res.target)
+
+
+def test_flagged_new_catalogue_products_are_not_ordinary_candidates(setup, small_rr):
+    """Catalogue rows marked new (the cold-start benchmark's unseen products) reach a list only
+    through the slots."""
+    g = setup[0]
+    rr = small_rr.with_config()
+    rr.mark_new(np.arange(0, g.num_products, 10))
+    q = np.array([3, 4, 11])
+    r, c, _, _ = rr._scored(q, known_first=False, new=False)
+    assert r.size > 0 and not (c % 10 == 0).any()
+    new = rr._new_for(q)
+    assert (new % 10 == 0).all()
+    r, c, _, _ = rr._scored(q, known_first=False)
+    for i in range(q.size):
+        assert sorted(c[(r == i) & (c % 10 == 0)].tolist()) == sorted(new[i].tolist())
+    with pytest.raises(DualrecError, match="new catalogue rows"):
+        rr.mark_new([g.num_products])
 
 
 def test_top_k_is_the_same_in_small_chunks(setup, small_rr):

@@ -233,7 +233,8 @@ def test_two_stage_model_recommends_reranked_candidates_known_first(two_stage):
 
 def test_two_stage_after_add_products(two_stage, tmp_path):
     """A product added after training: as a query it is ranked by DAEMON alone; for the others
-    it ranks below the reranked candidates (it has no purchase features until retraining)."""
+    it takes the first new-product slot (position 9) and everything else moves down one place,
+    whether the list is stored or computed online; with no slots it is never shown."""
     from dualrec.coldstart import add_products
 
     root, g = two_stage
@@ -247,10 +248,25 @@ def test_two_stage_after_add_products(two_stage, tmp_path):
     qi = after.num_products - 1
     assert r.ids == [str(after.products["id"][i]) for i in brute_force(after, qi, 5)]
     q = [str(i) for i in g.ids[:20]]
-    old, new_recs = before.recommend(q, 10), after.recommend(q, 10)
+    old, new_recs = before.recommend(q, 10), after.recommend(q, 10, explain=True)
     for a, b in zip(old, new_recs):
-        # the new product is never above a candidate, and nothing else moves (ids may swap only
-        # among equal scores: the boosted trees give ties, and top-k orders ties arbitrarily)
+        # the new product is the 9th, the others keep their order (ids may swap only among equal
+        # scores: the boosted trees give ties, and top-k orders ties arbitrarily)
+        assert b.ids.index("NEW-1") == 8 and b.kinds[8] == "predicted"
+        assert b.reasons[8].startswith("new in the catalogue: ") and "new in" not in b.reasons[7]
+        assert b.scores[:8] == a.scores[:8] and [i for i in b.ids if i != "NEW-1"] == a.ids[:9]
+        assert b.scores[9] == pytest.approx(a.scores[8], abs=1e-2)  # lowered a step where it tied
+    assert after.lists is not None  # the stored lists (computed before NEW-1 existed) get the slot too
+    rows = np.arange(20)
+    np.testing.assert_array_equal(after.top_k(rows, 10)[1], after.reranker.top_k(rows, 10)[1])
+    # a new index stores the lists again (without the slots): the new product still appears once
+    from dualrec.index import write_model_index
+
+    write_model_index(mdir, "exact")
+    again = Recommender.load(mdir)
+    assert [r.ids for r in again.recommend(q, 10)] == [r.ids for r in new_recs]
+    after.reranker = after.reranker.with_config(new_slots=0)
+    for a, b in zip(old, after.recommend(q, 10)):
         assert "NEW-1" not in b.ids and b.scores == a.scores
 
 

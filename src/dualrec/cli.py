@@ -213,6 +213,26 @@ def train(
         "--no-rerank ranks by DAEMON alone",
     ),
     keep: int = typer.Option(3, min=1, help="model versions kept in OUT (older ones are deleted)"),
+    tune_trials: int = typer.Option(
+        0,
+        min=0,
+        max=200,
+        help="first choose settings on the validation edges: N trainings (Optuna), the co-view choice "
+        "first, then the learning rate; the best is kept and recorded in model.json (0: no tuning)",
+    ),
+    tune_budget: Optional[float] = typer.Option(
+        None, min=1, help="seconds for tuning: no trial starts after that (default: no limit)"
+    ),
+    new_slots: Optional[int] = typer.Option(
+        None,
+        min=0,
+        max=100,
+        help="room for new products (added with add-products): at most this many of them in a list, "
+        "the most related first (0: none)  [default: 2]",
+    ),
+    new_position: Optional[int] = typer.Option(
+        None, min=1, max=1000, help="the list position (1-based) of the first new product  [default: 9]"
+    ),
     list_k: int = typer.Option(
         50,
         min=0,
@@ -223,8 +243,17 @@ def train(
 ):
     """Train the DAEMON model (and the second stage); prints one line per epoch and the validation metrics."""
     from dualrec.pipeline import train_dataset
+    from dualrec.rerank import RerankConfig
     from dualrec.train import TrainConfig, init_distributed
 
+    if workers > 1 and tune_trials:
+        _fail("tuning runs in one process: drop --workers or --tune-trials")
+    if tune_trials == 1:
+        _fail("--tune-trials needs at least 2 trials (one trial is a plain training)")
+    if tune_budget is not None and not tune_trials:
+        _fail("--tune-budget needs --tune-trials")
+    if not rerank and (new_slots is not None or new_position is not None):
+        _fail("--new-slots and --new-position set the second stage, which --no-rerank skips")
     if workers > 1 and "LOCAL_RANK" in os.environ:
         _log("already started by a launcher (torchrun): --workers is ignored, the launcher's workers train")
     elif workers > 1:
@@ -262,6 +291,11 @@ def train(
                 keep=keep,
                 log=_log,
                 list_k=list_k,
+                rerank_config=RerankConfig(
+                    **{k: v for k, v in (("new_slots", new_slots), ("new_position", new_position)) if v is not None}
+                ),
+                tune_trials=tune_trials,
+                tune_budget=tune_budget,
             )
         finally:
             if world > 1:

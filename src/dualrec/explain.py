@@ -8,7 +8,8 @@ Every recommended item gets a ``kind`` and a short ``reason`` a shop person can 
   largest positive contributions (LightGBM's SHAP values, ``pred_contrib``), read as the evidence
   behind them: a kind of co-purchase / co-view path (``bought after products that are bought
   after it``...), similar text, or DAEMON's direction. Without it (or for a new product, which
-  the second stage does not rank) the reason is DAEMON's score and any co-view or text evidence.
+  the second stage does not rank) the reason is DAEMON's score and any co-view or text evidence;
+  a new product in one of a list's new-product slots says so.
 """
 
 from __future__ import annotations
@@ -112,9 +113,15 @@ class Explainer:
         for j, v in enumerate(items.tolist()):
             if logged[j]:
                 out[j] = {"kind": "logged", "reason": "bought after it in the shop's data (a logged co-purchase)"}
+            elif self._is_new(v):  # placed in a new-product slot, not by the pair model
+                out[j] = {"kind": "predicted", "reason": "new in the catalogue: " + self._evidence(query, v)}
             else:
                 out[j] = {"kind": "predicted", "reason": reasons.get(v) or self._evidence(query, v)}
         return out
+
+    def _is_new(self, item: int) -> bool:
+        rr = self.reranker
+        return rr is not None and bool(rr.cfg.new_slots) and bool(rr._new_pool()[1][item])
 
     def _model_reasons(self, query: int, items: np.ndarray) -> dict[int, str]:
         """The pair model's two strongest positive contributions, as words, per candidate item."""

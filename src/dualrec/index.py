@@ -437,7 +437,7 @@ def write_model_index(
                 rr = load_model_reranker(parent, source, target, idx)
                 n = int(stored.items.shape[0])
                 log(f"precomputing the lists of {n:,} products with the new index")
-                items, scores, linfo = precompute_lists(rr.top_k, n, stored.k, progress=progress)
+                items, scores, linfo = precompute_lists(rr.known_top_k, n, stored.k, progress=progress)
                 save_lists(w, items, scores, linfo)
                 info["lists"] = {"k": stored.k, "seconds": linfo["seconds"]}
             v = w.commit(info, keep=DEFAULT_KEEP)

@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from dualrec.errors import DualrecError, ModelBusyError
 from dualrec.features import feature_spec, fingerprint, load_or_build_features
 from dualrec.graph import ProductGraph
 from dualrec.lists import DEFAULT_LIST_K, discard_parts, precompute_lists, save_lists
-from dualrec.rerank import RERANK_DIR, fit_two_stage, load_model_reranker
+from dualrec.rerank import RERANK_DIR, RerankConfig, fit_two_stage, load_model_reranker
 from dualrec.split import TEST, TRAIN, VAL
 from dualrec.store import DEFAULT_KEEP, ModelStore, ModelVersion, open_version, save_trained
 from dualrec.train import TrainConfig, TrainResult, batching_mode, distributed, evaluate_embeddings, train
@@ -44,6 +44,9 @@ def train_dataset(
     rerank: bool = True,
     keep: int = DEFAULT_KEEP,
     list_k: int = DEFAULT_LIST_K,
+    rerank_config: RerankConfig | None = None,
+    tune_trials: int = 0,
+    tune_budget: float | None = None,
 ) -> TrainResult:
     """Train on a dataset folder made by ``dualrec ingest`` and write a new model version.
 
@@ -55,13 +58,21 @@ def train_dataset(
     With the second stage, every product's top-``list_k`` is precomputed into the version
     (:mod:`dualrec.lists`; ``0``: none) and catalogues above ``HNSW_FROM`` products get an HNSW
     retrieval index for DAEMON's candidates (``dualrec index`` changes it later).
+    ``rerank_config`` sets the second stage (e.g. ``new_slots``, the room new products get;
+    its ``seed`` is the training's). ``tune_trials`` > 0 first chooses settings on the validation
+    edges (:func:`dualrec.tune.tune`, at most ``tune_budget`` seconds when given) and keeps the best
+    trial's model; ``model.json`` records the choice (``tuning``).
     """
     config = (config or TrainConfig()).validate()
+    if tune_trials < 0:
+        raise DualrecError("tune_trials must be >= 0")
     if keep < 1:
         raise DualrecError("keep must be at least 1")
     if isinstance(list_k, bool) or not isinstance(list_k, int) or not 0 <= list_k <= 1000:
         raise DualrecError("list_k must be an integer in 0..1000")
     rank, world = distributed()
+    if tune_trials and world > 1:  # every worker says so, before any of them waits for the others
+        raise DualrecError("tuning runs in one process: drop --workers or --tune-trials")
     if rank:  # another worker of a data-parallel training: it trains, the first worker writes
         return _train_worker(dataset_dir, model_dir, config, resume)
     store = ModelStore(model_dir)
@@ -69,15 +80,48 @@ def train_dataset(
     graph = ProductGraph.load(dataset_dir)
     created = not store.root.exists()
     try:
-        return _train_into(store, graph, dataset_dir, config, resume, progress, log, rerank, keep, list_k)
+        return _train_into(
+            store,
+            graph,
+            dataset_dir,
+            config,
+            resume,
+            progress,
+            log,
+            rerank,
+            keep,
+            list_k,
+            rerank_config,
+            (tune_trials, tune_budget),
+        )
     except ModelBusyError:
         raise  # the folder is another writer's
     except BaseException:
         # a first training that failed before its first epoch leaves no empty folder behind (with
         # a checkpoint, the folder stays for --resume)
-        if created and not store.is_model() and not (store.checkpoint_dir / "last.pt").exists():
+        ck = store.checkpoint_dir
+        if created and not store.is_model() and not any((ck / f).exists() for f in ("last.pt", "tuning.json")):
             shutil.rmtree(store.root, ignore_errors=True)
         raise
+
+
+def _tuned(store: ModelStore, graph, x, config: TrainConfig, resume: bool, log, trials: int, budget):
+    """``(config, tuning record, trained result or None)``: the settings chosen on validation edges
+    (:mod:`dualrec.tune`) with the best trial's model, or those a killed run chose before (resumed:
+    the model is trained again, from its checkpoint if it has one)."""
+    if not trials:
+        return config, None, None
+    path = store.checkpoint_dir / "tuning.json"
+    if resume and path.exists():
+        record = json.loads(path.read_text())
+        log(f"resuming with the settings tuning chose before: {record['best']}")
+        return TrainConfig.from_dict({**asdict(config), **record["best"]}), record, None
+    from dualrec.tune import tune
+
+    res = tune(graph, x, config, trials, budget, log=log)
+    record = res.as_dict()
+    path.write_text(json.dumps(record, indent=1))
+    return TrainConfig.from_dict({**asdict(config), **res.best}), record, res.result
 
 
 def _train_into(
@@ -91,22 +135,28 @@ def _train_into(
     rerank: bool,
     keep: int,
     list_k: int = DEFAULT_LIST_K,
+    rerank_config: RerankConfig | None = None,
+    tuning: tuple = (0, None),
 ) -> TrainResult:
     with store.lock(0, f"dualrec train {Path(dataset_dir).name}"):
         x = _training_features(graph, dataset_dir, config, progress)
         if distributed()[1] > 1:
             torch.distributed.barrier()  # the features are cached: the other workers read them
         store.checkpoint_dir.mkdir(exist_ok=True)
-        result = train(
-            graph,
-            x,
-            config,
-            store.checkpoint_dir,
-            resume=resume,
-            progress=progress,
-            log=log,
-            data_fingerprint=data_fingerprint(graph, config.encoder),
-        )
+        config, tuned, result = _tuned(store, graph, x, config, resume, log, *tuning)
+        if tuned is not None:  # a run killed after tuning may have no training checkpoint yet
+            resume = resume and (store.checkpoint_dir / "last.pt").exists()
+        if result is None:
+            result = train(
+                graph,
+                x,
+                config,
+                store.checkpoint_dir,
+                resume=resume,
+                progress=progress,
+                log=log,
+                data_fingerprint=data_fingerprint(graph, config.encoder),
+            )
         info = {
             "dataset": Path(dataset_dir).name,
             "encoder": config.encoder,
@@ -118,6 +168,8 @@ def _train_into(
             "batching": result.batching,
             "ranker": "daemon",
         }
+        if tuned is not None:
+            info["tuning"] = tuned
         with store.writer(None) as w:
             save_trained(
                 w,
@@ -151,6 +203,7 @@ def _train_into(
                         result.source,
                         result.target,
                         seed=config.seed,
+                        config=replace(rerank_config or RerankConfig(), seed=config.seed),
                         log=log,
                         progress=progress,
                         index=index,
@@ -168,10 +221,13 @@ def _train_into(
                     info.update(
                         ranker="two-stage",
                         rerank_seconds=round(time.time() - t0, 3),
+                        new_slots=rr.cfg.new_slots,
+                        new_position=rr.cfg.new_position,
                         rerank={k: v for k, v in rr.info_.items() if k != "features"},
                     )
             v = w.commit(info, keep=keep)
         discard_parts(store.checkpoint_dir)
+        (store.checkpoint_dir / "tuning.json").unlink(missing_ok=True)  # this training's, now done
     result.version = v.name
     return result
 
@@ -226,7 +282,7 @@ def _precompute_lists(w, rr, graph: ProductGraph, k: int, parts_dir: Path, progr
     h.update(json.dumps(rr._index().meta.get("params", {}), sort_keys=True).encode() + rr._index().kind.encode())
     key = h.hexdigest()
     items, scores, linfo = precompute_lists(
-        rr.top_k, graph.num_products, k, parts_dir=parts_dir, key=key, progress=progress
+        rr.known_top_k, graph.num_products, k, parts_dir=parts_dir, key=key, progress=progress
     )
     save_lists(w, items, scores, linfo)
     info["lists"] = {"k": k, "seconds": linfo["seconds"]}

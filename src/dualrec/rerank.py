@@ -22,6 +22,13 @@ recommender runs both and lets a small model decide per pair:
    DAEMON's order (co-occurrence's, without DAEMON) below every candidate
    (:meth:`CandidateReranker.score_fn`); a shop's list is :meth:`CandidateReranker.top_k`.
 
+4. **New products** (added after the fit, or catalogue rows flagged with :meth:`~CandidateReranker.mark_new`)
+   have no graph features, and the pair model, fitted on targets with purchase history, would
+   rank them below every candidate. They get slots instead: up to ``new_slots`` of a query's best
+   new products (by text, ordered with DAEMON, :meth:`CandidateReranker._new_for`) take positions
+   ``new_position ..`` of its list and the others move down. Placement happens when a list is
+   ranked, so neither adding products nor changing the slots refits anything.
+
 Like every hyper-parameter of the benchmark, the reranker learns from validation edges only;
 test edges are never seen. The ``cooccurrence_rerank`` baseline is the same reranker without
 the DAEMON candidates and features, so the gain DAEMON brings is measured, not assumed.
@@ -59,6 +66,19 @@ class RerankConfig:
     max_fit_queries: int = 50_000  # validation queries the model is fitted on (a seeded sample beyond)
     objective: str = "lambdarank"  # LightGBM LambdaMART, or "binary" (scikit-learn, pointwise)
     seed: int = 0
+    # Room for new products (see "New products" in the module docstring): at most ``new_slots``
+    # of them in a list, from position ``new_position`` (1-based) on; 0 slots: never.
+    new_slots: int = 2
+    new_position: int = 9
+    new_daemon_weight: float = 0.05  # DAEMON's share of a new product's score (text ties are common)
+    new_fetch: int = 50  # new products scored per query (the text-nearest ones)
+
+    def __post_init__(self):
+        if self.new_slots < 0 or self.new_position < 1 or self.new_fetch < 1:
+            raise DualrecError(
+                f"new_slots must be >= 0, new_position and new_fetch >= 1 "
+                f"(got {self.new_slots}, {self.new_position}, {self.new_fetch})"
+            )
 
 
 class CandidateReranker:
@@ -114,6 +134,8 @@ class CandidateReranker:
         self.info_: dict = {}
         self.shown = None  # logged co-purchases put first by top_k/score_fn(known_first=True); None: `known`
         self._needs_text = self.x is not None  # whether it was fitted with text features
+        self._marked = np.zeros(0, dtype=np.int64)  # catalogue rows flagged new (mark_new)
+        self._pool = None  # (rows, is_new mask, faiss index over their text or None): see _new_pool
 
     def set_embeddings(self, source, target, index=None) -> None:
         """DAEMON's embeddings (rows ``n..`` are products added after the fit) and the index that
@@ -124,6 +146,7 @@ class CandidateReranker:
         if index is not None and index.n != t.shape[0]:
             raise DualrecError(f"the index has {index.n} rows, the embeddings {t.shape[0]}")
         self.s, self.t, self.index = s, t, index
+        self._pool = None  # the new products may have changed
 
     def show_logged(self, src: np.ndarray, dst: np.ndarray) -> None:
         """The logged co-purchases ``src -> dst`` that a shop's lists put first (:attr:`shown`)."""
@@ -233,6 +256,8 @@ class CandidateReranker:
                 nth = np.arange(dr.size) - np.searchsorted(dr, dr)
                 keys.append(dk[nth < cfg.n_daemon])
         ck = np.unique(np.concatenate(keys))
+        if self.cfg.new_slots and self.s is not None and self._marked.size:
+            ck = ck[~self._new_pool()[1][ck % W]]  # flagged new products come through their slots
         r, c = ck // W, ck % W
         return r, c, self._features(q, r, c, paths), paths
 
@@ -398,10 +423,17 @@ class CandidateReranker:
         if q.size and (q.min() < 0 or q.max() >= self.num_products):
             raise DualrecError(f"query rows must be in 0..{self.num_products - 1}")
 
-    def _scored(self, q: np.ndarray, exclude=None, known_first: bool = True):
-        """The pair model's scores of ``q``'s candidates, and the query's logged co-purchases above
-        them (``known_first``): ``(row, col, score, zmin)`` with rows sorted, ``zmin[i]`` the lowest
-        candidate score of row ``i``."""
+    def _scored(self, q: np.ndarray, exclude=None, known_first: bool = True, new: bool = True):
+        """The pair model's scores of ``q``'s candidates, the query's logged co-purchases above
+        them (``known_first``) and its new products at their slots (``new``): ``(row, col, score,
+        zmin)`` with rows sorted, ``zmin[i]`` the lowest candidate score of row ``i`` (the new
+        products' scores are above ``zmin - 1``)."""
+        r, c, z, zmin = self._scored_known(q, exclude, known_first)
+        if new and self.cfg.new_slots and self.s is not None:
+            r, c, z = self._place_new(q, r, c, z, exclude)
+        return r, c, z, zmin
+
+    def _scored_known(self, q: np.ndarray, exclude, known_first: bool):
         r, c, F, paths = self._chunk(q, exclude)
         z = np.asarray(self._predict(F), dtype=np.float32) if r.size else np.zeros(0, np.float32)
         Q = q.size
@@ -496,11 +528,12 @@ class CandidateReranker:
     def _t32(self) -> np.ndarray:
         return np.asarray(self.t, dtype=np.float32)
 
-    def top_k(self, rows, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+    def top_k(self, rows, k: int, exclude=None, new: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(scores, indexes), each (Q, min(k, N - 1)): what a shop shows for query ``rows``:
-        logged co-purchases first, then the reranked candidates, then (when ``k`` asks for more)
-        the first stage's next best; never the query itself nor ``exclude[i]`` (rows). Unfilled
-        slots are index -1 with score -inf. No step reads all N products."""
+        logged co-purchases first, then the reranked candidates with the new products at their
+        slots (``new``), then (when ``k`` asks for more) the first stage's next best; never the
+        query itself nor ``exclude[i]`` (rows). Unfilled slots are index -1 with score -inf. No
+        step reads all N products."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         self._check_rows(rows)
         n_all = self.num_products
@@ -522,7 +555,7 @@ class CandidateReranker:
             pos = rest[a : a + step]
             q = rows[pos]
             ex = None if exclude is None else [exclude[i] for i in pos]
-            r, c, z, zmin = self._scored(q, ex, known_first=True)
+            r, c, z, zmin = self._scored(q, ex, known_first=True, new=new)
             o = np.lexsort((c, -z, r))  # best first, ties in row order
             r, c, z = r[o], c[o], z[o]
             nth = np.arange(r.size) - np.searchsorted(r, r)
@@ -537,7 +570,10 @@ class CandidateReranker:
     def _fill(self, q, pos, short, r, c, zmin, out_s, out_i, kk, exclude) -> None:
         for i in short.tolist():
             have = c[r == i]
-            skip = np.concatenate([have, [] if exclude is None else np.asarray(exclude[i], np.int64)]).astype(np.int64)
+            skip = [have, [] if exclude is None else np.asarray(exclude[i], np.int64)]
+            if self.cfg.new_slots and self.s is not None:
+                skip.append(self.new_rows())  # new products come through their slots only
+            skip = np.concatenate(skip).astype(np.int64)
             need = kk - have.size
             # scores as score_fn gives them: base - (the row's best base) + lowest candidate - 1
             if self.s is not None:
@@ -562,6 +598,168 @@ class CandidateReranker:
                 z0 = zmin[i] if np.isfinite(zmin[i]) else 0.0
                 out_s[pos[i], have.size : have.size + idx.size] = s - best + z0 - 1.0
                 out_i[pos[i], have.size : have.size + idx.size] = idx
+
+    # ------------------------------------------------------------------ new products
+    def mark_new(self, rows) -> None:
+        """Flag catalogue rows (``< n``) as new products (the cold-start benchmark's unseen ones).
+        With slots (``new_slots > 0``) they reach a list only through them, never as ordinary
+        candidates. Products added after the fit (rows ``>= n``) always are new."""
+        rows = np.unique(np.asarray(rows, dtype=np.int64).reshape(-1))
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n):
+            raise DualrecError(f"new catalogue rows must be in 0..{self.n - 1}")
+        self._marked, self._pool = rows, None
+
+    def new_rows(self) -> np.ndarray:
+        """Every new product's row: the flagged catalogue rows, then the rows added since the fit."""
+        return np.concatenate([self._marked, np.arange(self.n, self.num_products, dtype=np.int64)])
+
+    def with_config(self, **changes) -> "CandidateReranker":
+        """The same fitted reranker with other serving settings (e.g. ``new_slots``): a shallow
+        copy that shares the pair model and the arrays."""
+        import copy
+        from dataclasses import replace
+
+        other = copy.copy(self)
+        other.cfg = replace(self.cfg, **changes)
+        return other
+
+    def known_top_k(self, rows, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`top_k` without the new-product slots: what a version stores (:mod:`dualrec.lists`);
+        :meth:`with_new` adds the slots when a stored list is served."""
+        return self.top_k(rows, k, new=False)
+
+    def with_new(self, rows, scores: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stored lists ``(scores, items)`` (Q, k) (:meth:`known_top_k`) with the new products at
+        their slots, as :meth:`top_k` gives them. A query ranked by DAEMON alone (a product
+        without history) keeps its list: the slots belong to the two-stage ranking."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not (self.cfg.new_slots and self.s is not None and self.new_rows().size and rows.size):
+            return scores, items
+        two = ~self._alone(rows)
+        if not two.all():
+            scores, items = scores.copy(), items.copy()
+            if two.any():
+                scores[two], items[two] = self.with_new(rows[two], scores[two], items[two])
+            return scores, items
+        Q, k = items.shape
+        ok = (items >= 0) & ~self._new_pool()[1][np.maximum(items, 0)]  # a new product only in its slot
+        r = np.repeat(np.arange(Q, dtype=np.int64), k)[ok.reshape(-1)]
+        r, c, z = self._place_new(rows, r, items[ok].astype(np.int64), scores[ok].astype(np.float32))
+        o = np.lexsort((c, -z, r))
+        r, c, z = r[o], c[o], z[o]
+        nth = np.arange(r.size) - np.searchsorted(r, r)
+        sel = nth < k
+        out_s = np.full((Q, k), -np.inf, dtype=np.float32)
+        out_i = np.full((Q, k), -1, dtype=np.int64)
+        out_s[r[sel], nth[sel]] = z[sel]
+        out_i[r[sel], nth[sel]] = c[sel]
+        return out_s, out_i
+
+    def _new_pool(self):
+        """(rows, is_new (num_products,) bool, faiss index over their unit text vectors or None).
+
+        Rebuilt when products were added: exact inner-product search over the new products only
+        (they are few next to the catalogue, and the pool changes with every ``add-products``)."""
+        pool = self._pool
+        if pool is not None and pool[1].size == self.num_products:
+            return pool
+        with _BUILD_LOCK:
+            rows = self.new_rows()
+            is_new = np.zeros(self.num_products, dtype=bool)
+            is_new[rows] = True
+            index = None
+            if self.x is not None and rows.size and self.x.shape[0] >= self.num_products:
+                import faiss
+
+                index = faiss.IndexFlatIP(self.x.shape[1])
+                index.add(_unit(self.x[rows]))
+            self._pool = pool = (rows, is_new, index)
+        return pool
+
+    def _new_for(self, q: np.ndarray, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``new_slots`` best new products for each query (``(Q, new_slots)`` rows, -1 where
+        none): the ``new_fetch`` nearest by text, ordered by text cosine plus ``new_daemon_weight``
+        times DAEMON's standardised score among them; never the query, its logged co-purchases
+        or ``exclude[i]``. Without text features DAEMON alone orders the whole pool."""
+        cfg = self.cfg
+        rows, _, index = self._new_pool()
+        m = cfg.new_slots
+        out = np.full((q.size, m), -1, dtype=np.int64)
+        if not rows.size or not m or not q.size or (index is None and self.s is None):
+            return out
+        fetch = int(min(rows.size, cfg.new_fetch + m))
+        if index is not None:
+            cos, j = index.search(_unit(self.x[q]), fetch)
+            ok = j >= 0
+            cand = np.where(ok, rows[np.maximum(j, 0)], -1)
+            score = np.where(ok, cos, -np.inf).astype(np.float32)
+        else:
+            cand = np.broadcast_to(rows, (q.size, rows.size)).copy()
+            score = np.zeros(cand.shape, dtype=np.float32)
+        if self.s is not None:
+            tc = np.asarray(self.t[np.maximum(cand, 0).reshape(-1)], np.float32).reshape(*cand.shape, -1)
+            d = np.einsum("qd,qkd->qk", np.asarray(self.s[q], np.float32), tc)
+            if index is None:
+                score = d
+            else:
+                mu = np.nanmean(np.where(cand >= 0, d, np.nan), 1, keepdims=True)
+                sd = np.nanstd(np.where(cand >= 0, d, np.nan), 1, keepdims=True)
+                score = score + cfg.new_daemon_weight * (d - mu) / np.maximum(sd, 1e-6)
+        W = np.int64(self.num_products)
+        kr, kc = self._logged(q)
+        ex = [np.arange(q.size, dtype=np.int64) * W + q, kr * W + kc]
+        if exclude is not None:
+            ex += [i * W + np.asarray(e, np.int64) for i, e in enumerate(exclude) if len(e)]
+        row = np.repeat(np.arange(q.size, dtype=np.int64), cand.shape[1])
+        bad = (cand.reshape(-1) < 0) | _member(row * W + cand.reshape(-1), np.unique(np.concatenate(ex)))
+        score = np.where(bad.reshape(cand.shape), -np.inf, score)
+        top = np.argsort(-score, axis=1, kind="stable")[:, :m]
+        got = np.take_along_axis(cand, top, 1)
+        fine = np.isfinite(np.take_along_axis(score, top, 1))
+        out[:, : got.shape[1]] = np.where(fine, got, -1)
+        return out
+
+    def _place_new(self, q, r, c, z, exclude=None):
+        """Add each query's new products to its scored list ``(r, c, z)`` (rows sorted) with scores
+        that put them at positions ``new_position, new_position + 1, ...`` (after the whole list
+        when it is shorter), between the scores of their neighbours. Where those neighbours tie,
+        the entries from ``new_position`` on are lowered by a small step first, so the new
+        products' positions are exact (their order among themselves does not change)."""
+        new = self._new_for(q, exclude)
+        if not new.size or (new < 0).all():
+            return r, c, z
+        Q, m, p = q.size, new.shape[1], self.cfg.new_position - 1
+        o = np.lexsort((c, -z, r))
+        rs, zs = r[o], z[o].astype(np.float64)
+        nth = np.arange(rs.size) - np.searchsorted(rs, rs)
+        above = np.full(Q, np.nan)  # the score the new products go below (nan: they go first)
+        below = np.full(Q, np.nan)  # ... and above (nan: the list is shorter than new_position)
+        above[rs[nth == p - 1]] = zs[nth == p - 1]
+        below[rs[nth == p]] = zs[nth == p]
+        last = np.full(Q, np.nan)
+        if rs.size:
+            ends = np.r_[np.flatnonzero(np.diff(rs)), rs.size - 1]
+            last[rs[ends]] = zs[ends]
+        step = np.arange(1, m + 1) / (m + 1)
+        # between the entries at p - 1 and p; above the first for p = 0; after a shorter list's last
+        hi = np.where(np.isnan(above), below + 1.0, above)
+        lo = below
+        short = np.isnan(below)
+        hi[short] = np.nan_to_num(last[short], nan=0.0)
+        lo[short] = hi[short] - 1.0
+        tie = ~short & (hi - lo < 1e-4 * (1.0 + np.abs(hi)))
+        if tie.any():
+            delta = 1e-3 * (1.0 + np.abs(hi))
+            z = z.copy()
+            moved = o[(nth >= p) & tie[rs]]
+            z[moved] = (z[moved] - delta[r[moved]]).astype(z.dtype)
+            lo = np.where(tie, hi - delta, lo)
+        nz = (hi[:, None] - step[None, :] * (hi - lo)[:, None]).astype(np.float32)
+        keep = new >= 0
+        nr = np.repeat(np.arange(Q, dtype=np.int64), m)[keep.reshape(-1)]
+        r2, c2, z2 = np.concatenate([r, nr]), np.concatenate([c, new[keep]]), np.concatenate([z, nz[keep]])
+        o = np.lexsort((c2, r2))
+        return r2[o], c2[o], z2[o]
 
     # ------------------------------------------------------------------ persistence
     def save(self, writer, prefix: str = RERANK_DIR) -> None:
@@ -649,7 +847,7 @@ class CandidateReranker:
             return
         if x is None or x.shape[0] < self.n:
             raise DualrecError(f"the reranker needs the text features of its {self.n} products")
-        self.x = _array(x)
+        self.x, self._pool = _array(x), None
 
 
 def ranker_name(reranker: CandidateReranker | None, row: int | None = None) -> str:

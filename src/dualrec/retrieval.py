@@ -133,7 +133,7 @@ class Recommender:
         if self.lists is not None and ex is None:
             hit = self.lists.covers(rows, kk)
             if hit.any():
-                out_s[hit], out_i[hit] = self.lists.get(rows[hit], kk)
+                out_s[hit], out_i[hit] = self.reranker.with_new(rows[hit], *self.lists.get(rows[hit], kk))
                 todo = ~hit
         if todo.any():
             sel = np.flatnonzero(todo)

@@ -101,14 +101,22 @@ class ColdSplit:
         """TEST edges ``u -> v`` with ``v`` cold and ``u`` warm: is the new product recommended?"""
         return self.split.mask(TEST) & self.cold[self.graph.cp_dst] & ~self.cold[self.graph.cp_src]
 
+    def warm_mask(self) -> torch.Tensor:
+        """TEST edges between known products (``warm_fraction`` of :func:`cold_split`): what the
+        room a ranking gives new products costs the known ones."""
+        return self.split.mask(TEST) & ~self.cold[self.graph.cp_src] & ~self.cold[self.graph.cp_dst]
 
-def cold_split(graph: ProductGraph, fraction: float = 0.1, val_fraction: float = 0.1, seed: int = 0) -> ColdSplit:
+
+def cold_split(
+    graph: ProductGraph, fraction: float = 0.1, val_fraction: float = 0.1, seed: int = 0, warm_fraction: float = 0.0
+) -> ColdSplit:
     """Hold out a seeded ``fraction`` of the products entirely (cold start).
 
     Every co-purchase edge touching a held-out product becomes TEST, and the co-view pairs
     touching one are dropped from the returned graph, so nothing about those products except
     their metadata is seen in training. Among the remaining edges ``val_fraction`` of each
-    source's out-edges go to VAL (as :func:`edge_split`), for model selection.
+    source's out-edges go to VAL (as :func:`edge_split`), for model selection, and
+    ``warm_fraction`` to TEST (:meth:`ColdSplit.warm_mask`).
     """
     if not 0 < fraction < 1:
         raise DualrecError(f"the cold-start fraction must be in (0, 1), got {fraction}")
@@ -116,7 +124,7 @@ def cold_split(graph: ProductGraph, fraction: float = 0.1, val_fraction: float =
     gen = torch.Generator().manual_seed(seed + 7919)  # independent of edge_split's stream for this seed
     cold = torch.zeros(n, dtype=torch.bool)
     cold[torch.randperm(n, generator=gen)[: int(round(fraction * n))]] = True
-    labels = edge_split(graph, val_fraction, 0.0, seed).labels.clone()
+    labels = edge_split(graph, val_fraction, warm_fraction, seed).labels.clone()
     labels[cold[graph.cp_src] | cold[graph.cp_dst]] = TEST
     keep = ~(cold[graph.sim_a] | cold[graph.sim_b])
     g = ProductGraph(
@@ -129,7 +137,7 @@ def cold_split(graph: ProductGraph, fraction: float = 0.1, val_fraction: float =
         graph.sim_weight[keep],
         graph.report,
     )
-    return ColdSplit(EdgeSplit(labels, seed, val_fraction, 0.0), cold, g)
+    return ColdSplit(EdgeSplit(labels, seed, val_fraction, warm_fraction), cold, g)
 
 
 def one_way_mask(graph: ProductGraph, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dualrec.benchmark.registry import COLD_FRACTION, METRICS, QUICK_DAEMON
+from dualrec.benchmark.registry import COLD_FRACTION, COLD_WARM_FRACTION, METRICS, QUICK_DAEMON
 from dualrec.evaluate import KS
 
 
@@ -147,28 +147,36 @@ def _cold_markdown(results: dict, run: dict) -> list[str]:
         "",
         "## Cold start",
         "",
-        f"Seeds {cold_seeds}: `cold_split(graph, {COLD_FRACTION}, 0.1, seed)` holds out {COLD_FRACTION:.0%} "
+        f"Seeds {cold_seeds}: `cold_split(graph, {COLD_FRACTION}, 0.1, seed, warm_fraction={COLD_WARM_FRACTION})` "
+        f"holds out {COLD_FRACTION:.0%} "
         "of the products "
         "entirely (their co-purchase edges and co-view pairs are removed from training and message passing; "
         "DAEMON gives them no per-product embedding and never samples them as negatives). *As query*: the cold "
         "product's own held-out out-edges, all products ranked. *As target*: held-out edges from a known product "
         "to a cold one: is the new product recommended? Methods marked *popularity fallback* know nothing of an "
-        "unseen product: a cold query gets the best-sellers and a cold product is never recommended."
+        "unseen product: a cold query gets the best-sellers and a cold product is never recommended. "
+        "*Warm*: held-out edges between known products, ranked in the same catalogue (what the room given "
+        "to new products costs). `daemon_newK`: the shipped ranking with K slots for new products "
+        "(`daemon`: the default, `RerankConfig.new_slots`)."
         + (
             f" Seed {results['seeds'][0]}: {info.get('cold_products', 0):,} cold products, "
-            f"{info.get('query_edges', 0):,} query edges, {info.get('target_edges', 0):,} target edges."
+            f"{info.get('query_edges', 0):,} query edges, {info.get('target_edges', 0):,} target edges, "
+            f"{info.get('warm_edges', 0):,} warm edges."
             if info
             else ""
         ),
         "",
-        "| method | query HR@5 | query HR@10 | query HR@20 | query MRR@10 | target HR@10 | target MRR@10 | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | query HR@5 | query HR@10 | query HR@20 | query MRR@10 | target HR@10 | target MRR@10 "
+        "| warm HR@10 | warm MRR@10 | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in cold.items():
         t = m.get("as_target") or {}
         label = name + (f" ({m['fallback']} fallback)" if m.get("fallback") else "")
         cells = [_pm(m[k], m["std"][k]) for k in ("HitRate@5", "HitRate@10", "HitRate@20", "MRR@10")]
         cells += [_pm(t.get(k), (t.get("std") or {}).get(k)) for k in ("HitRate@10", "MRR@10")]
+        w = m.get("warm") or {}
+        cells += [_pm(w.get(k), (w.get("std") or {}).get(k)) for k in ("HitRate@10", "MRR@10")]
         cells.append(f"{m['train_seconds']:.1f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines

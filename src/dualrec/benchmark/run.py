@@ -13,6 +13,7 @@ import torch
 from dualrec.benchmark.registry import (
     COLD_FRACTION,
     COLD_METHODS,
+    COLD_WARM_FRACTION,
     METRICS,
     QUICK_LARGE_PRODUCTS,
     QUICK_MAX_TEST_EDGES,
@@ -51,7 +52,7 @@ def aggregate(per_seed: dict[str, list[dict]]) -> dict:
             std[m] = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
         entry["std"] = std
         entry["train_seconds"] = float(np.mean([r["train_seconds"] for r in runs]))
-        for sub in ("long_tail", "bias", "as_target"):  # nested metric groups: mean (and std) over seeds
+        for sub in ("long_tail", "bias", "as_target", "warm"):  # nested metric groups: mean (and std) over seeds
             got = [r[sub] for r in runs if r.get(sub)]
             if got:
                 keys = [k for k in got[0] if k != "num_queries" and isinstance(got[0][k], (int, float))]
@@ -219,13 +220,14 @@ def run_benchmark(
                 f"eval {eval_seconds:.1f}s  ({metrics['num_queries']} test edges)"
             )
         if cold_runners and seed_list.index(s) < cold_start_seeds:
-            cs = cold_split(graph, COLD_FRACTION, 0.1, seed=s)
+            cs = cold_split(graph, COLD_FRACTION, 0.1, seed=s, warm_fraction=COLD_WARM_FRACTION)
             cctx = BenchContext(cs.graph, cs.split, x, s, quick, encoder, daemon_config, unseen=cs.cold)
             in_degree = torch.bincount(graph.cp_dst[cs.split.mask(TRAIN)], minlength=n)
             cold_info = {
                 "cold_products": int(cs.cold.sum()),
                 "query_edges": int(cs.query_mask().sum()),
                 "target_edges": int(cs.target_mask().sum()),
+                "warm_edges": int(cs.warm_mask().sum()),
                 "methods": {},
             }
             seed_info["cold_start"] = cold_info
@@ -246,17 +248,23 @@ def run_benchmark(
                     t = evaluate_method(
                         cs.graph, cs.split, fitted.score_fn, None, TEST, max_edges, s, edge_mask=cs.target_mask()
                     )
-                    return fitted, q, t, time.perf_counter() - te
+                    w = None  # the fallback stands in for new products only: no warm ranking of its own
+                    if not COLD_METHODS[m]:
+                        w = evaluate_method(
+                            cs.graph, cs.split, fitted.score_fn, None, TEST, max_edges, s, edge_mask=cs.warm_mask()
+                        )
+                    return fitted, q, t, w, time.perf_counter() - te
 
                 got = attempt(s, f"{m} (cold start)", one_cold)
                 if got is None:
                     continue
-                fitted, q, t, eval_seconds = got
+                fitted, q, t, w, eval_seconds = got
                 row = {k: q[k] for k in METRICS}
                 row.update(
                     direction_accuracy=None,
                     train_seconds=round(float(fitted.train_seconds), 3),
                     as_target={k: t[k] for k in METRICS},
+                    warm=None if w is None else {k: w[k] for k in METRICS},
                     fallback=COLD_METHODS[m],
                 )
                 per_seed_cold[m].append(row)
@@ -269,6 +277,7 @@ def run_benchmark(
                 log(
                     f"seed {s}  {m + ' (cold)':<18} query HR@10 {row['HitRate@10']:.4f}  MRR@10 {row['MRR@10']:.4f}  "
                     f"as target HR@10 {t['HitRate@10']:.4f}  MRR@10 {t['MRR@10']:.4f}"
+                    + (f"  warm HR@10 {w['HitRate@10']:.4f}" if w else "")
                     + (f"  [{COLD_METHODS[m]} fallback]" if COLD_METHODS[m] else "")
                     + f"  train {row['train_seconds']:.1f}s"
                 )
