@@ -72,4 +72,8 @@ def test_train_records_the_choice_and_a_resume_reuses_it(store, tmp_path):
     assert any("resuming with the settings tuning chose before" in m for m in lines)
     assert not any(m.startswith("tuning trial") for m in lines)
     assert open_version(tmp_path / "m").json("config.json")["train"]["use_similar"] is False
+    (ck / "tuning.json").write_text('{"best": {"use_sim')  # a write cut short: tuned again, no traceback
+    lines.clear()
+    train_dataset(d, tmp_path / "m", cfg, resume=True, progress=False, log=lines.append, rerank=False, tune_trials=2)
+    assert any("unreadable: tuning again" in m for m in lines) and any(m.startswith("tuning trial") for m in lines)
     assert torch.is_tensor(res.source)

@@ -121,7 +121,7 @@ class Explainer:
 
     def _is_new(self, item: int) -> bool:
         rr = self.reranker
-        return rr is not None and bool(rr.cfg.new_slots) and bool(rr._new_pool()[1][item])
+        return rr is not None and bool(rr.cfg.new_slots) and bool(rr.is_new([item])[0])
 
     def _model_reasons(self, query: int, items: np.ndarray) -> dict[int, str]:
         """The pair model's two strongest positive contributions, as words, per candidate item."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -113,14 +114,21 @@ def _tuned(store: ModelStore, graph, x, config: TrainConfig, resume: bool, log, 
         return config, None, None
     path = store.checkpoint_dir / "tuning.json"
     if resume and path.exists():
-        record = json.loads(path.read_text())
-        log(f"resuming with the settings tuning chose before: {record['best']}")
-        return TrainConfig.from_dict({**asdict(config), **record["best"]}), record, None
+        try:
+            record = json.loads(path.read_text())
+            best = TrainConfig.from_dict({**asdict(config), **record["best"]})
+        except (ValueError, KeyError, TypeError, DualrecError):
+            log(f"{path} is unreadable: tuning again")
+        else:
+            log(f"resuming with the settings tuning chose before: {record['best']}")
+            return best, record, None
     from dualrec.tune import tune
 
     res = tune(graph, x, config, trials, budget, log=log)
     record = res.as_dict()
-    path.write_text(json.dumps(record, indent=1))
+    tmp = path.with_suffix(".tmp")  # a kill mid-write leaves the old file or none, never half of one
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
     return TrainConfig.from_dict({**asdict(config), **res.best}), record, res.result
 
 

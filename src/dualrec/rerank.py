@@ -257,7 +257,7 @@ class CandidateReranker:
                 keys.append(dk[nth < cfg.n_daemon])
         ck = np.unique(np.concatenate(keys))
         if self.cfg.new_slots and self.s is not None and self._marked.size:
-            ck = ck[~self._new_pool()[1][ck % W]]  # flagged new products come through their slots
+            ck = ck[~self.is_new(ck % W)]  # flagged new products come through their slots
         r, c = ck // W, ck % W
         return r, c, self._features(q, r, c, paths), paths
 
@@ -635,25 +635,26 @@ class CandidateReranker:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if not (self.cfg.new_slots and self.s is not None and self.new_rows().size and rows.size):
             return scores, items
-        two = ~self._alone(rows)
-        if not two.all():
-            scores, items = scores.copy(), items.copy()
-            if two.any():
-                scores[two], items[two] = self.with_new(rows[two], scores[two], items[two])
-            return scores, items
-        Q, k = items.shape
-        ok = (items >= 0) & ~self._new_pool()[1][np.maximum(items, 0)]  # a new product only in its slot
-        r = np.repeat(np.arange(Q, dtype=np.int64), k)[ok.reshape(-1)]
-        r, c, z = self._place_new(rows, r, items[ok].astype(np.int64), scores[ok].astype(np.float32))
+        two = np.flatnonzero(~self._alone(rows))
+        out_s, out_i = scores.copy(), items.copy()
+        if not two.size:
+            return out_s, out_i
+        k = items.shape[1]
+        ok = (items[two] >= 0) & ~self.is_new(np.maximum(items[two], 0))  # a new product only in its slot
+        r = np.repeat(np.arange(two.size, dtype=np.int64), k)[ok.reshape(-1)]
+        r, c, z = self._place_new(rows[two], r, items[two][ok].astype(np.int64), scores[two][ok].astype(np.float32))
         o = np.lexsort((c, -z, r))
         r, c, z = r[o], c[o], z[o]
         nth = np.arange(r.size) - np.searchsorted(r, r)
         sel = nth < k
-        out_s = np.full((Q, k), -np.inf, dtype=np.float32)
-        out_i = np.full((Q, k), -1, dtype=np.int64)
-        out_s[r[sel], nth[sel]] = z[sel]
-        out_i[r[sel], nth[sel]] = c[sel]
+        out_s[two], out_i[two] = -np.inf, -1
+        out_s[two[r[sel]], nth[sel]] = z[sel]
+        out_i[two[r[sel]], nth[sel]] = c[sel]
         return out_s, out_i
+
+    def is_new(self, items) -> np.ndarray:
+        """Whether each product row is a new one (:meth:`new_rows`)."""
+        return self._new_pool()[1][np.asarray(items, dtype=np.int64)]
 
     def _new_pool(self):
         """(rows, is_new (num_products,) bool, faiss index over their unit text vectors or None).
