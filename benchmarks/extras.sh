@@ -3,11 +3,13 @@
 #  * control/: the second stage without DAEMON (cooccurrence_rerank), 3 seeds; co-occurrence is
 #    run again as the anchor (it must match real_data.sh's to the digit);
 #  * cold_start/: 10 % of the products held out with all their edges, and 10 % of the edges
-#    between the others (seed 0); daemon_new0/1/3 = the shipped ranking with 0/1/3 new-product slots;
+#    between the others (seed 0); daemon_new0 / daemon_always / daemon_conf10 / daemon_conf30 = the
+#    shipped ranking with no new-product slots / slots always filled / other new_min_confidence;
+#    daemon_query_alone = new products' own lists by DAEMON alone (no text neighbours);
 #  * ablations/: DAEMON variants (seed 0) next to daemon_embedding, the model they vary.
 # Usage: bash benchmarks/extras.sh [DATA_DIR]   (default ../shared/data)
-# Measured on the 2-core machine: control 1,036 s (partly contended); cold start 1,082 s
-# (2026-11-30, with the new-product variants); earlier, cold start + ablations
+# Measured on the 2-core machine: control 1,036 s (partly contended); cold start 1,306 s
+# (2026-11-30, with the new-product gate and text-neighbour variants); earlier, cold start + ablations
 # 2,558 s (cold start 667 + 811 s, ablations 334 + 746 s; contended by a test run for part of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ DR=${DUALREC:-.venv/bin/dualrec}
 DAEMON=(--set epochs=5 --set patience=3 --set max_val_edges=5000)
 RETAIL=(--option min_support=5 --option min_basket_support=10)
 CTRL=cooccurrence_rerank,cooccurrence
-COLD=daemon,daemon_new0,daemon_new1,daemon_new3,daemon_embedding,popularity,text_similarity,cooccurrence,graphsage
+COLD=daemon,daemon_new0,daemon_always,daemon_conf10,daemon_conf30,daemon_query_alone,daemon_embedding,popularity,text_similarity,text_neighbours,cooccurrence,graphsage
 ABL=daemon_embedding,daemon_paper,daemon_no_similar,daemon_no_asym,daemon_shared,daemon_no_text
 start=$SECONDS
 $DR benchmark -f amazon2014 -i "$DATA/amazon2014/cellphones" -o $R/control/cellphones --seeds 3 --no-cold-start --methods $CTRL

@@ -69,7 +69,7 @@ def main_table(ds: str) -> list[str]:
 def summary_rows() -> list[str]:
     rows = [
         "| dataset | dualrec HR@10 / MRR@10 | best baseline (HR@10 / MRR@10) | dualrec / best baseline | "
-        "dualrec / same second stage without DAEMON | cold new product as query, HR@10 (DAEMON / best baseline) | "
+        "dualrec / same second stage without DAEMON | cold new product as query, HR@10 (dualrec / best baseline) | "
         "as target, HR@10 (dualrec / text similarity) |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -439,9 +439,13 @@ def benchmarks_readme() -> str:
         "them in training and embed them from metadata (as `dualrec add-products` does). *As query*: the new "
         "product's held-out out-edges; *as target*: held-out edges from known products into it; *warm*: "
         "10 % of the edges between known products, held out too, ranked in the same catalogue (what the room "
-        "given to new products costs the others). `daemon` gives new products 2 slots from position 9 "
-        "(`dualrec train --new-slots`), `daemon_newK` K slots, `daemon_new0` none (the ranking before new "
-        "products had slots).",
+        "given to new products costs the others). `daemon` gives new products up to 2 slots from position 9 "
+        "where their gate score (DAEMON's score plus the gap of the list, docs/model.md) reaches the 20 % "
+        "quantile of the validation co-purchases' (`dualrec train --new-slots --new-min-confidence`); "
+        "`daemon_confC` asks the C % quantile, `daemon_always` fills the slots in every list, `daemon_new0` "
+        "has none (the ranking before new products had slots). A new product's own list starts with what its 20 "
+        "text-nearest products with history bought, then DAEMON's order (`daemon_query_alone`: DAEMON alone; "
+        "`text_neighbours`: the same neighbours without DAEMON, a baseline).",
         "",
     ]
     for ds in DATASETS:

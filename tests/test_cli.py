@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from dualrec.cli import app
 from dualrec.graph import ProductGraph
+from dualrec.retrieval import Recommender
 from dualrec.synthetic import make_store
 
 runner = CliRunner()
@@ -166,12 +167,19 @@ def test_train_records_the_new_product_slots(small_dataset, tmp_path):
     from dualrec.store import open_version
 
     out = tmp_path / "m"
-    r = invoke("train", small_dataset, "--out", out, "--encoder", "hash", "--epochs", "1", "--new-slots", "1")
+    args = ["--encoder", "hash", "--epochs", "1", "--new-slots", "1", "--new-min-confidence", "0.3"]
+    r = invoke("train", small_dataset, "--out", out, *args)
     assert r.exit_code == 0, r.output
     v = open_version(out)
     assert v.has_reranker
-    assert v.info["new_slots"] == 1 and v.info["new_position"] == 9
-    assert v.json("rerank/rerank.json")["config"]["new_slots"] == 1
+    assert v.info["new_slots"] == 1 and v.info["new_position"] == 9 and v.info["new_min_confidence"] == 0.3
+    saved = v.json("rerank/rerank.json")
+    assert saved["config"]["new_slots"] == 1 and saved["config"]["new_min_confidence"] == 0.3
+    # the scale the confidence is read on travels with the version
+    qs = saved["info"]["new_gate"]["quantiles"]
+    assert len(qs) == 101 and qs == sorted(qs)
+    rec = Recommender.load(out)
+    assert rec.reranker._new_threshold() == pytest.approx(np.interp(0.3, np.linspace(0, 1, 101), qs))
 
 
 def test_train_unknown_encoder(small_dataset, tmp_path):

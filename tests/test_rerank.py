@@ -8,7 +8,7 @@ from dualrec.baselines import Cooccurrence
 from dualrec.benchmark import RowMemo, evaluate_method
 from dualrec.features import build_features
 from dualrec.graph import DualrecError
-from dualrec.rerank import CandidateReranker, RerankConfig, _rank_in_row
+from dualrec.rerank import CandidateReranker, RerankConfig, _rank_in_row, ranker_name
 from dualrec.split import TEST, TRAIN, VAL, cold_split, edge_split
 from dualrec.synthetic import make_store
 from dualrec.topk import masked_topk
@@ -103,9 +103,9 @@ def test_reranker_learns_from_validation_edges(setup, objective):
     assert two > 0.85 * graph
 
 
-def test_a_product_without_edges_is_ranked_by_daemon_alone(setup):
-    """A new product has none of the pair model's graph features: its row is DAEMON's scores,
-    and the other queries of the same call are reranked as usual, each row in its place."""
+@pytest.fixture(scope="module")
+def cold_rr(setup):
+    """A second stage fitted on a cold split: 10 % of the products have no edges at all."""
     g, x, _, _, res = setup
     cs = cold_split(g, 0.1, 0.1, seed=0)
     tm, vm = cs.split.mask(TRAIN), cs.split.mask(VAL)
@@ -115,11 +115,63 @@ def test_a_product_without_edges_is_ranked_by_daemon_alone(setup):
     rr = CandidateReranker(
         cooc, res.source, res.target, x, cs.graph.cp_src[tm], cs.graph.cp_dst[tm], RerankConfig()
     ).fit(*val, log=lambda m: None)
+    return cs, rr
+
+
+def test_a_product_without_edges_is_ranked_by_daemon_alone_without_neighbours(setup, cold_rr):
+    """A new product has none of the pair model's graph features: with ``cold_neighbours=0`` its
+    row is DAEMON's scores, and the other queries of the same call are reranked as usual, each
+    row in its place."""
+    res = setup[4]
+    cs, rr = cold_rr
+    rr = rr.with_config(cold_neighbours=0)
     cold, warm = cs.cold.nonzero().view(-1)[:5], (~cs.cold).nonzero().view(-1)[:5]
     got = rr.score_fn(torch.cat([warm[:2], cold, warm[2:]]))
     torch.testing.assert_close(got[2:7], res.source[cold] @ res.target.T)
     torch.testing.assert_close(got[[0, 1, 7, 8, 9]], rr.score_fn(warm))
     assert not torch.allclose(got[:2], res.source[warm[:2]] @ res.target.T)  # warm rows are reranked
+    assert ranker_name(rr, int(cold[0])) == "daemon"
+
+
+def test_a_product_without_edges_gets_its_text_neighbours_co_purchases(setup, cold_rr):
+    """By default a new product's list starts with what its text-nearest products with history
+    bought (each product weighted by the summed cosine of the neighbours that bought it), then
+    DAEMON's order; what a shop is shown (top_k) is the top of that ranking; explain says why."""
+    g, x, _, _, res = setup
+    cs, rr = cold_rr
+    tm = cs.split.mask(TRAIN)
+    src, dst = cs.graph.cp_src[tm].numpy(), cs.graph.cp_dst[tm].numpy()
+    xu = torch.nn.functional.normalize(x.float(), dim=1).numpy()
+    has = np.unique(src)
+    cold = cs.cold.nonzero().view(-1)[:6].numpy()
+    got = rr.score_fn(torch.from_numpy(cold))
+    K = rr.cfg.cold_neighbours
+    for i, u in enumerate(cold.tolist()):
+        cos = xu[has] @ xu[u]
+        nb = has[np.argsort(-cos, kind="stable")[:K]]
+        w = np.zeros(g.num_products)
+        for b in nb.tolist():
+            if xu[b] @ xu[u] > 0:
+                np.add.at(w, dst[src == b], xu[b] @ xu[u])
+        w[u] = 0
+        lent = np.flatnonzero(w > 0)
+        assert lent.size > 0
+        row = got[i].numpy()
+        order = np.argsort(-row, kind="stable")
+        assert set(order[: lent.size].tolist()) == set(lent.tolist())  # the lent products first
+        ranked = order[: lent.size]
+        assert (np.diff(w[ranked]) <= 1.1e-3).all()  # by weight (DAEMON breaks near-ties)
+        rest = order[lent.size :]
+        d = (res.source[u] @ res.target.T).numpy()
+        assert (np.diff(d[rest]) <= 1e-5).all()  # then DAEMON's order
+        assert ranker_name(rr, u) == "neighbours"
+    top = rr.top_k(cold, 15)[1]
+    want = masked_topk(got, 15, torch.from_numpy(cold))[1].numpy()
+    assert _overlap(top, want) > 0.95
+    reasons = rr.cold_reasons(int(cold[0]), top[0])
+    assert reasons and all(t.startswith("bought after ") for t in reasons.values())
+    with pytest.raises(DualrecError, match="cold_neighbours"):
+        rr.with_config(cold_neighbours=-1)
 
 
 def test_graph_only_reranker_has_no_daemon_features(setup):
@@ -268,7 +320,8 @@ def test_new_products_take_their_slots(setup, small_rr, slots, position):
     if x_old is not None:  # the new products' text: copies of old products' rows
         small_rr.x = np.concatenate([x_old, x_old[[5, 6, 7, 8, 9, 10]]])
     try:
-        off, on = small_rr.with_config(new_slots=0), small_rr.with_config(new_slots=slots, new_position=position)
+        off = small_rr.with_config(new_slots=0)
+        on = small_rr.with_config(new_slots=slots, new_position=position, new_min_confidence=0.0)
         q = np.array([3, 4, 11])
         want = on._new_for(q)
         assert (want >= n).all() and want.shape == (3, slots)
@@ -292,11 +345,55 @@ def test_new_products_take_their_slots(setup, small_rr, slots, position):
         small_rr.set_embeddings(res.source, res.target)
 
 
+@pytest.mark.parametrize("confidence", [0.25, 0.6, 0.9])
+def test_a_new_product_needs_confidence_for_a_slot(setup, small_rr, confidence):
+    """With ``new_min_confidence`` c a new product takes a slot only where its gate score (DAEMON's
+    score, plus the list's gap) reaches what a share 1 - c of the validation co-purchases reach; the
+    other lists keep their products, a list's best qualifying new products are the ones placed,
+    and a higher c never gives more room."""
+    g, _, split, _, res = setup
+    rr = small_rr.with_config(new_min_confidence=confidence)
+    thr = rr._new_threshold()
+    assert np.isfinite(thr) and small_rr.with_config(new_min_confidence=0.0)._new_threshold() == -np.inf
+    # the scale: the validation co-purchases' own gate scores
+    vm = split.mask(VAL)
+    vs, vd = g.cp_src[vm].numpy(), g.cp_dst[vm].numpy()
+    uq = np.unique(vs)
+    r, c, z, _ = rr._scored_known(uq, None, known_first=False)
+    gap = dict(zip(uq.tolist(), rr._list_gap(uq, r, c, z)))
+    s, t = np.asarray(rr.s), np.asarray(rr.t)
+    gate = rr._new_gate((s[vs] * t[vd]).sum(1), np.array([gap[u] for u in vs.tolist()]))
+    assert abs((gate >= thr).mean() - (1 - confidence)) < 0.05
+
+    rr.mark_new(np.arange(0, g.num_products, 7))
+    always = rr.with_config(new_min_confidence=0.0)
+    q = np.arange(1, g.num_products, 5)
+    q = q[q % 7 != 0][:60]
+    r, c, z, _ = rr._scored_known(q, None, known_first=True)
+    qgap = rr._list_gap(q, r, c, z)
+    got, every = rr._new_for(q, None, qgap), always._new_for(q)
+    placed = got >= 0
+    d = (s[q][:, None, :] * t[np.maximum(got, 0)]).sum(-1)
+    assert (rr._new_gate(d, qgap[:, None])[placed] >= thr - 1e-9).all()
+    for i in range(q.size):  # the placed ones are the best of the always-filled order that qualify
+        ok = [j for j in every[i].tolist() if rr._new_gate(float(s[q[i]] @ t[j]), qgap[i]) >= thr]
+        assert got[i][placed[i]].tolist()[: len(ok)] == ok[: placed[i].sum()]
+    top, known = rr.top_k(q, 10)[1], rr.known_top_k(q, 10)[1]
+    untouched = ~placed.any(1)
+    assert untouched.any()
+    np.testing.assert_array_equal(top[untouched], known[untouched])
+    assert (rr.is_new(np.maximum(top[~untouched], 0)) & (top[~untouched] >= 0)).any(1).all()
+    stricter = rr.with_config(new_min_confidence=min(1.0, confidence + 0.2))._new_for(q, None, qgap)
+    assert ((stricter >= 0).sum(1) <= placed.sum(1)).all()
+    with pytest.raises(DualrecError, match="new_min_confidence"):
+        rr.with_config(new_min_confidence=1.5)
+
+
 def test_flagged_new_catalogue_products_are_not_ordinary_candidates(setup, small_rr):
     """Catalogue rows marked new (the cold-start benchmark's unseen products) reach a list only
     through the slots."""
     g = setup[0]
-    rr = small_rr.with_config()
+    rr = small_rr.with_config(new_min_confidence=0.0)
     rr.mark_new(np.arange(0, g.num_products, 10))
     q = np.array([3, 4, 11])
     r, c, _, _ = rr._scored(q, known_first=False, new=False)

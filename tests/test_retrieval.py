@@ -233,8 +233,9 @@ def test_two_stage_model_recommends_reranked_candidates_known_first(two_stage):
 
 def test_two_stage_after_add_products(two_stage, tmp_path):
     """A product added after training: as a query it is ranked by DAEMON alone; for the others
-    it takes the first new-product slot (position 9) and everything else moves down one place,
-    whether the list is stored or computed online; with no slots it is never shown."""
+    (slots always filled) it takes the first new-product slot (position 9) and everything else
+    moves down one place, whether the list is stored or computed online; with the default gate
+    it takes the slot in some lists and the others are unchanged; with no slots it is never shown."""
     from dualrec.coldstart import add_products
 
     root, g = two_stage
@@ -244,11 +245,21 @@ def test_two_stage_after_add_products(two_stage, tmp_path):
     add_products(mdir, new)
     after = Recommender.load(mdir)
     assert after.ranker == "two-stage" and after.num_products == g.num_products + 1
-    r = after.recommend(["NEW-1"], 5)[0]
+    r = after.recommend(["NEW-1"], 5, explain=True)[0]
     qi = after.num_products - 1
-    assert r.ids == [str(after.products["id"][i]) for i in brute_force(after, qi, 5)]
+    # its text neighbours' co-purchases first (the second stage's list), each with why
+    assert r.ids == [str(after.products["id"][i]) for i in after.reranker.top_k(np.array([qi]), 5)[1][0]]
+    assert r.ranker == "neighbours" and r.reasons[0].startswith("bought after ")
+    alone = after.reranker.with_config(cold_neighbours=0)
+    assert [int(i) for i in alone.top_k(np.array([qi]), 5)[1][0]] == list(brute_force(after, qi, 5))
     q = [str(i) for i in g.ids[:20]]
-    old, new_recs = before.recommend(q, 10), after.recommend(q, 10, explain=True)
+    old, gated = before.recommend(q, 10), after.recommend(q, 10)
+    shown = ["NEW-1" in b.ids for b in gated]
+    assert 0 < sum(shown) < len(q)
+    for a, b, s in zip(old, gated, shown):
+        assert b.ids.index("NEW-1") == 8 if s else b.ids == a.ids
+    after.reranker = after.reranker.with_config(new_min_confidence=0.0)
+    new_recs = after.recommend(q, 10, explain=True)
     for a, b in zip(old, new_recs):
         # the new product is the 9th, the others keep their order (ids may swap only among equal
         # scores: the boosted trees give ties, and top-k orders ties arbitrarily)
@@ -264,7 +275,7 @@ def test_two_stage_after_add_products(two_stage, tmp_path):
 
     write_model_index(mdir, "exact")
     again = Recommender.load(mdir)
-    assert [r.ids for r in again.recommend(q, 10)] == [r.ids for r in new_recs]
+    assert [r.ids for r in again.recommend(q, 10)] == [r.ids for r in gated]
     after.reranker = after.reranker.with_config(new_slots=0)
     for a, b in zip(old, after.recommend(q, 10)):
         assert "NEW-1" not in b.ids and b.scores == a.scores

@@ -233,6 +233,13 @@ def train(
     new_position: Optional[int] = typer.Option(
         None, min=1, max=1000, help="the list position (1-based) of the first new product  [default: 9]"
     ),
+    new_min_confidence: Optional[float] = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="a new product takes a slot only where DAEMON scores it at least as high as this share of "
+        "the validation co-purchases (0: the slots are always filled)  [default: 0.2]",
+    ),
     list_k: int = typer.Option(
         50,
         min=0,
@@ -252,8 +259,17 @@ def train(
         _fail("--tune-trials needs at least 2 trials (one trial is a plain training)")
     if tune_budget is not None and not tune_trials:
         _fail("--tune-budget needs --tune-trials")
-    if not rerank and (new_slots is not None or new_position is not None):
-        _fail("--new-slots and --new-position set the second stage, which --no-rerank skips")
+    new_settings = {
+        k: v
+        for k, v in (
+            ("new_slots", new_slots),
+            ("new_position", new_position),
+            ("new_min_confidence", new_min_confidence),
+        )
+        if v is not None
+    }
+    if not rerank and new_settings:
+        _fail("--new-slots, --new-position and --new-min-confidence set the second stage, which --no-rerank skips")
     if workers > 1 and "LOCAL_RANK" in os.environ:
         _log("already started by a launcher (torchrun): --workers is ignored, the launcher's workers train")
     elif workers > 1:
@@ -291,9 +307,7 @@ def train(
                 keep=keep,
                 log=_log,
                 list_k=list_k,
-                rerank_config=RerankConfig(
-                    **{k: v for k, v in (("new_slots", new_slots), ("new_position", new_position)) if v is not None}
-                ),
+                rerank_config=RerankConfig(**new_settings),
                 tune_trials=tune_trials,
                 tune_budget=tune_budget,
             )

@@ -36,6 +36,8 @@ PATH_REASONS = {
 #: what a list's scores are, by ranker
 SCORE_LABELS = {
     "two-stage": "pair-model score (higher is better; logged co-purchases are placed above every prediction)",
+    "neighbours": "summed text similarity of the query's nearest products with history that bought the item "
+    "(those items first), then DAEMON's score",
     "daemon": "DAEMON cosine of the query's source and the item's target embedding",
 }
 
@@ -126,8 +128,10 @@ class Explainer:
     def _model_reasons(self, query: int, items: np.ndarray) -> dict[int, str]:
         """The pair model's two strongest positive contributions, as words, per candidate item."""
         rr = self.reranker
-        if rr.ranks_alone(query) or not items.size:
-            return {}  # a new product's list is DAEMON's: the pair model did not rank it
+        if not items.size:
+            return {}
+        if rr.ranks_alone(query):  # a new product's list: its text neighbours' co-purchases, then DAEMON's
+            return rr.cold_reasons(query, items)
         try:
             r, c, F, _ = rr._chunk(np.array([query], dtype=np.int64))
         except Exception:  # noqa: BLE001 - an explanation never breaks a recommendation

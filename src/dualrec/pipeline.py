@@ -26,6 +26,9 @@ from dualrec.split import TEST, TRAIN, VAL
 from dualrec.store import DEFAULT_KEEP, ModelStore, ModelVersion, open_version, save_trained
 from dualrec.train import TrainConfig, TrainResult, batching_mode, distributed, evaluate_embeddings, train
 
+# the second stage's fit details kept in rerank/rerank.json only, not repeated in model.json
+_RERANK_DETAIL = ("features", "new_gate")
+
 
 def data_fingerprint(graph: ProductGraph, encoder: str) -> str:
     """Products, metadata and edges of a dataset: what a resumed training must see again."""
@@ -231,7 +234,8 @@ def _train_into(
                         rerank_seconds=round(time.time() - t0, 3),
                         new_slots=rr.cfg.new_slots,
                         new_position=rr.cfg.new_position,
-                        rerank={k: v for k, v in rr.info_.items() if k != "features"},
+                        new_min_confidence=rr.cfg.new_min_confidence,
+                        rerank={k: v for k, v in rr.info_.items() if k not in _RERANK_DETAIL},
                     )
             v = w.commit(info, keep=keep)
         discard_parts(store.checkpoint_dir)

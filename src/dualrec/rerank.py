@@ -26,8 +26,13 @@ recommender runs both and lets a small model decide per pair:
    have no graph features, and the pair model, fitted on targets with purchase history, would
    rank them below every candidate. They get slots instead: up to ``new_slots`` of a query's best
    new products (by text, ordered with DAEMON, :meth:`CandidateReranker._new_for`) take positions
-   ``new_position ..`` of its list and the others move down. Placement happens when a list is
-   ranked, so neither adding products nor changing the slots refits anything.
+   ``new_position ..`` of its list and the others move down, where their gate score (DAEMON's
+   score plus the list's gap, :meth:`CandidateReranker._new_gate`) reaches the
+   ``new_min_confidence`` quantile of the validation co-purchases' (a slot costs the known
+   products their hits at the list's end, so it goes where a new product is likely related and
+   the product it displaces is not).
+   Placement happens when a list is ranked, so neither adding products nor changing the slots
+   refits anything.
 
 Like every hyper-parameter of the benchmark, the reranker learns from validation edges only;
 test edges are never seen. The ``cooccurrence_rerank`` baseline is the same reranker without
@@ -72,8 +77,23 @@ class RerankConfig:
     new_position: int = 9
     new_daemon_weight: float = 0.05  # DAEMON's share of a new product's score (text ties are common)
     new_fetch: int = 50  # new products scored per query (the text-nearest ones)
+    # A new product takes a slot only where its gate score (_new_gate: DAEMON's score of the pair
+    # plus new_gap_weight times how much weaker the list's last covered place is than its first)
+    # reaches this quantile of the validation co-purchases' gate scores: a slot goes where the
+    # new product is likely related and the known product it pushes out is unlikely to be.
+    # 0: the slots are always filled.
+    new_min_confidence: float = 0.2
+    new_gap_weight: float = 1.0
+    # A product without history as the query (a new one): the products nearest to it by text that
+    # have logged co-purchases lend it theirs (weighted by text cosine), ranked above DAEMON's
+    # order; this many neighbours. 0: DAEMON alone ranks such a list.
+    cold_neighbours: int = 20
 
     def __post_init__(self):
+        if not 0.0 <= self.new_min_confidence <= 1.0:
+            raise DualrecError(f"new_min_confidence must be in [0, 1] (got {self.new_min_confidence})")
+        if self.cold_neighbours < 0:
+            raise DualrecError(f"cold_neighbours must be >= 0 (got {self.cold_neighbours})")
         if self.new_slots < 0 or self.new_position < 1 or self.new_fetch < 1:
             raise DualrecError(
                 f"new_slots must be >= 0, new_position and new_fetch >= 1 "
@@ -136,6 +156,7 @@ class CandidateReranker:
         self._needs_text = self.x is not None  # whether it was fitted with text features
         self._marked = np.zeros(0, dtype=np.int64)  # catalogue rows flagged new (mark_new)
         self._pool = None  # (rows, is_new mask, faiss index over their text or None): see _new_pool
+        self._cold = None  # (key, (rows, faiss index over their text, logged CSR) or None): see _cold_pool
 
     def set_embeddings(self, source, target, index=None) -> None:
         """DAEMON's embeddings (rows ``n..`` are products added after the fit) and the index that
@@ -322,6 +343,8 @@ class CandidateReranker:
         X, y, groups = np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs)
         groups = groups[groups > 0]
         self._fit_model(X, y, groups)
+        if self.s is not None:
+            self._fit_new_gate(vs, vd, rng)
         self.info_ = {
             "val_edges": int(vs.size),
             "val_edges_in_candidates": found,
@@ -336,6 +359,33 @@ class CandidateReranker:
             f"edges are candidates; {self.info_.get('iterations')} rounds"
         )
         return self
+
+    def _fit_new_gate(self, vs: np.ndarray, vd: np.ndarray, rng, max_queries: int = 2000) -> None:
+        """The scale of the new products' gate (:meth:`_new_gate`), read on validation edges: the
+        mean and spread of DAEMON's scores of real co-purchases and of the lists' gaps, and the
+        quantiles of the co-purchases' gate scores (what ``new_min_confidence`` picks from)."""
+        uq = np.unique(vs)
+        if uq.size > max_queries:
+            uq = np.sort(rng.choice(uq, max_queries, replace=False))
+        gap = np.full(self.num_products, np.nan)
+        for a in range(0, uq.size, self._rows_per_chunk()):
+            q = uq[a : a + self._rows_per_chunk()]
+            r, c, z, _ = self._scored_known(q, None, known_first=False)
+            gap[q] = self._list_gap(q, r, c, z)
+        on = np.isin(vs, uq) & np.isfinite(gap[vs])
+        d = _rowdot(np.asarray(self.s[vs[on]], np.float32), np.asarray(self.t[vd[on]], np.float32))
+        g = gap[vs[on]]
+        if d.size < 2:
+            return  # too few to read a scale on: the slots are always filled
+        stats = {
+            "daemon_mean": float(d.mean()),
+            "daemon_std": float(d.std()) or 1.0,
+            "gap_mean": float(g.mean()),
+            "gap_std": float(g.std()) or 1.0,
+        }
+        self.info_["new_gate"] = stats  # _new_gate reads it
+        score = self._new_gate(d, g)
+        stats["quantiles"] = [round(float(v), 6) for v in np.quantile(score, np.linspace(0, 1, 101))]
 
     def _fit_model(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
         cfg = self.cfg
@@ -507,7 +557,11 @@ class CandidateReranker:
         alone = self._alone(q)
         if alone.any():
             iso = np.flatnonzero(alone)
-            out[torch.from_numpy(iso)] = torch.from_numpy(np.asarray(self.s[q[iso]], np.float32) @ self._t32().T)
+            dense = np.asarray(self.s[q[iso]], np.float32) @ self._t32().T
+            r, c, v = self._cold_scores(q[iso])
+            if r.size:  # the neighbours' co-purchases above DAEMON's order (as _cold_top_k)
+                dense[r, c] = dense.max(1)[r] + 1.0 + v
+            out[torch.from_numpy(iso)] = torch.from_numpy(dense)
         rest = np.flatnonzero(~alone)
         step = max(1, min(self._rows_per_chunk(), self.cfg.chunk_elems // max(1, n_all)))
         for a in range(0, rest.size, step):
@@ -545,10 +599,10 @@ class CandidateReranker:
         if exclude is not None and len(exclude) != rows.size:
             raise DualrecError("exclude needs one list per query")
         alone = self._alone(rows)
-        if alone.any():  # new products: DAEMON alone, through the index
+        if alone.any():  # new products: their text neighbours' co-purchases, then DAEMON's order
             iso = np.flatnonzero(alone)
             ex = None if exclude is None else [exclude[i] for i in iso]
-            out_s[iso], out_i[iso] = self._index().recommend(rows[iso], kk, exclude=ex)
+            out_s[iso], out_i[iso] = self._cold_top_k(rows[iso], kk, ex)
         rest = np.flatnonzero(~alone)
         step = self._rows_per_chunk()
         for a in range(0, rest.size, step):
@@ -598,6 +652,126 @@ class CandidateReranker:
                 z0 = zmin[i] if np.isfinite(zmin[i]) else 0.0
                 out_s[pos[i], have.size : have.size + idx.size] = s - best + z0 - 1.0
                 out_i[pos[i], have.size : have.size + idx.size] = idx
+
+    # ------------------------------------------------------------------ new products as queries
+    def _cold_pool(self):
+        """(rows, faiss inner-product index over their unit text, logged CSR) for the products with
+        logged co-purchases (:meth:`_logged`'s), or None (no text features, or turned off). Built
+        on first use and again when the logged edges or the catalogue change. Exact search up to
+        200k such products, 8-bit scalar-quantised codes above (a quarter of the memory)."""
+        M = self.shown if self.shown is not None else self.known
+        key = (id(M), None if self.x is None else self.x.shape[0], self.cfg.cold_neighbours > 0)
+        got = self._cold
+        if got is not None and got[0] == key:
+            return got[1]
+        with _BUILD_LOCK:
+            pool = None
+            if self.x is not None and self.cfg.cold_neighbours > 0:
+                import faiss
+
+                rows = np.flatnonzero(np.diff(M.indptr) > 0)
+                rows = rows[rows < self.x.shape[0]]
+                if rows.size:
+                    d = self.x.shape[1]
+                    if rows.size > 200_000:
+                        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+                        sample = np.random.default_rng(0).choice(rows, min(rows.size, 100_000), replace=False)
+                        index.train(_unit(self.x[np.sort(sample)]))
+                    else:
+                        index = faiss.IndexFlatIP(d)
+                    for a in range(0, rows.size, 65_536):
+                        index.add(_unit(self.x[rows[a : a + 65_536]]))
+                    pool = (rows, index, M)
+            self._cold = (key, pool)
+        return pool
+
+    def _cold_scores(self, q: np.ndarray, exclude=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, product, score) for queries ``q`` without history: ``cold_neighbours`` products
+        nearest by text (cosine > 0, with logged co-purchases, never the query) each lend their
+        logged co-purchases, weighted by the cosine; a product's weight is the sum. Score = that
+        weight plus a DAEMON tie-break below 1e-3 (``s_u . t_v`` scaled within the row's products),
+        so near-equal weights are ordered by DAEMON. Never the query or ``exclude[i]``."""
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+        pool = self._cold_pool()
+        if pool is None or not q.size:
+            return empty
+        rows, index, M = pool
+        K = int(min(self.cfg.cold_neighbours, rows.size))
+        ok_q = np.flatnonzero(q < self.x.shape[0])
+        if not ok_q.size:
+            return empty
+        cos, j = index.search(_unit(self.x[q[ok_q]]), K + 1)  # one more: the query may be among them
+        nb = np.where(j >= 0, rows[np.maximum(j, 0)], -1)
+        good = (j >= 0) & (cos > 0) & (nb != q[ok_q][:, None])
+        good &= np.cumsum(good, 1) <= K
+        pr, pc = np.nonzero(good)
+        it, e = _expand(M.indptr, nb[pr, pc])
+        W = np.int64(self.num_products)
+        key = ok_q[pr[it]].astype(np.int64) * W + M.indices[e].astype(np.int64)
+        key, inv = np.unique(key, return_inverse=True)
+        weight = np.bincount(inv, weights=cos[pr, pc][it].astype(np.float64))
+        r, c = key // W, key % W
+        drop = c == q[r]
+        if exclude is not None:
+            ex = [i * W + np.asarray(x, np.int64) for i, x in enumerate(exclude) if len(x)]
+            if ex:
+                drop |= _member(key, np.unique(np.concatenate(ex)))
+        r, c, weight = r[~drop], c[~drop], weight[~drop]
+        if not r.size:
+            return empty
+        d = _rowdot(np.asarray(self.s[q], np.float32)[r], np.asarray(self.t[c], np.float32)).astype(np.float64)
+        lo, hi = -_row_max(r, -d, q.size), _row_max(r, d, q.size)
+        tie = 1e-3 * (d - lo[r]) / np.maximum(hi[r] - lo[r], 1e-12) * 0.999
+        return r, c, weight + tie
+
+    def _cold_top_k(self, q: np.ndarray, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`top_k` for queries without history: :meth:`_cold_scores`' products first, best
+        first, then DAEMON's from the retrieval index (scores: those products' above DAEMON's)."""
+        base_s, base_i = self._index().recommend(q, k, exclude=exclude)
+        r, c, v = self._cold_scores(q, exclude)
+        if not r.size:
+            return base_s, base_i
+        top = np.where(np.isfinite(base_s[:, 0]), base_s[:, 0], 0.0) if k else np.zeros(q.size)
+        z = (top[r] + 1.0 + v).astype(np.float32)
+        ok = base_i >= 0
+        br = np.repeat(np.arange(q.size), k)[ok.reshape(-1)]
+        bc, bz = base_i[ok], base_s[ok]
+        W = np.int64(self.num_products)
+        dup = _member(br * W + bc, np.unique(r * W + c))
+        r2, c2, z2 = np.concatenate([r, br[~dup]]), np.concatenate([c, bc[~dup]]), np.concatenate([z, bz[~dup]])
+        o = np.lexsort((c2, -z2, r2))
+        r2, c2, z2 = r2[o], c2[o], z2[o]
+        nth = np.arange(r2.size) - np.searchsorted(r2, r2)
+        sel = nth < k
+        out_s = np.full((q.size, k), -np.inf, dtype=np.float32)
+        out_i = np.full((q.size, k), -1, dtype=np.int64)
+        out_s[r2[sel], nth[sel]], out_i[r2[sel], nth[sel]] = z2[sel], c2[sel]
+        return out_s, out_i
+
+    def cold_reasons(self, query: int, items) -> dict[int, str]:
+        """Why a product without history (``query``) gets ``items`` from its text neighbours: how
+        many of them bought each, and the closest one's similarity (items lent by none: absent)."""
+        pool = self._cold_pool()
+        if pool is None or query >= self.x.shape[0]:
+            return {}
+        rows, index, M = pool
+        K = int(min(self.cfg.cold_neighbours, rows.size))
+        cos, j = index.search(_unit(self.x[[query]]), K + 1)
+        out: dict[int, list] = {}
+        used = 0
+        for cs, jj in zip(cos[0].tolist(), j[0].tolist()):
+            if jj < 0 or cs <= 0 or rows[jj] == query or used == K:
+                continue
+            used += 1
+            for v in M.indices[M.indptr[rows[jj]] : M.indptr[rows[jj] + 1]].tolist():
+                n, best = out.get(v, (0, 0.0))
+                out[v] = (n + 1, max(best, cs))
+        want = {int(v) for v in np.asarray(items).reshape(-1).tolist()}
+        return {
+            v: f"bought after {n} product{'s' if n > 1 else ''} with a similar description (text similarity {b:.2f})"
+            for v, (n, b) in out.items()
+            if v in want
+        }
 
     # ------------------------------------------------------------------ new products
     def mark_new(self, rows) -> None:
@@ -677,11 +851,13 @@ class CandidateReranker:
             self._pool = pool = (rows, is_new, index)
         return pool
 
-    def _new_for(self, q: np.ndarray, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+    def _new_for(self, q: np.ndarray, exclude=None, gap=None) -> tuple[np.ndarray, np.ndarray]:
         """The ``new_slots`` best new products for each query (``(Q, new_slots)`` rows, -1 where
         none): the ``new_fetch`` nearest by text, ordered by text cosine plus ``new_daemon_weight``
-        times DAEMON's standardised score among them; never the query, its logged co-purchases
-        or ``exclude[i]``. Without text features DAEMON alone orders the whole pool."""
+        times DAEMON's standardised score among them; only those whose gate score
+        (:meth:`_new_gate`, with the query lists' ``gap``, :meth:`_list_gap`; the mean gap when
+        ``None``) reaches :meth:`_new_threshold`; never the query, its logged co-purchases or
+        ``exclude[i]``. Without text features DAEMON alone orders the whole pool."""
         cfg = self.cfg
         rows, _, index = self._new_pool()
         m = cfg.new_slots
@@ -706,6 +882,10 @@ class CandidateReranker:
                 mu = np.nanmean(np.where(cand >= 0, d, np.nan), 1, keepdims=True)
                 sd = np.nanstd(np.where(cand >= 0, d, np.nan), 1, keepdims=True)
                 score = score + cfg.new_daemon_weight * (d - mu) / np.maximum(sd, 1e-6)
+            thr = self._new_threshold()
+            if thr > -np.inf:
+                g = self._new_gate(d, None if gap is None else np.asarray(gap, np.float64)[:, None])
+                score = np.where(g >= thr, score, -np.inf)
         W = np.int64(self.num_products)
         kr, kc = self._logged(q)
         ex = [np.arange(q.size, dtype=np.int64) * W + q, kr * W + kc]
@@ -720,13 +900,57 @@ class CandidateReranker:
         out[:, : got.shape[1]] = np.where(fine, got, -1)
         return out
 
+    def _new_gate(self, d: np.ndarray, gap) -> np.ndarray:
+        """The gate score of new products with DAEMON scores ``d`` in lists with gaps ``gap``
+        (:meth:`_list_gap`; ``None``: the mean gap), both standardised on the validation edges:
+        ``z(d) + new_gap_weight * z(gap)``. A high DAEMON score says the new product is likely
+        related; a wide gap says the place it takes holds a product the pair model is far less
+        sure of than of its first (that is where a slot costs the known products least)."""
+        st = self.info_["new_gate"]
+        out = (np.asarray(d, np.float64) - st["daemon_mean"]) / st["daemon_std"]
+        if gap is not None:
+            z = (np.asarray(gap, np.float64) - st["gap_mean"]) / st["gap_std"]
+            out = out + self.cfg.new_gap_weight * np.nan_to_num(z, nan=0.0)
+        return out
+
+    def _new_threshold(self) -> float:
+        """The gate score a new product needs for a slot: the ``new_min_confidence`` quantile of
+        the validation co-purchases' gate scores (``-inf`` with 0, or for a second stage fitted
+        before the gate was recorded)."""
+        qs = self.info_.get("new_gate", {}).get("quantiles")
+        if not self.cfg.new_min_confidence or not qs:
+            return -np.inf
+        return float(np.interp(self.cfg.new_min_confidence, np.linspace(0.0, 1.0, len(qs)), qs))
+
+    def _list_gap(self, q: np.ndarray, r: np.ndarray, c: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Per query of a scored list ``(r, c, z)``: the pair model's score of its best candidate
+        minus that of the candidate at the last place the slots cover (``new_position +
+        new_slots - 1``, or the list's last); the query's logged co-purchases (listed first by
+        :meth:`top_k`) are not candidates and are left out. NaN for an empty list."""
+        W = np.int64(self.num_products)
+        kr, kc = self._logged(q)
+        cand = ~_member(r * W + c, np.unique(kr * W + kc)) if kr.size else np.ones(r.size, dtype=bool)
+        r, z = r[cand], z[cand].astype(np.float64)
+        o = np.lexsort((-z, r))
+        r, z = r[o], z[o]
+        gap = np.full(q.size, np.nan)
+        if not r.size:
+            return gap
+        first = np.searchsorted(r, np.arange(q.size))
+        count = np.bincount(r, minlength=q.size)
+        at = first + np.minimum(count, self.cfg.new_position + max(self.cfg.new_slots, 1) - 1) - 1
+        has = count > 0
+        gap[has] = z[first[has]] - z[at[has]]
+        return gap
+
     def _place_new(self, q, r, c, z, exclude=None):
         """Add each query's new products to its scored list ``(r, c, z)`` (rows sorted) with scores
         that put them at positions ``new_position, new_position + 1, ...`` (after the whole list
         when it is shorter), between the scores of their neighbours. Where those neighbours tie,
         the entries from ``new_position`` on are lowered by a small step first, so the new
         products' positions are exact (their order among themselves does not change)."""
-        new = self._new_for(q, exclude)
+        gap = self._list_gap(q, r, c, z) if self._new_threshold() > -np.inf else None
+        new = self._new_for(q, exclude, gap)
         if not new.size or (new < 0).all():
             return r, c, z
         Q, m, p = q.size, new.shape[1], self.cfg.new_position - 1
@@ -848,14 +1072,17 @@ class CandidateReranker:
             return
         if x is None or x.shape[0] < self.n:
             raise DualrecError(f"the reranker needs the text features of its {self.n} products")
-        self.x, self._pool = _array(x), None
+        self.x, self._pool, self._cold = _array(x), None, None
 
 
 def ranker_name(reranker: CandidateReranker | None, row: int | None = None) -> str:
     """How a model ranks: ``"two-stage"`` with its second stage, ``"daemon"`` without; with
-    ``row``, how that query's list is ranked (a new product's by DAEMON alone)."""
-    if reranker is None or (row is not None and reranker.ranks_alone(row)):
+    ``row``, how that query's list is ranked (a new product's: ``"neighbours"``, its text
+    neighbours' co-purchases then DAEMON's order, or DAEMON's alone without text features)."""
+    if reranker is None:
         return "daemon"
+    if row is not None and reranker.ranks_alone(row):
+        return "neighbours" if reranker._cold_pool() is not None else "daemon"
     return "two-stage"
 
 

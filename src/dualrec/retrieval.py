@@ -30,7 +30,7 @@ class Recommendation:
     scores: list[float]
     kinds: list[str] | None = None  # "logged" (a co-purchase in the shop's data) or "predicted"
     reasons: list[str] | None = None  # why, in words (see dualrec.explain)
-    ranker: str | None = None  # how this list was ranked: "two-stage" or "daemon" (what the scores are)
+    ranker: str | None = None  # how this list was ranked: "two-stage", "neighbours" or "daemon" (what the scores are)
 
 
 class Recommender:

@@ -41,19 +41,26 @@ COLD_FRACTION = 0.1
 # The cold-start split also holds out this share of the edges between known products (as
 # edge_split's test part), to measure what the room given to new products costs them.
 COLD_WARM_FRACTION = 0.1
-# Second-stage variants by how many slots of a list new products may take (`daemon` = the
-# default, RerankConfig.new_slots): the same trained models, only the placement differs.
-NEW_SLOT_VARIANTS = {"daemon_new0": 0, "daemon_new1": 1, "daemon_new3": 3}
+# Second-stage variants by the room new products get (`daemon` = the defaults of RerankConfig:
+# 2 slots, new_min_confidence 0.2): the same trained models, only the placement differs.
+NEW_PRODUCT_VARIANTS = {
+    "daemon_new0": {"new_slots": 0},  # no room: the ranking before new products had slots
+    "daemon_always": {"new_min_confidence": 0.0},  # both slots filled in every list
+    "daemon_conf10": {"new_min_confidence": 0.1},
+    "daemon_conf30": {"new_min_confidence": 0.3},
+    "daemon_query_alone": {"cold_neighbours": 0},  # a new product's own list by DAEMON alone
+}
 
 # Methods run in the cold-start section; a value names the fallback a graph-only method gets
 # (it has nothing to say about a product it never saw), None = the method handles new products.
 COLD_METHODS = {
     "daemon": None,
-    **{name: None for name in NEW_SLOT_VARIANTS},
+    **{name: None for name in NEW_PRODUCT_VARIANTS},
     "daemon_embedding": None,
     "daemon_paper": None,
     "popularity": None,
     "text_similarity": None,
+    "text_neighbours": None,
     "graphsage": None,
     "cooccurrence": "popularity",
     "cooccurrence_rerank": "popularity",
@@ -213,17 +220,18 @@ def _daemon_runner(overrides: dict, random_features: bool = False) -> Runner:
     return run
 
 
-def _rerank_runner(with_daemon: bool, new_slots: int | None = None) -> Runner:
+def _rerank_runner(with_daemon: bool, serving: dict | None = None) -> Runner:
     """dualrec's two stages (``with_daemon``), or the same reranker on co-occurrence alone (the
-    control). ``new_slots`` overrides the room given to new products (the unseen products of a
-    cold-start run); the fitted second stage is shared by the variants of one seed."""
+    control). ``serving`` overrides RerankConfig's serving settings (the room given to new
+    products, the unseen ones of a cold-start run); the fitted second stage is shared by the
+    variants of one seed."""
 
     def run(ctx: BenchContext) -> Fitted:
         from dualrec.evaluate import pair_fn_from_score_fn
 
         rr, secs, info = _fit_rerank(ctx, with_daemon)
-        if new_slots is not None:
-            rr = rr.with_config(new_slots=new_slots)
+        if serving:
+            rr = rr.with_config(**serving)
         score_fn = RowMemo(rr.score_fn, ctx.graph.num_products)
         return Fitted(score_fn, pair_fn_from_score_fn(score_fn, ctx.graph.num_products), secs, info)
 
@@ -260,17 +268,18 @@ def _fit_rerank(ctx: BenchContext, with_daemon: bool):
 
 
 def _register_builtins() -> None:
-    from dualrec.baselines import Popularity, TextSimilarity
+    from dualrec.baselines import Popularity, TextNeighbours, TextSimilarity
 
     register_method("daemon", _rerank_runner(with_daemon=True))
-    for name, slots in NEW_SLOT_VARIANTS.items():
-        register_method(name, _rerank_runner(with_daemon=True, new_slots=slots))
+    for name, serving in NEW_PRODUCT_VARIANTS.items():
+        register_method(name, _rerank_runner(with_daemon=True, serving=serving))
     for name, over in DAEMON_ABLATIONS.items():
         register_method(name, _daemon_runner(over, random_features=name == "daemon_no_text"))
     register_method("popularity", baseline_runner(Popularity))
     register_method("cooccurrence", _cooccurrence_runner)
     register_method("cooccurrence_rerank", _rerank_runner(with_daemon=False))
     register_method("text_similarity", baseline_runner(TextSimilarity))
+    register_method("text_neighbours", baseline_runner(TextNeighbours))
     from dualrec.baselines.gnn import DirectedGNNBaseline, GraphSAGEBaseline, LightGCNBaseline
 
     for cls in (GraphSAGEBaseline, LightGCNBaseline, DirectedGNNBaseline):

@@ -65,6 +65,12 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 __all__ = ["create_app", "Limits", "admin_token_from_env", "LOOPBACK_HOSTS"]
 
 
+RANKER_DOC = (
+    "how this list was ranked: 'two-stage', 'neighbours' (a new product's own list: its text "
+    "neighbours' co-purchases, then DAEMON's order) or 'daemon'"
+)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask for. Beyond these: 413 (body) or 422 (fields), at once."""
@@ -132,7 +138,7 @@ class RelatedResponse(BaseModel):
     id: str
     k: int
     model_version: str
-    ranker: Optional[str] = Field(None, description="how this list was ranked: 'two-stage' or 'daemon'")
+    ranker: Optional[str] = Field(None, description=RANKER_DOC)
     scores: Optional[str] = Field(None, description="what the scores are (comparable within a list)")
     results: list[Item]
 
@@ -140,7 +146,7 @@ class RelatedResponse(BaseModel):
 class BatchEntry(BaseModel):
     id: str
     k: int
-    ranker: Optional[str] = Field(None, description="how this list was ranked: 'two-stage' or 'daemon'")
+    ranker: Optional[str] = Field(None, description=RANKER_DOC)
     scores: Optional[str] = Field(None, description="what the scores are (comparable within a list)")
     results: list[Item]
 

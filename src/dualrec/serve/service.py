@@ -210,7 +210,7 @@ class RecommenderService:
                 )
                 for item, w in zip(items, why):
                     item.update(w)
-            ranker = ranker_name(self.reranker, r)  # per list: a new product's is DAEMON's
+            ranker = ranker_name(self.reranker, r)  # per list: a new product's own list is its neighbours'
             results.append(
                 {"id": self.ids[r], "k": k, "ranker": ranker, "scores": SCORE_LABELS[ranker], "results": items}
             )
