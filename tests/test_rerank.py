@@ -166,8 +166,13 @@ def test_a_product_without_edges_gets_its_text_neighbours_co_purchases(setup, co
         assert (np.diff(d[rest]) <= 1e-5).all()  # then DAEMON's order
         assert ranker_name(rr, u) == "neighbours"
     top = rr.top_k(cold, 15)[1]
-    want = masked_topk(got, 15, torch.from_numpy(cold))[1].numpy()
+    want = masked_topk(got.clone(), 15, torch.from_numpy(cold))[1].numpy()
     assert _overlap(top, want) > 0.95
+    # the evaluator's rows read training edges only, even when every logged edge is shown
+    shop = rr.with_config()
+    shop.show_logged(cs.graph.cp_src.numpy(), cs.graph.cp_dst.numpy())
+    torch.testing.assert_close(shop.score_fn(torch.from_numpy(cold)), got)
+    assert not np.array_equal(shop.top_k(cold, 15)[1], top)  # a shop's lists use every logged one
     reasons = rr.cold_reasons(int(cold[0]), top[0])
     assert reasons and all(t.startswith("bought after ") for t in reasons.values())
     with pytest.raises(DualrecError, match="cold_neighbours"):

@@ -258,6 +258,8 @@ def test_two_stage_after_add_products(two_stage, tmp_path):
     assert 0 < sum(shown) < len(q)
     for a, b, s in zip(old, gated, shown):
         assert b.ids.index("NEW-1") == 8 if s else b.ids == a.ids
+    for k in (5, 10, 20):  # a stored list gets the same slots as the online path, whatever k
+        np.testing.assert_array_equal(after.top_k(np.arange(20), k)[1], after.reranker.top_k(np.arange(20), k)[1])
     after.reranker = after.reranker.with_config(new_min_confidence=0.0)
     new_recs = after.recommend(q, 10, explain=True)
     for a, b in zip(old, new_recs):

@@ -237,8 +237,9 @@ def train(
         None,
         min=0.0,
         max=1.0,
-        help="a new product takes a slot only where DAEMON scores it at least as high as this share of "
-        "the validation co-purchases (0: the slots are always filled)  [default: 0.2]",
+        help="a new product takes a slot only where its gate score (DAEMON's score plus how much weaker the "
+        "list's 10th place is than its first) reaches this quantile of the validation co-purchases' "
+        "(0: the slots are always filled)  [default: 0.2]",
     ),
     list_k: int = typer.Option(
         50,

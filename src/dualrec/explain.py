@@ -36,8 +36,8 @@ PATH_REASONS = {
 #: what a list's scores are, by ranker
 SCORE_LABELS = {
     "two-stage": "pair-model score (higher is better; logged co-purchases are placed above every prediction)",
-    "neighbours": "summed text similarity of the query's nearest products with history that bought the item "
-    "(those items first), then DAEMON's score",
+    "neighbours": "a new product's list: the items its text-nearest products with history bought come first, "
+    "ordered by their summed text similarity (DAEMON's best score + 1 + that sum); then DAEMON's cosine",
     "daemon": "DAEMON cosine of the query's source and the item's target embedding",
 }
 

@@ -292,6 +292,9 @@ def _precompute_lists(w, rr, graph: ProductGraph, k: int, parts_dir: Path, progr
     for a in (rr.s, rr.t):
         h.update(np.ascontiguousarray(a[:4096]).tobytes())
     h.update(json.dumps(rr._index().meta.get("params", {}), sort_keys=True).encode() + rr._index().kind.encode())
+    h.update(json.dumps(asdict(rr.cfg), sort_keys=True).encode())  # e.g. cold_neighbours
+    if rr.x is not None:  # the lists of products without history read the text features
+        h.update(np.ascontiguousarray(rr.x[:4096]).tobytes())
     key = h.hexdigest()
     items, scores, linfo = precompute_lists(
         rr.known_top_k, graph.num_products, k, parts_dir=parts_dir, key=key, progress=progress

@@ -83,7 +83,7 @@ class RerankConfig:
     # new product is likely related and the known product it pushes out is unlikely to be.
     # 0: the slots are always filled.
     new_min_confidence: float = 0.2
-    new_gap_weight: float = 1.0
+    new_gap_weight: float = 1.0  # fixed at fit time (the quantiles are read with it)
     # A product without history as the query (a new one): the products nearest to it by text that
     # have logged co-purchases lend it theirs (weighted by text cosine), ranked above DAEMON's
     # order; this many neighbours. 0: DAEMON alone ranks such a list.
@@ -116,7 +116,9 @@ class CandidateReranker:
     Every step of a query reads the query's candidates only (about ``n_daemon + n_graph``
     products), never all N: DAEMON's candidates come from the index, co-occurrence's from the
     paths of the query (:meth:`~dualrec.cooccurrence.Cooccurrence.paths`) topped up by
-    popularity, and every feature is a gather at the candidates.
+    popularity, and every feature is a gather at the candidates. The exception: a query without
+    history (a new product) searches the text of the products with history for its neighbours
+    (:meth:`_cold_pool`).
     """
 
     def __init__(
@@ -156,7 +158,7 @@ class CandidateReranker:
         self._needs_text = self.x is not None  # whether it was fitted with text features
         self._marked = np.zeros(0, dtype=np.int64)  # catalogue rows flagged new (mark_new)
         self._pool = None  # (rows, is_new mask, faiss index over their text or None): see _new_pool
-        self._cold = None  # (key, (rows, faiss index over their text, logged CSR) or None): see _cold_pool
+        self._cold = None  # {logged: (key, (rows, faiss index over their text, CSR) or None)}: _cold_pool
 
     def set_embeddings(self, source, target, index=None) -> None:
         """DAEMON's embeddings (rows ``n..`` are products added after the fit) and the index that
@@ -364,6 +366,7 @@ class CandidateReranker:
         """The scale of the new products' gate (:meth:`_new_gate`), read on validation edges: the
         mean and spread of DAEMON's scores of real co-purchases and of the lists' gaps, and the
         quantiles of the co-purchases' gate scores (what ``new_min_confidence`` picks from)."""
+        self.info_.pop("new_gate", None)  # a refit's own, or none
         uq = np.unique(vs)
         if uq.size > max_queries:
             uq = np.sort(rng.choice(uq, max_queries, replace=False))
@@ -378,6 +381,7 @@ class CandidateReranker:
         if d.size < 2:
             return  # too few to read a scale on: the slots are always filled
         stats = {
+            "gap_weight": float(self.cfg.new_gap_weight),  # the quantiles hold for this weight
             "daemon_mean": float(d.mean()),
             "daemon_std": float(d.std()) or 1.0,
             "gap_mean": float(g.mean()),
@@ -558,7 +562,7 @@ class CandidateReranker:
         if alone.any():
             iso = np.flatnonzero(alone)
             dense = np.asarray(self.s[q[iso]], np.float32) @ self._t32().T
-            r, c, v = self._cold_scores(q[iso])
+            r, c, v = self._cold_scores(q[iso], logged=known_first)
             if r.size:  # the neighbours' co-purchases above DAEMON's order (as _cold_top_k)
                 dense[r, c] = dense.max(1)[r] + 1.0 + v
             out[torch.from_numpy(iso)] = torch.from_numpy(dense)
@@ -587,7 +591,7 @@ class CandidateReranker:
         logged co-purchases first, then the reranked candidates with the new products at their
         slots (``new``), then (when ``k`` asks for more) the first stage's next best; never the
         query itself nor ``exclude[i]`` (rows). Unfilled slots are index -1 with score -inf. No
-        step reads all N products."""
+        step reads all N products, except a new product's neighbour search (:meth:`_cold_pool`)."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         self._check_rows(rows)
         n_all = self.num_products
@@ -654,17 +658,22 @@ class CandidateReranker:
                 out_i[pos[i], have.size : have.size + idx.size] = idx
 
     # ------------------------------------------------------------------ new products as queries
-    def _cold_pool(self):
-        """(rows, faiss inner-product index over their unit text, logged CSR) for the products with
-        logged co-purchases (:meth:`_logged`'s), or None (no text features, or turned off). Built
-        on first use and again when the logged edges or the catalogue change. Exact search up to
-        200k such products, 8-bit scalar-quantised codes above (a quarter of the memory)."""
-        M = self.shown if self.shown is not None else self.known
+    def _cold_pool(self, logged: bool = True):
+        """(rows, faiss inner-product index over their unit text, co-purchase CSR) for the products
+        with co-purchases, or None (no text features, or turned off). ``logged``: every logged
+        co-purchase (:meth:`_logged`'s, what a shop shows); otherwise the training edges only (the
+        evaluator's :meth:`score_fn`, which must not read held-out edges). Built on first use and
+        again when the edges or the catalogue change. Exact search up to 200k such products,
+        8-bit scalar-quantised codes above (a quarter of the memory)."""
+        M = self.shown if (logged and self.shown is not None) else self.known
         key = (id(M), None if self.x is None else self.x.shape[0], self.cfg.cold_neighbours > 0)
-        got = self._cold
+        got = (self._cold or {}).get(logged)
         if got is not None and got[0] == key:
             return got[1]
         with _BUILD_LOCK:
+            got = (self._cold or {}).get(logged)
+            if got is not None and got[0] == key:  # built by another thread meanwhile
+                return got[1]
             pool = None
             if self.x is not None and self.cfg.cold_neighbours > 0:
                 import faiss
@@ -682,17 +691,20 @@ class CandidateReranker:
                     for a in range(0, rows.size, 65_536):
                         index.add(_unit(self.x[rows[a : a + 65_536]]))
                     pool = (rows, index, M)
-            self._cold = (key, pool)
+            self._cold = {**(self._cold or {}), logged: (key, pool)}
         return pool
 
-    def _cold_scores(self, q: np.ndarray, exclude=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _cold_scores(
+        self, q: np.ndarray, exclude=None, logged: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, product, score) for queries ``q`` without history: ``cold_neighbours`` products
         nearest by text (cosine > 0, with logged co-purchases, never the query) each lend their
         logged co-purchases, weighted by the cosine; a product's weight is the sum. Score = that
         weight plus a DAEMON tie-break below 1e-3 (``s_u . t_v`` scaled within the row's products),
-        so near-equal weights are ordered by DAEMON. Never the query or ``exclude[i]``."""
+        so near-equal weights are ordered by DAEMON. Never the query or ``exclude[i]``.
+        ``logged``: see :meth:`_cold_pool`."""
         empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
-        pool = self._cold_pool()
+        pool = self._cold_pool(logged)
         if pool is None or not q.size:
             return empty
         rows, index, M = pool
@@ -910,7 +922,7 @@ class CandidateReranker:
         out = (np.asarray(d, np.float64) - st["daemon_mean"]) / st["daemon_std"]
         if gap is not None:
             z = (np.asarray(gap, np.float64) - st["gap_mean"]) / st["gap_std"]
-            out = out + self.cfg.new_gap_weight * np.nan_to_num(z, nan=0.0)
+            out = out + st.get("gap_weight", self.cfg.new_gap_weight) * np.nan_to_num(z, nan=0.0)
         return out
 
     def _new_threshold(self) -> float:
@@ -1052,6 +1064,9 @@ class CandidateReranker:
         train = version.split().mask(TRAIN)
         cooc = Cooccurrence.from_state(graph, train, state["cooccurrence"])
         known = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(RerankConfig)}}
+        # a folder from before these settings keeps the ranking it was fitted and stored with
+        known.setdefault("cold_neighbours", 0)
+        known.setdefault("new_min_confidence", 0.0)
         rr = cls(cooc, source, target, None, graph.cp_src[train], graph.cp_dst[train], RerankConfig(**known), index)
         if rr.kinds != list(state["kinds"]):
             raise DualrecError("the second stage's path kinds do not match its co-occurrence model")
@@ -1081,7 +1096,7 @@ def ranker_name(reranker: CandidateReranker | None, row: int | None = None) -> s
     neighbours' co-purchases then DAEMON's order, or DAEMON's alone without text features)."""
     if reranker is None:
         return "daemon"
-    if row is not None and reranker.ranks_alone(row):
+    if row is not None and reranker.s is not None and reranker.ranks_alone(row):
         return "neighbours" if reranker._cold_pool() is not None else "daemon"
     return "two-stage"
 

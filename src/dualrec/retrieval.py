@@ -5,7 +5,8 @@ reranked by the second stage when the model folder has one.
 else the second stage over the retrieval index's and co-occurrence's candidates (known
 co-purchases first), else the index alone. No step of a query reads all N products, except
 the exact search of a bare model without an index (a chunked matrix product + ``topk``, the
-reference that approximate search is tested against).
+reference that approximate search is tested against) and a new product's search for its text
+neighbours (see :meth:`dualrec.rerank.CandidateReranker._cold_pool`).
 """
 
 from __future__ import annotations
@@ -133,7 +134,10 @@ class Recommender:
         if self.lists is not None and ex is None:
             hit = self.lists.covers(rows, kk)
             if hit.any():
-                out_s[hit], out_i[hit] = self.reranker.with_new(rows[hit], *self.lists.get(rows[hit], kk))
+                # the whole stored row: the new products' gate reads the list's gap at its 10th
+                # candidate (logged co-purchases left out), whatever k the caller asked for
+                full = self.reranker.with_new(rows[hit], *self.lists.get(rows[hit], self.lists.k))
+                out_s[hit], out_i[hit] = full[0][:, :kk], full[1][:, :kk]
                 todo = ~hit
         if todo.any():
             sel = np.flatnonzero(todo)

@@ -41,7 +41,7 @@ class TextNeighbours:
         self.adj = sp.csr_matrix((np.ones(src.numel(), np.float32), (src.numpy(), dst.numpy())), shape=(n, n))
         self.adj.data[:] = 1.0  # a repeated edge counts once
         pop = torch.bincount(dst, minlength=n).float()
-        self.tie = 1e-3 * pop / pop.max().clamp(min=1.0) * 0.999  # below any neighbour's weight
+        self.tie = 1e-3 * pop / pop.max().clamp(min=1.0) * 0.999  # orders the rest; < 1e-3
         return self
 
     def score_fn(self, query: torch.Tensor) -> torch.Tensor:
