@@ -361,3 +361,32 @@ def test_a_failed_second_stage_keeps_a_complete_daemon_model(tmp_path, monkeypat
     assert not [f for f in v.files if f.startswith("rerank/")]
     assert v.has("features.json")
     assert Recommender.load(tmp_path / "model").ranker == "daemon"
+
+
+def test_a_second_stage_fitted_before_the_new_product_settings_keeps_its_ranking(two_stage):
+    """A model folder whose rerank.json predates ``cold_neighbours`` and the new-product gate loads
+    with both off (DAEMON alone for products without history, slots always filled): the ranking
+    its stored lists were computed with."""
+    from dualrec.rerank import CandidateReranker
+    from dualrec.store import open_version
+
+    root, _ = two_stage
+    v = open_version(root / "model")
+
+    class Older:  # the same version, its rerank.json as an older dualrec wrote it
+        def __getattr__(self, name):
+            return getattr(v, name)
+
+        def json(self, path):
+            got = v.json(path)
+            if path.endswith("rerank.json"):
+                cfg = {k: x for k, x in got["config"].items() if not k.startswith(("cold_", "new_min"))}
+                got = {**got, "config": cfg}
+                got["info"] = {k: x for k, x in got["info"].items() if k != "new_gate"}
+            return got
+
+    rec = Recommender.load(root / "model")
+    old = CandidateReranker.load(Older(), rec.source, rec.target, v.features(mmap=True))
+    assert old.cfg.cold_neighbours == 0 and old.cfg.new_min_confidence == 0.0
+    now = CandidateReranker.load(v, rec.source, rec.target, v.features(mmap=True))
+    assert now.cfg.cold_neighbours == 20 and now.cfg.new_min_confidence == 0.2
