@@ -707,21 +707,12 @@ class CandidateReranker:
         pool = self._cold_pool(logged)
         if pool is None or not q.size:
             return empty
-        rows, index, M = pool
-        K = int(min(self.cfg.cold_neighbours, rows.size))
-        ok_q = np.flatnonzero(q < self.x.shape[0])
-        if not ok_q.size:
+        it, c, w = self._lent(q, pool)
+        if not it.size:
             return empty
-        cos, j = index.search(_unit(self.x[q[ok_q]]), K + 1)  # one more: the query may be among them
-        nb = np.where(j >= 0, rows[np.maximum(j, 0)], -1)
-        good = (j >= 0) & (cos > 0) & (nb != q[ok_q][:, None])
-        good &= np.cumsum(good, 1) <= K
-        pr, pc = np.nonzero(good)
-        it, e = _expand(M.indptr, nb[pr, pc])
         W = np.int64(self.num_products)
-        key = ok_q[pr[it]].astype(np.int64) * W + M.indices[e].astype(np.int64)
-        key, inv = np.unique(key, return_inverse=True)
-        weight = np.bincount(inv, weights=cos[pr, pc][it].astype(np.float64))
+        key, inv = np.unique(it * W + c, return_inverse=True)
+        weight = np.bincount(inv, weights=w)
         r, c = key // W, key % W
         drop = c == q[r]
         if exclude is not None:
@@ -735,6 +726,22 @@ class CandidateReranker:
         lo, hi = -_row_max(r, -d, q.size), _row_max(r, d, q.size)
         tie = 1e-3 * (d - lo[r]) / np.maximum(hi[r] - lo[r], 1e-12) * 0.999
         return r, c, weight + tie
+
+    def _lent(self, q: np.ndarray, pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query position, product, cosine) for every co-purchase a neighbour lends to ``q``:
+        its ``cold_neighbours`` text-nearest products of ``pool`` (cosine > 0, never the query)."""
+        rows, index, M = pool
+        K = int(min(self.cfg.cold_neighbours, rows.size))
+        ok_q = np.flatnonzero(q < self.x.shape[0])
+        if not ok_q.size:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+        cos, j = index.search(_unit(self.x[q[ok_q]]), K + 1)  # one more: the query may be among them
+        nb = np.where(j >= 0, rows[np.maximum(j, 0)], -1)
+        good = (j >= 0) & (cos > 0) & (nb != q[ok_q][:, None])
+        good &= np.cumsum(good, 1) <= K
+        pr, pc = np.nonzero(good)
+        it, e = _expand(M.indptr, nb[pr, pc])
+        return ok_q[pr[it]].astype(np.int64), M.indices[e].astype(np.int64), cos[pr, pc][it].astype(np.float64)
 
     def _cold_top_k(self, q: np.ndarray, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`top_k` for queries without history: :meth:`_cold_scores`' products first, best
@@ -764,25 +771,16 @@ class CandidateReranker:
         """Why a product without history (``query``) gets ``items`` from its text neighbours: how
         many of them bought each, and the closest one's similarity (items lent by none: absent)."""
         pool = self._cold_pool()
-        if pool is None or query >= self.x.shape[0]:
+        if pool is None:
             return {}
-        rows, index, M = pool
-        K = int(min(self.cfg.cold_neighbours, rows.size))
-        cos, j = index.search(_unit(self.x[[query]]), K + 1)
-        out: dict[int, list] = {}
-        used = 0
-        for cs, jj in zip(cos[0].tolist(), j[0].tolist()):
-            if jj < 0 or cs <= 0 or rows[jj] == query or used == K:
-                continue
-            used += 1
-            for v in M.indices[M.indptr[rows[jj]] : M.indptr[rows[jj] + 1]].tolist():
-                n, best = out.get(v, (0, 0.0))
-                out[v] = (n + 1, max(best, cs))
-        want = {int(v) for v in np.asarray(items).reshape(-1).tolist()}
+        _, c, w = self._lent(np.array([query], dtype=np.int64), pool)
+        out = {
+            int(v): (int((c == v).sum()), float(w[c == v].max()))
+            for v in np.intersect1d(c, np.asarray(items, dtype=np.int64).reshape(-1)).tolist()
+        }
         return {
             v: f"bought after {n} product{'s' if n > 1 else ''} with a similar description (text similarity {b:.2f})"
             for v, (n, b) in out.items()
-            if v in want
         }
 
     # ------------------------------------------------------------------ new products
