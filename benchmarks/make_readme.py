@@ -408,6 +408,69 @@ def threads() -> list[str]:
     ]
 
 
+def data_scale() -> list[str]:
+    """Ingest of a large order log, text encoders' speed, and their quality on clothing."""
+    out = []
+    ing = load("ingest_scale.json")
+    if ing:
+        out += [
+            f"Order-log ingest out of core (`{ing['command']}`, {ing['machine']}): {ing['lines']:,} lines "
+            f"({ing['log_bytes'] / 2**30:.1f} GiB of Parquet) in {ing['ingest_seconds']:,.0f} s "
+            f"({ing['lines_per_second']:,} lines/s), peak RSS {ing['peak_rss_gib']} GiB with DuckDB's memory "
+            f"limit at {ing['memory_limit']}, work files up to {ing.get('peak_work_files_gib', 'n/a')} GiB on "
+            f"disk; {ing['products']:,} products, {ing['copurchase_edges']:,} co-purchase edges, "
+            f"{ing['similar_pairs']:,} same-basket pairs kept (of {ing['copurchase_pair_candidates']:,} and "
+            f"{ing['basket_pair_candidates']:,} candidates). Seconds by phase: "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in (ing.get("seconds_by_phase") or {}).items())
+            + ".",
+            "",
+        ]
+    enc = load("encode_scale.json")
+    if enc:
+        out += [
+            f"Text encoding (`{enc['command']}`, {enc['machine']}; {enc['products']:,} products with the "
+            f"clothing catalogue's texts, {enc['mean_text_chars']} characters on average):",
+            "",
+            "| encoder | products / s | time for the catalogue |",
+            "|---|---|---|",
+        ]
+        for name, e in enc["encoders"].items():
+            t = e.get("seconds", e.get("seconds_for_catalogue_extrapolated"))
+            how = "" if "seconds" in e else f" (extrapolated from {e['measured_on']:,})"
+            note = f"; {e['note']}" if e.get("note") else ""
+            out.append(f"| {name} | {e['products_per_s']:,.0f} | {t:,.0f} s{how}{note} |")
+        ch = enc.get("changed_catalogue")
+        if ch:
+            out += [
+                "",
+                f"A catalogue with {ch['changed_products']:,} products edited: the cache is rebuilt in "
+                f"{ch['rebuild_seconds']} s with `{ch['encoder']}` (first build {ch['first_build_seconds']} s); "
+                f"with MiniLM about {ch['minilm_rebuild_seconds_extrapolated']:,} s (extrapolated), as only the "
+                "edited products are encoded again.",
+            ]
+        out.append("")
+    runs = {e: load(f"encoders/{e}/results.json") for e in ("minilm", "static")}
+    if all(runs.values()):
+        out += [
+            "Encoder quality on clothing (`bash benchmarks/encoders.sh`: the benchmark's protocol, seed 0, "
+            "once per encoder):",
+            "",
+            "| encoder | daemon HR@10 / MRR@10 | daemon_embedding HR@10 | text_similarity HR@10 | "
+            "cold as query HR@10 | cold as target HR@10 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for e, r in runs.items():
+            m = r["methods"]
+            cs = (r.get("cold_start") or {}).get("daemon") or {}
+            out.append(
+                f"| {e} | {f3(m['daemon']['HitRate@10'])} / {f3(m['daemon']['MRR@10'])} | "
+                f"{f3(m['daemon_embedding']['HitRate@10'])} | {f3(m['text_similarity']['HitRate@10'])} | "
+                f"{f3(cs.get('HitRate@10'))} | {f3((cs.get('as_target') or {}).get('HitRate@10'))} |"
+            )
+        out.append("")
+    return out
+
+
 def benchmarks_readme() -> str:
     lines = [
         "# Benchmarks",
@@ -471,6 +534,7 @@ def benchmarks_readme() -> str:
         *serve_scale(),
         *sparse_parity(),
         *scale(),
+        *data_scale(),
         *history_parity(),
         *convergence(),
         *threads(),

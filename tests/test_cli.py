@@ -187,6 +187,16 @@ def test_train_unknown_encoder(small_dataset, tmp_path):
     assert_clean_error(r, "word2vec")
 
 
+def test_features_encodes_a_dataset_ahead_of_train(tmp_path):
+    d = tmp_path / "ds"
+    make_store(n_products=60).save(d)
+    r = invoke("features", d, "--encoder", "hash", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "features of 60 products" in r.output and (d / "features-hash.npy").exists()
+    assert_clean_error(invoke("features", d, "--encoder", "bert"), "unknown text encoder 'bert'")
+    assert_clean_error(invoke("features", tmp_path / "nothing"), "nothing")
+
+
 @pytest.mark.parametrize("which", ["empty", "dataset", "missing"])
 def test_evaluate_on_folder_that_is_not_a_model(which, small_dataset, tmp_path):
     folder = {"empty": tmp_path, "dataset": small_dataset, "missing": tmp_path / "nope"}[which]

@@ -1,4 +1,4 @@
-"""Node features: text assembly, hash / MiniLM encoders, numeric features, the feature cache."""
+"""Node features: text assembly, hash / MiniLM / static encoders, numeric features, the feature cache."""
 
 from __future__ import annotations
 
@@ -179,9 +179,9 @@ def count_encodes(monkeypatch):
     calls = []
     real = features.encode_texts
 
-    def counting(texts, encoder="minilm", show_progress=True):
+    def counting(texts, encoder="minilm", show_progress=True, pool=None):
         calls.append((len(texts), encoder))
-        return real(texts, encoder, show_progress)
+        return real(texts, encoder, show_progress, pool)
 
     monkeypatch.setattr(features, "encode_texts", counting)
     return calls
@@ -195,7 +195,8 @@ def test_load_or_build_features_caches(tmp_path, count_encodes):
     meta = json.loads((tmp_path / "features-hash.json").read_text())
     assert meta["shape"] == [4, 259] and meta["encoder"] == "hash"
     assert meta["fingerprint"]
-    assert not list(tmp_path.glob(".features-*"))  # no temp file left behind
+    # no temp file or part left behind (the lock file stays: removing one races its next user)
+    assert [f.name for f in tmp_path.glob(".features-*")] == [".features-hash.lock"]
 
     x2 = load_or_build_features(p.copy(), tmp_path, "hash", show_progress=False)
     assert count_encodes == [(4, "hash")]  # served from the cache
@@ -253,3 +254,90 @@ def test_minilm_offline_384d_normalised_and_semantic(monkeypatch):
     y = encode_texts(["garden hose", "phone case black"], "minilm", show_progress=False)
     np.testing.assert_allclose(y[0], x[2], atol=1e-5)
     np.testing.assert_allclose(y[1], x[0], atol=1e-5)
+
+
+def _offline(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+
+
+def test_static_encoder_is_distilled_offline_once_and_semantic(tmp_path, monkeypatch):
+    _offline(monkeypatch)
+    monkeypatch.setenv("DUALREC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(features, "_STATIC", None)
+    x = encode_texts(["phone case black", "black case for phone", "garden hose", ""], "static")
+    assert x.shape == (4, 384) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x[:3], axis=1), 1.0, rtol=1e-4)
+    assert not x[3].any()  # no token: zeros, not NaN
+    sim = x @ x.T
+    assert sim[0, 1] > sim[0, 2] + 0.3 and sim[0, 1] > sim[1, 2] + 0.3
+    built = features.static_model_path()
+    assert built.parent == tmp_path and not list(tmp_path.glob(".*tmp*"))
+    stamp = (built / "model.safetensors").stat().st_mtime_ns
+    monkeypatch.setattr(features, "_STATIC", None)
+    np.testing.assert_allclose(encode_texts(["garden hose"], "static")[0], x[2], atol=1e-6)
+    assert (built / "model.safetensors").stat().st_mtime_ns == stamp  # read again, not distilled again
+
+
+def test_a_killed_encoding_resumes_from_its_finished_chunks(tmp_path, monkeypatch):
+    p = pd.concat([catalogue()] * 3, ignore_index=True).assign(id=[f"p{i}" for i in range(12)])
+    p["title"] = [f"product {i} title" for i in range(12)]
+    monkeypatch.setattr(features, "CHUNK_ROWS", 4)
+    calls = []
+
+    def fake_model(texts, encoder="minilm", show_progress=True, pool=None):  # a costly encoder: hashing here
+        calls.append(texts[0])
+        if len(calls) == 3 and fail:
+            raise KeyboardInterrupt  # killed in the third chunk
+        return hash_encode(texts)
+
+    monkeypatch.setattr(features, "encode_texts", fake_model)
+    fail = True
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build_features(p, tmp_path, "minilm", show_progress=False)
+    parts = sorted((tmp_path / ".features-minilm.parts").glob("*.npy"))
+    assert len(parts) == 2 and not (tmp_path / "features-minilm.npy").exists()
+    fail, calls[:] = False, []
+    x = load_or_build_features(p, tmp_path, "minilm", show_progress=False)
+    assert len(calls) == 1  # only the chunk that was not finished
+    np.testing.assert_array_equal(x[:, :256].numpy(), hash_encode(product_texts(p)))
+    assert not (tmp_path / ".features-minilm.parts").exists()  # whole now: the parts are gone
+    # a changed catalogue: only the new and edited products are encoded, the rest is copied
+    q = pd.concat([p, p.iloc[[0]].assign(id="new", title="brand new product")], ignore_index=True)
+    q.loc[5, "title"] = "an edited title"
+    calls[:] = []
+    y = load_or_build_features(q, tmp_path, "minilm", show_progress=False)
+    # one call per chunk holding a change, with the changed text only
+    assert [c.split(".")[0] for c in calls] == ["title: an edited title", "title: brand new product"]
+    np.testing.assert_array_equal(y[:, :256].numpy(), hash_encode(product_texts(q)))
+    np.testing.assert_array_equal(y[:, 256:].numpy(), numeric_features(q)[0])
+    # a cache without its keys (or of another encoder version) is not trusted: all encoded again
+    (tmp_path / "features-minilm.keys.npy").unlink()
+    q.loc[0, "title"] = "edited again"
+    calls[:] = []
+    load_or_build_features(q, tmp_path, "minilm", show_progress=False)
+    assert len(calls) == 4
+
+
+def test_minilm_in_two_processes_equals_one(monkeypatch):
+    texts = [f"{c} case for phone model {i}" for i, c in enumerate(["black", "red", "blue"] * 6)]
+    p = pd.DataFrame({"id": [f"p{i}" for i in range(len(texts))], "title": texts})
+    one = features.encode_products(p, "minilm", show_progress=False)
+    two = features.encode_products(p, "minilm", show_progress=False, workers=2)
+    np.testing.assert_allclose(two, one, atol=1e-5)
+    with pytest.raises(DualrecError, match="workers"):
+        features.encode_products(p, "minilm", workers=0)
+
+
+def test_new_products_are_never_encoded_by_another_recipe():
+    p = catalogue()
+    spec = features.feature_spec(p, "hash")
+    assert spec["recipe"] == features.recipe("hash")
+    np.testing.assert_array_equal(build_features(p, spec=spec, show_progress=False), build_features(p, "hash"))
+    with pytest.raises(DualrecError, match="retrain"):
+        build_features(p, spec={**spec, "recipe": "hash-128"}, show_progress=False)
+    del spec["recipe"]  # a model folder written before recipes were recorded
+    assert build_features(p, spec=spec, show_progress=False).shape == (4, 259)

@@ -305,7 +305,7 @@ def test_kill_9_during_train_and_add_products(trained, dataset, tmp_path):
             *[a for k, val in TINY.items() for a in ("--set", f"{k}={val}")],
         ]
 
-    out_t = _kill_trials(train, folders, 20, seed=0, check=check)
+    out_t = _kill_trials(train, folders, 14, seed=0, check=check)
     counts = {f.name: len(open_version(f).ids()) for f in folders}
     made = iter(range(10_000))
 
@@ -315,13 +315,13 @@ def test_kill_9_during_train_and_add_products(trained, dataset, tmp_path):
         pd.DataFrame({"id": [f"K{i}"], "title": [f"a product added while being killed {i}"]}).to_csv(csv, index=False)
         return ["add-products", str(f), str(csv)]
 
-    out_a = _kill_trials(add, folders, 20, seed=1, check=check)
+    out_a = _kill_trials(add, folders, 14, seed=1, check=check)
     assert not errors, errors[:3]
     for f in folders:  # each product landed whole or not at all
         ids = open_version(f).ids()
-        assert len(set(ids)) == len(ids) and counts[f.name] <= len(ids) <= counts[f.name] + 11
+        assert len(set(ids)) == len(ids) and counts[f.name] <= len(ids) <= counts[f.name] + 8
     print("kill -9 trials:", {"train": out_t, "add-products": out_a})
-    assert out_t["killed"] >= 10 and out_a["killed"] >= 10, (out_t, out_a)
+    assert out_t["killed"] >= 7 and out_a["killed"] >= 7, (out_t, out_a)
 
 
 # -- serialised writers -----------------------------------------------------------------------------

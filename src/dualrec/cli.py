@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -35,9 +36,13 @@ app = typer.Typer(
 
 
 #: each format's --option keys (tests/test_cli.py checks them against dualrec.ingest.options_for)
+ENCODER_HELP = (
+    "text encoder: minilm (a transformer: the best quality), static (distilled from minilm: many times "
+    "faster, for very large catalogues; benchmarks/README.md has its cost) or hash (tests)"
+)
 INGEST_OPTIONS = (
     "orders: invoice_col, product_col, customer_col, time_col, description_col, quantity_col, price_col, "
-    "min_support, min_basket_support, basket_edges, max_basket_size, products; "
+    "min_support, min_basket_support, basket_edges, max_basket_size, products, engine, work_dir, memory_limit; "
     "csv: id_col, src_col, dst_col, a_col, b_col, weight_col; amazon2014, amazon2018: none; "
     "every format: progress"
 )
@@ -163,6 +168,33 @@ def ingest(
     _run(body)
 
 
+@app.command()
+def features(
+    dataset: Path = typer.Argument(..., help="dataset folder made by `dualrec ingest`"),
+    encoder: str = typer.Option("minilm", help=ENCODER_HELP),
+    workers: int = typer.Option(
+        1, min=1, max=64, help="encode in N processes (minilm; each gets its share of the cores)"
+    ),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+):
+    """Encode a dataset's product text ahead of `train`, which reads the cache this writes.
+
+    Streams over the catalogue in chunks; a killed run resumes from the chunks it finished."""
+    from dualrec.features import load_or_build_features
+    from dualrec.graph import ProductGraph
+
+    def body():
+        graph = ProductGraph.load(dataset)
+        t0 = time.perf_counter()
+        x = load_or_build_features(graph.products, dataset, encoder, show_progress=_bars(quiet), workers=workers)
+        typer.echo(
+            f"features of {x.shape[0]:,} products ({x.shape[1]} columns, {encoder}) cached in "
+            f"{Path(dataset) / f'features-{encoder}.npy'} ({time.perf_counter() - t0:.1f} s)"
+        )
+
+    _run(body)
+
+
 def _key_values(items: list[str], flag: str) -> dict:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; a clear error for an item without ``=``."""
     out = {}
@@ -188,7 +220,7 @@ def train(
     dataset: Path = typer.Argument(..., help="dataset folder made by `dualrec ingest`"),
     out: Path = typer.Option(..., "--out", "-o", help="model folder to write"),
     epochs: int = typer.Option(None, help="maximum epochs (early stopping on validation MRR@10)"),
-    encoder: str = typer.Option(None, help="text encoder, one of: minilm (the default), hash (fast, weaker)"),
+    encoder: str = typer.Option(None, help=ENCODER_HELP + "  [default: minilm]"),
     config: Optional[Path] = typer.Option(None, help="JSON file of TrainConfig fields"),
     set_: list[str] = typer.Option([], "--set", help="override a TrainConfig field, KEY=VALUE (repeatable)"),
     seed: int = typer.Option(None, help="random seed (split, init, sampling)"),
@@ -550,7 +582,7 @@ def benchmark(
     seeds: int = typer.Option(3, help="number of seeded splits (mean ± std over them)"),
     quick: bool = typer.Option(False, help="one seed, DAEMON <= 8 epochs, <= 5000 test edges on >10k products"),
     methods: Optional[str] = typer.Option(None, help="comma-separated method names (default: all available)"),
-    encoder: str = typer.Option("minilm", help="text encoder: minilm or hash (fast, weaker)"),
+    encoder: str = typer.Option("minilm", help=ENCODER_HELP),
     option: list[str] = typer.Option([], "--option", help="format option KEY=VALUE (repeatable), as for ingest"),
     set_: list[str] = typer.Option([], "--set", help="DAEMON TrainConfig field KEY=VALUE (repeatable), e.g. epochs=20"),
     cold_start: bool = typer.Option(True, help="also run the cold-start section (10 % of products held out)"),

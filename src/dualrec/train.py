@@ -43,7 +43,7 @@ from dualrec.split import TEST, TRAIN, VAL, EdgeSplit, edge_split
 @dataclass
 class TrainConfig:
     # features
-    encoder: str = "minilm"  # text encoder: "minilm" (default) or "hash" (cheap, for tests)
+    encoder: str = "minilm"  # text encoder: "minilm" (default), "static" (fast, large catalogues) or "hash" (tests)
     # model
     hidden_channels: int = 128
     out_channels: int = 64
@@ -140,7 +140,7 @@ class TrainConfig:
 
 # (type, low, high) of every TrainConfig field. A bound in a tuple is exclusive: (0,) means > 0.
 _RULES: dict[str, tuple] = {
-    "encoder": (str, ("minilm", "hash"), None),
+    "encoder": (str, ("minilm", "static", "hash"), None),
     "hidden_channels": (int, 1, 8192),
     "out_channels": (int, 1, 8192),
     "num_layers": (int, 1, 8),

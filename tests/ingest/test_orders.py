@@ -1,4 +1,7 @@
-"""orders: bought-next (directed) and same-basket (symmetric) pairs from invoice lines."""
+"""orders: bought-next (directed) and same-basket (symmetric) pairs from invoice lines.
+
+Every test runs twice: with the in-memory engine and with the out-of-core one (DuckDB), which
+must give the same graph and report."""
 
 from __future__ import annotations
 
@@ -9,9 +12,21 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from dualrec.graph import DualrecError
-from dualrec.ingest import load_source
+from dualrec.ingest import load_source, orders_large
+
+
+@pytest.fixture(autouse=True, params=["memory", "duckdb"])
+def engine(request, monkeypatch):
+    """The engine ``auto`` picks: out of core from 0 bytes for the duckdb run."""
+    if request.param == "duckdb":
+        monkeypatch.setattr(orders_large, "AUTO_BYTES", -1)
+        monkeypatch.setattr(orders_large, "AUTO_LINES", -1)
+        monkeypatch.setattr(orders_large, "BATCH_LINES", 7)  # several batches even for tiny logs
+    return request.param
+
 
 # tests/fixtures/ingest/orders_tiny.csv, by customer (time order):
 #   1: 100 {85123A, 00042} -> 101 {22423} -> 102 {POST, 85123A}
@@ -39,8 +54,9 @@ ALL_BASKET = {  # invoices containing both
 }
 
 
-def test_tiny_defaults(fixtures, edges, sims):
+def test_tiny_defaults(fixtures, edges, sims, engine):
     graph, report = load_source("orders", fixtures / "orders_tiny.csv", progress=False)
+    assert report["engine"].startswith(engine)
     assert list(graph.ids) == ["00042", "22423", "84879", "85123A", "M", "POST"]  # 21212, 99999: cancelled only
     assert edges(graph) == {k: v for k, v in ALL_DIRECTED.items() if v >= 2}
     assert sims(graph) == {k: v for k, v in ALL_BASKET.items() if v >= 2}
@@ -126,7 +142,7 @@ def test_aliases(fixtures, tmp_path, edges, sims, mapping, ext):
 
 def test_explicit_columns_and_folder_input(fixtures, tmp_path, edges):
     df = pd.read_csv(fixtures / "orders_tiny.csv", dtype=str, keep_default_na=False)
-    df.columns = ["bon", "art", "txt", "n", "when", "eur", "who", "land"]
+    df.columns = ["bon", "art", "txt", "n", "when", 'unit.price "eur"', "who", "land"]  # a dot and quotes
     df.to_csv(tmp_path / "log.csv", index=False)
     graph, _ = load_source(
         "orders",
@@ -136,7 +152,7 @@ def test_explicit_columns_and_folder_input(fixtures, tmp_path, edges):
         description_col="txt",
         quantity_col="n",
         time_col="when",
-        price_col="eur",
+        price_col='unit.price "eur"',
         customer_col="who",
         min_support=1,
         progress=False,
@@ -190,6 +206,14 @@ def test_missing_required_column(fixtures, tmp_path):
 
 
 def test_bad_options(fixtures):
+    with pytest.raises(DualrecError, match="engine"):
+        load_source("orders", fixtures / "orders_tiny.csv", engine="spark")
+    with pytest.raises(DualrecError, match="memory_limit"):
+        load_source("orders", fixtures / "orders_tiny.csv", memory_limit="4GB'; DROP TABLE lines; --")
+    with pytest.raises(DualrecError, match="memory_limit"):
+        load_source("orders", fixtures / "orders_tiny.csv", memory_limit="4GB\n")
+    with pytest.raises(DualrecError, match="work_dir"):
+        load_source("orders", fixtures / "orders_tiny.csv", work_dir="/no/such/folder")
     with pytest.raises(DualrecError, match="basket_edges must be one of"):
         load_source("orders", fixtures / "orders_tiny.csv", basket_edges="both")
     with pytest.raises(DualrecError, match="min_support must be >= 1"):
@@ -290,3 +314,50 @@ def test_a_products_table_joins_metadata_by_id(fixtures, tmp_path):
     with pytest.raises(DualrecError, match="no product of the order log"):
         (tmp_path / "other.csv").write_text("id,brand\nZZZ,x\n")
         load_source("orders", fixtures / "orders_tiny.csv", products=str(tmp_path / "other.csv"), progress=False)
+
+
+def test_the_work_files_are_removed_and_options_reach_duckdb(fixtures, tmp_path, engine, edges):
+    work = tmp_path / "work"
+    work.mkdir()
+    g, r = load_source("orders", fixtures / "orders_tiny.csv", work_dir=str(work), memory_limit="256MB", progress=False)
+    assert edges(g) == {k: v for k, v in ALL_DIRECTED.items() if v >= 2}
+    assert list(work.iterdir()) == []  # the out-of-core engine's table and spill files are gone
+    if engine == "duckdb":
+        with pytest.raises(DualrecError, match="cannot (read|ingest)"):
+            (tmp_path / "bad.csv").write_text('InvoiceNo,StockCode,CustomerID,InvoiceDate\n"1,"2\n')
+            load_source("orders", tmp_path / "bad.csv", progress=False)
+
+
+def test_the_engines_agree_on_a_log_with_mixed_time_formats(tmp_path, monkeypatch):
+    from dualrec.ingest import orders
+
+    rng = np.random.default_rng(3)
+    n = 400
+    inv = rng.integers(0, 80, n)
+    stamps = pd.Timestamp("2026-01-01") + pd.to_timedelta(inv * 3600, unit="s")
+    forms = [  # how the log writes each invoice's time: mostly ISO, then other spellings
+        lambda t: t.strftime("%Y-%m-%d %H:%M"),
+        lambda t: t.strftime("%d/%m/%Y %H:%M"),
+        lambda t: str(int(t.timestamp())),
+        lambda t: "N/A",
+    ]
+    pick = rng.choice([0, 1, 3], 80, p=[0.9, 0.07, 0.03])
+    pick[40:52] = 2  # a run of invoices written as epoch seconds: a whole batch of numbers
+    df = pd.DataFrame(
+        {
+            "InvoiceNo": [f"I{i}" for i in inv],
+            "StockCode": [f"S{k}" for k in rng.integers(0, 15, n)],
+            "CustomerID": [f"C{i % 9}" for i in inv],
+            "InvoiceDate": [forms[pick[i]](t) for i, t in zip(inv, stamps)],
+        }
+    ).sort_values("InvoiceNo", key=lambda s: s.str[1:].astype(int), kind="stable")
+    df.to_csv(tmp_path / "o.csv", index=False)
+    monkeypatch.setattr(orders_large, "BATCH_LINES", 37)
+    got = [orders.load(tmp_path / "o.csv", engine=e, min_support=1, progress=False) for e in ("memory", "duckdb")]
+    (g1, r1), (g2, r2) = got
+    for a in ("cp_src", "cp_dst", "cp_weight", "sim_a", "sim_b", "sim_weight"):
+        assert torch.equal(getattr(g1, a), getattr(g2, a)), a
+    assert g1.products.equals(g2.products)
+    skip = {"engine", "seconds", "seconds_by_phase"}
+    assert {k: v for k, v in r1.items() if k not in skip} == {k: v for k, v in r2.items() if k not in skip}
+    assert r1["dropped"]["unparseable_time_lines"] > 0  # the "N/A" lines, in both

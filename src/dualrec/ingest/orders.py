@@ -33,8 +33,9 @@ Lines left out, each counted in ``report["dropped"]``:
 Edges:
 
 * **Directed co-purchase ("bought next")** — per customer, the distinct invoices are sorted
-  by time (then invoice id); for consecutive invoices ``t -> t+1`` every pair ``a`` in ``t``,
-  ``b`` in ``t+1``, ``a != b``, gives ``a -> b``. Its support is the number of distinct
+  by their earliest line's time (then by where the invoice first appears in the log); for
+  consecutive invoices ``t -> t+1`` every pair ``a`` in ``t``, ``b`` in ``t+1``, ``a != b``,
+  gives ``a -> b``. Its support is the number of distinct
   customers with that pair; pairs with support < ``min_support`` (default 2) are dropped
   (``copurchase_pairs_below_min_support``). Weight = support.
 * **Same-basket pairs** — ``a`` and ``b`` in one invoice; support = number of invoices; kept
@@ -92,7 +93,12 @@ OPTIONS: dict = {
     "basket_edges": "similar",
     "max_basket_size": 100,
     "products": None,
+    "engine": "auto",
+    "work_dir": None,
+    "memory_limit": None,
 }
+
+ENGINES = ("auto", "memory", "duckdb")
 
 BASKET_EDGES = ("similar", "copurchase", "none")
 
@@ -109,6 +115,7 @@ COLUMNS = {
 
 _PAIR_CHUNK = 4_000_000  # pairs generated per chunk (bounds memory at ~100 MB)
 _ZERO_ID = re.compile(r"^[+-]?0+(\.0*)?$")
+_MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B)$", re.I)
 
 
 # ---------------------------------------------------------------------- options
@@ -125,24 +132,47 @@ def _int_option(name: str, value, minimum: int) -> int:
 
 
 # ---------------------------------------------------------------------- columns
-def _parse_time(s: pd.Series) -> np.ndarray:
+#: the lines from which the time column's reading (numbers or dates, and the date format) is decided
+TIME_SAMPLE = 2_000_000
+
+
+def time_mode(s: pd.Series) -> dict:
+    """How to read a time column, decided once from its first ``TIME_SAMPLE`` lines so that a log
+    read in batches reads every batch the same way: native datetimes, numbers (when every present
+    value is one), or dates in the format of the first value (``mixed``, parsed value by value,
+    when that format fails on more than 1 %)."""
+    s = s.iloc[:TIME_SAMPLE]
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return {"kind": "native"}
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return {"kind": "number"}
+    present = s.notna()
+    num = pd.to_numeric(s, errors="coerce")
+    if present.any() and bool(num[present].notna().all()):
+        return {"kind": "number"}
+    first = s[present].iloc[0] if present.any() else None
+    fmt = pd.tseries.api.guess_datetime_format(str(first)) if first is not None else None
+    t = _dates(s, fmt)
+    mixed = int((t.isna() & present).sum()) > 0.01 * int(present.sum())
+    return {"kind": "date", "format": "mixed" if mixed else fmt}
+
+
+def _dates(s: pd.Series, fmt: str | None) -> pd.Series:
+    try:
+        return pd.to_datetime(s, errors="coerce", utc=True, format=fmt)
+    except (ValueError, TypeError):
+        return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
+
+
+def _parse_time(s: pd.Series, mode: dict) -> np.ndarray:
     """A sortable float64 time key per line (NaN when unreadable): microseconds for dates,
     the value itself for numeric timestamps."""
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         t = s
-    elif pd.api.types.is_numeric_dtype(s.dtype):
-        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif mode["kind"] == "number" or pd.api.types.is_numeric_dtype(s.dtype):
+        return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        num = pd.to_numeric(s, errors="coerce")
-        present = s.notna()
-        if present.any() and bool(num[present].notna().all()):
-            return num.to_numpy(dtype=np.float64, na_value=np.nan)
-        try:
-            t = pd.to_datetime(s, errors="coerce", utc=True)
-        except (ValueError, TypeError):
-            t = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
-        if int((t.isna() & present).sum()) > 0.01 * int(present.sum()):
-            t = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
+        t = _dates(s, mode.get("format"))
     if getattr(t.dt, "tz", None) is not None:  # aware -> UTC wall time, comparable across zones
         t = t.dt.tz_convert("UTC").dt.tz_localize(None)
     us = t.astype("datetime64[us]").to_numpy().astype("int64").astype(np.float64)
@@ -154,6 +184,67 @@ def _numeric(s: pd.Series | None, n: int) -> np.ndarray:
     if s is None:
         return np.full(n, np.nan)
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+class Lines:
+    """The order lines, cleaned: per-line values and masks, and what was left out (counted)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def clean_lines(df: pd.DataFrame, cols: dict, mode: dict | None = None) -> Lines:
+    """Per-line ids, numbers, times and masks of ``df`` (the columns resolved in ``cols``), with
+    the lines left out counted by reason (module docstring). Given the log's :func:`time_mode`,
+    row-local: a log read in batches gives the same lines as read whole."""
+    n_lines = len(df)
+    product = as_id_strings(df[cols["product"]])
+    invoice = as_id_strings(df[cols["invoice"]])
+    customer = as_id_strings(df[cols["customer"]])
+    qty = _numeric(df[cols["quantity"]] if cols["quantity"] else None, n_lines)
+    price = _numeric(df[cols["price"]] if cols["price"] else None, n_lines)
+    tkey = _parse_time(df[cols["time"]], mode or time_mode(df[cols["time"]]))
+    if cols["description"]:
+        desc = df[cols["description"]].astype("string").str.strip().fillna("").astype(object).to_numpy()
+    else:
+        desc = np.full(n_lines, "", dtype=object)
+
+    no_product = product.isna().to_numpy()
+    inv_str = invoice.fillna("")
+    by_prefix = inv_str.str.upper().str.startswith("C").to_numpy(dtype=bool)
+    by_qty = qty <= 0  # NaN quantity (unknown) is not a cancellation
+    cancelled = ~no_product & (by_prefix | by_qty)
+    line_ok = ~no_product & ~cancelled  # lines whose product is a node
+    no_invoice = line_ok & invoice.isna().to_numpy()
+    in_basket = line_ok & ~no_invoice
+    cust_missing = customer.isna().to_numpy() | customer.fillna("").str.match(_ZERO_ID).to_numpy(dtype=bool)
+    no_customer = in_basket & cust_missing
+    bad_time = in_basket & ~cust_missing & np.isnan(tkey)
+    in_seq = in_basket & ~cust_missing & ~np.isnan(tkey)
+    dropped = {
+        "missing_product_lines": int(no_product.sum()),
+        "cancelled_invoice_lines": int(cancelled.sum()),
+        "missing_invoice_lines": int(no_invoice.sum()),
+        "missing_customer_lines": int(no_customer.sum()),
+        "unparseable_time_lines": int(bad_time.sum()),
+    }
+    counts = {
+        "cancelled_by_invoice_prefix": int((~no_product & by_prefix).sum()),
+        "cancelled_by_quantity": int((~no_product & by_qty & ~by_prefix).sum()),
+    }
+    return Lines(
+        product=product,
+        invoice=invoice,
+        customer=customer,
+        price=price,
+        tkey=tkey,
+        desc=desc,
+        line_ok=line_ok,
+        in_basket=in_basket,
+        in_seq=in_seq,
+        dropped=dropped,
+        counts=counts,
+    )
 
 
 # ---------------------------------------------------------------------- pair generation
@@ -329,13 +420,21 @@ def load(
     basket_edges: str = "similar",
     max_basket_size: int = 100,
     products: str | None = None,
+    engine: str = "auto",
+    work_dir: str | None = None,
+    memory_limit: str | None = None,
     progress: bool = True,
 ) -> tuple:
     """Read an order log and derive the product graph; see the module docstring.
 
     ``products``: a products table (CSV/Parquet/JSON lines) whose metadata (category, brand,
     ...) joins the derived products by id (column ``id``, or the log's product column name);
-    its values win over those derived from the log."""
+    its values win over those derived from the log.
+
+    ``engine``: ``memory`` reads the log whole with pandas; ``duckdb`` streams it and aggregates
+    out of core (:mod:`.orders_large`; work files in ``work_dir``, default the system's temporary
+    folder; DuckDB's ``memory_limit``, e.g. ``"4GB"``); ``auto`` (default) picks ``duckdb`` for a
+    large log (:func:`.orders_large.auto_engine`). Both give the same graph and report."""
     show = progress
     min_support = _int_option("min_support", min_support, 1)
     min_basket_support = _int_option("min_basket_support", min_basket_support, 1)
@@ -343,11 +442,26 @@ def load(
     if basket_edges not in BASKET_EDGES:
         raise DualrecError(f"option basket_edges must be one of {', '.join(BASKET_EDGES)}; got {basket_edges!r}")
 
+    if engine not in ENGINES:
+        raise DualrecError(f"option engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    if memory_limit is not None and not _MEMORY.fullmatch(str(memory_limit)):
+        raise DualrecError(f"option memory_limit must be a size such as 4GB or 512MiB; got {memory_limit!r}")
+    if work_dir is not None:
+        work_dir = Path(str(work_dir)).expanduser()
+        if not work_dir.is_dir():
+            raise DualrecError(f"option work_dir: no such folder: {work_dir}")
+
     given = existing_path(input)
     path = _find_input(given)
-    steps = bar(total=6, enabled=show, desc="orders", unit=" steps")
-    steps.set_postfix_str(f"read {path.name}")
-    df = read_table(path)
+    from dualrec.ingest.orders_large import auto_engine, columns_of, load_large
+
+    large = auto_engine(engine, path) == "duckdb"
+    if large:
+        df = columns_of(path)
+    else:
+        steps = bar(total=6, enabled=show, desc="orders", unit=" steps")
+        steps.set_postfix_str(f"read {path.name}")
+        df = read_table(path)
     n_lines = len(df)
     explicit = dict(
         invoice=invoice_col,
@@ -363,40 +477,29 @@ def load(
         role: resolve_column(df, explicit[role], aliases, role=role, table=path.name, option=option, required=required)
         for role, (aliases, option, required) in COLUMNS.items()
     }
+    options = {
+        "min_support": min_support,
+        "min_basket_support": min_basket_support,
+        "basket_edges": basket_edges,
+        "max_basket_size": max_basket_size,
+    }
+    if large:
+        catalogue, cp, sim, dropped, core = load_large(
+            path, cols, **options, show=show, workdir=work_dir, memory_limit=memory_limit
+        )
+        joined = {}
+        if products is not None:
+            catalogue, joined = _join_products(catalogue, Path(str(products)), cols["product"])
+        return finish("orders", given, catalogue, cp, sim, dropped, _facts(path, cols, core, options, joined))
     steps.update(1)
 
     # ---- clean lines (vectorised masks; every exclusion is counted)
     steps.set_postfix_str("clean lines")
-    product = as_id_strings(df[cols["product"]])
-    invoice = as_id_strings(df[cols["invoice"]])
-    customer = as_id_strings(df[cols["customer"]])
-    qty = _numeric(df[cols["quantity"]] if cols["quantity"] else None, n_lines)
-    price = _numeric(df[cols["price"]] if cols["price"] else None, n_lines)
-    tkey = _parse_time(df[cols["time"]])
-    if cols["description"]:
-        desc = df[cols["description"]].astype("string").str.strip().fillna("").astype(object).to_numpy()
-    else:
-        desc = np.full(n_lines, "", dtype=object)
-
-    no_product = product.isna().to_numpy()
-    inv_str = invoice.fillna("")
-    by_prefix = inv_str.str.upper().str.startswith("C").to_numpy(dtype=bool)
-    by_qty = qty <= 0  # NaN quantity (unknown) is not a cancellation
-    cancelled = ~no_product & (by_prefix | by_qty)
-    line_ok = ~no_product & ~cancelled  # lines whose product is a node
-    no_invoice = line_ok & invoice.isna().to_numpy()
-    in_basket = line_ok & ~no_invoice
-    cust_missing = customer.isna().to_numpy() | customer.fillna("").str.match(_ZERO_ID).to_numpy(dtype=bool)
-    no_customer = in_basket & cust_missing
-    bad_time = in_basket & ~cust_missing & np.isnan(tkey)
-    in_seq = in_basket & ~cust_missing & ~np.isnan(tkey)
-    dropped = {
-        "missing_product_lines": int(no_product.sum()),
-        "cancelled_invoice_lines": int(cancelled.sum()),
-        "missing_invoice_lines": int(no_invoice.sum()),
-        "missing_customer_lines": int(no_customer.sum()),
-        "unparseable_time_lines": int(bad_time.sum()),
-    }
+    c = clean_lines(df, cols)
+    dropped, counts = c.dropped, c.counts
+    product, invoice, customer = c.product, c.invoice, c.customer
+    price, tkey, desc = c.price, c.tkey, c.desc
+    line_ok, in_basket, in_seq = c.line_ok, c.in_basket, c.in_seq
     if not line_ok.any():
         raise DualrecError(
             f"{path.name}: no usable order line ({n_lines} lines: {dropped['missing_product_lines']} without a product,"
@@ -504,12 +607,9 @@ def load(
     steps.close()
 
     n_seq = int(pd.Series(owner_of_g).nunique()) if owner_of_g.size else 0
-    facts = {
-        "file": str(path),
-        "columns": {role: (str(c) if c is not None else None) for role, c in cols.items()},
+    core = {
         "lines": n_lines,
-        "cancelled_by_invoice_prefix": int((~no_product & by_prefix).sum()),
-        "cancelled_by_quantity": int((~no_product & by_qty & ~by_prefix).sum()),
+        **counts,
         "customers": int(len(cust_names)),
         "invoices": n_invoices,
         "invoices_in_sequences": int(len(inv_time)),
@@ -520,15 +620,22 @@ def load(
         "copurchase_pairs_kept": int(keep.sum()),
         "basket_pair_candidates": n_basket_candidates,
         "basket_pairs_kept": n_basket_kept,
-        "options": {
-            "min_support": min_support,
-            "min_basket_support": min_basket_support,
-            "basket_edges": basket_edges,
-            "max_basket_size": max_basket_size,
-        },
+        "engine": "memory",
+    }
+    facts = _facts(path, cols, core, options, joined)
+    return finish("orders", given, products, (cp_src, cp_dst, cp_w), sim, dropped, facts)
+
+
+def _facts(path: Path, cols: dict, core: dict, options: dict, joined: dict) -> dict:
+    """The report's facts: the engine's counts (``core``) with the input, columns and options."""
+    basket_edges = options["basket_edges"]
+    return {
+        "file": str(path),
+        "columns": {role: (str(c) if c is not None else None) for role, c in cols.items()},
+        **core,
+        "options": dict(options),
         "copurchase_weight": "number of distinct customers who bought src then dst in their next invoice"
         + (" (+ same-basket invoice count, both directions)" if basket_edges == "copurchase" else ""),
         "similar_weight": "number of invoices containing both" if basket_edges == "similar" else None,
         **({"products_table": joined} if joined else {}),
     }
-    return finish("orders", given, products, (cp_src, cp_dst, cp_w), sim, dropped, facts)
