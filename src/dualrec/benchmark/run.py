@@ -92,13 +92,12 @@ def run_benchmark(
     on :func:`~dualrec.split.cold_split` of the first ``cold_start_seeds`` seeds: a second
     training per method and seed, so by default only the first seed).
     """
-    from dualrec.features import ENCODERS, load_or_build_features
+    from dualrec.features import check_encoder, load_or_build_features
     from dualrec.ingest import FORMATS, load_source
 
     if format not in FORMATS:
         raise DualrecError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    if encoder not in ENCODERS:
-        raise DualrecError(f"unknown text encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    check_encoder(encoder)
     if int(seeds) < 1:
         raise DualrecError(f"--seeds must be at least 1, got {seeds}")
     from dualrec.train import TrainConfig

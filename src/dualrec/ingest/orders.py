@@ -62,6 +62,7 @@ done in chunks of invoices to bound memory.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -186,11 +187,21 @@ def _numeric(s: pd.Series | None, n: int) -> np.ndarray:
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+@dataclass
 class Lines:
     """The order lines, cleaned: per-line values and masks, and what was left out (counted)."""
 
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
+    product: pd.Series  # stripped id strings, None where missing
+    invoice: pd.Series
+    customer: pd.Series
+    price: np.ndarray  # NaN where unknown
+    tkey: np.ndarray  # sortable time key, NaN where unreadable
+    desc: np.ndarray  # stripped description, "" where none
+    line_ok: np.ndarray  # the line's product is a node
+    in_basket: np.ndarray  # ... and the line is in an invoice
+    in_seq: np.ndarray  # ... and in a customer's sequence (customer and time known)
+    dropped: dict
+    counts: dict
 
 
 def clean_lines(df: pd.DataFrame, cols: dict, mode: dict | None = None) -> Lines:
