@@ -334,9 +334,12 @@ def ranges(start: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch
     return owner, torch.arange(owner.numel()) - offsets[owner] + start[owner]
 
 
-def csr_rows(a: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The entries of ``rows`` of a sparse CSR matrix as ``(row of each entry (0-based in rows),
-    column, value)``, reading only those rows (their cost, not N's)."""
+def csr_row_bags(a: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The entries of ``rows`` of a sparse CSR matrix as ``EmbeddingBag`` input: ``(offsets,
+    column, value)``, row ``i``'s entries starting at ``offsets[i]``. Reads only those rows (their
+    cost, not N's)."""
     crow = a.crow_indices()
-    owner, pos = ranges(crow[rows], crow[rows + 1] - crow[rows])
-    return owner, a.col_indices()[pos], a.values()[pos]
+    start = crow.index_select(0, rows)
+    lens = crow.index_select(0, rows + 1) - start
+    _, pos = ranges(start, lens)
+    return torch.cumsum(lens, 0) - lens, a.col_indices().index_select(0, pos), a.values().index_select(0, pos)

@@ -52,10 +52,12 @@ def info_nce(
     """
     if src.numel() == 0:
         return (s.sum() + t.sum()) * 0.0  # every parameter in the graph (DDP expects a gradient for each)
-    q = s[src]
-    p = t[dst]
+    # index_select, not s[src]: faster row gathers, and a backward (index_add) whose order does
+    # not depend on the thread count (see row_neg below)
+    q = s.index_select(0, src)
+    p = t.index_select(0, dst)
     pos = (q * p).sum(-1, keepdim=True) / tau
-    neg_logits = (q @ t[neg].T) / tau
+    neg_logits = (q @ t.index_select(0, neg).T) / tau
     neg_logits = neg_logits.masked_fill(neg[None, :] == dst[:, None], float("-inf"))
     parts = [pos, neg_logits]
     if in_batch and src.numel() > 1:
@@ -107,6 +109,6 @@ def asymmetric_loss(s: Tensor, t: Tensor, src: Tensor, dst: Tensor, tau: float) 
     """``softplus((score(v->u) - score(u->v)) / tau)`` over one-way edges ``u -> v``."""
     if src.numel() == 0:
         return (s.sum() + t.sum()) * 0.0  # every parameter in the graph (DDP expects a gradient for each)
-    fwd = (s[src] * t[dst]).sum(-1)
-    rev = (s[dst] * t[src]).sum(-1)
+    fwd = (s.index_select(0, src) * t.index_select(0, dst)).sum(-1)
+    rev = (s.index_select(0, dst) * t.index_select(0, src)).sum(-1)
     return F.softplus((rev - fwd) / tau).mean()

@@ -395,7 +395,7 @@ def _history_step(step: _Step, fwd, x, adj, node_ids, history, src, dst, sa, sb,
     parts = [src, dst, sa, sb, neg] + ([hard.reshape(-1).clamp(min=0)] if hard is not None else [])
     rows, inv = torch.unique(torch.cat(parts), return_inverse=True)
     loc = torch.split(inv, [p.numel() for p in parts])
-    s, t, fresh = fwd(x[rows].float(), adj, node_ids[rows], rows=rows, history=history)
+    s, t, fresh = fwd(x.index_select(0, rows).float(), adj, node_ids[rows], rows=rows, history=history)
     local_hard = None if hard is None else torch.where(hard < 0, -1, loc[5].view_as(hard))
     extra = None
     if step.sparse_opt is not None and config.id_weight_decay:
@@ -405,9 +405,9 @@ def _history_step(step: _Step, fwd, x, adj, node_ids, history, src, dst, sa, sb,
     step(s, t, loc[0], loc[1], loc[2], loc[3], loc[4], one_way, local_hard, extra)
     with torch.no_grad():
         for (hs, ht), (fs, ft) in zip(history, fresh):
-            hs[rows] = fs.detach().half()
+            hs.index_copy_(0, rows, fs.detach().half())
             if ht is not hs:
-                ht[rows] = ft.detach().half()
+                ht.index_copy_(0, rows, ft.detach().half())
 
 
 def train(
