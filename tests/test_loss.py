@@ -96,3 +96,40 @@ def test_empty_batches_give_a_zero_loss_that_reaches_both_sides():
     assert float(loss.detach()) == 0.0
     assert s.grad is not None and t.grad is not None
     assert not s.grad.any() and not t.grad.any()
+
+
+def _reference_info_nce(s, t, src, dst, neg, tau, in_batch, row_neg):
+    """The textbook form: -log_softmax over [positive, masked negatives] (B x K comparisons)."""
+    q, p = s[src], t[dst]
+    parts = [
+        (q * p).sum(-1, keepdim=True) / tau,
+        ((q @ t[neg].T) / tau).masked_fill(neg[None] == dst[:, None], -torch.inf),
+    ]
+    if in_batch:
+        parts.append(((q @ p.T) / tau).masked_fill(dst[None] == dst[:, None], -torch.inf))
+    if row_neg is not None:
+        hn = (q[:, None] * t[row_neg.clamp(min=0)]).sum(-1) / tau
+        parts.append(hn.masked_fill((row_neg < 0) | (row_neg == dst[:, None]), -torch.inf))
+    return -torch.log_softmax(torch.cat(parts, 1), 1)[:, 0].mean()
+
+
+def test_info_nce_equals_the_log_softmax_form_in_value_and_gradient():
+    torch.manual_seed(0)
+    n, b = 30, 12
+    src, dst = torch.randint(0, n, (b,)), torch.randint(0, n, (b,))
+    neg = torch.cat([torch.randint(0, n, (9,)), dst[:3], dst[:1]])  # repeated collisions included
+    row_neg = torch.randint(-1, n, (b, 4))
+    for in_batch, rn in [(False, None), (True, None), (False, row_neg), (True, row_neg)]:
+        grads = []
+        for f in (info_nce, _reference_info_nce):
+            s = torch.randn(n, 5, dtype=torch.double, generator=torch.Generator().manual_seed(1)).requires_grad_()
+            t = torch.randn(n, 5, dtype=torch.double, generator=torch.Generator().manual_seed(2)).requires_grad_()
+            loss = (
+                f(s, t, src, dst, neg, 0.2, in_batch, row_neg=rn)
+                if f is info_nce
+                else f(s, t, src, dst, neg, 0.2, in_batch, rn)
+            )
+            loss.backward()
+            grads.append((loss.detach(), s.grad, t.grad))
+        for a, r in zip(*grads):
+            assert torch.allclose(a, r, atol=1e-10), (in_batch, rn is not None)

@@ -159,3 +159,18 @@ def test_rows_with_an_exact_history_equal_the_full_forward(dual):
     assert set(touched.tolist()) <= set(rows.tolist()) and touched.numel() > 0
     assert all(h.grad is None for pair in hist for h in pair)
     assert model.layers[0].out_t.weight.grad.abs().sum() > 0
+
+
+def test_training_dropout_drops_at_its_rate_and_keeps_the_mean():
+    from dualrec.model import _dropout
+
+    torch.manual_seed(0)
+    h = torch.ones(1000, 500)
+    for p in (0.1, 0.5):
+        d = _dropout(h, p)
+        assert abs(float((d == 0).float().mean()) - p) < 0.005
+        assert abs(float(d.mean()) - 1.0) < 0.01
+    torch.manual_seed(1)
+    a = _dropout(h[:7, :3], 0.3)
+    torch.manual_seed(1)
+    assert torch.equal(a, _dropout(h[:7, :3], 0.3))  # the global seed makes it reproducible

@@ -81,9 +81,11 @@ def _global(
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     _STATE["quiet"] = quiet
+    # Large tensors on transparent huge pages (read by torch when it starts): training at scale
+    # allocates and frees buffers of hundreds of MB, and faulting them in 4 KiB pages costs a
+    # large share of an epoch (benchmarks/README.md). A value the user set is kept.
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     if threads is not None:
-        import os
-
         # read by torch, faiss (OpenMP) and LightGBM when they start; set before any of them is imported
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(threads)

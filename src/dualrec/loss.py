@@ -53,27 +53,63 @@ def info_nce(
     if src.numel() == 0:
         return (s.sum() + t.sum()) * 0.0  # every parameter in the graph (DDP expects a gradient for each)
     # index_select, not s[src]: faster row gathers, and a backward (index_add) whose order does
-    # not depend on the thread count (see row_neg below)
-    q = s.index_select(0, src)
+    # not depend on the thread count (see row_neg below). 1/tau scales the B queries, not the
+    # B x K logits.
+    q = s.index_select(0, src) * (1.0 / tau)
     p = t.index_select(0, dst)
-    pos = (q * p).sum(-1, keepdim=True) / tau
-    neg_logits = (q @ t.index_select(0, neg).T) / tau
-    neg_logits = neg_logits.masked_fill(neg[None, :] == dst[:, None], float("-inf"))
-    parts = [pos, neg_logits]
+    pos = (q * p).sum(-1)
+    logits = q @ t.index_select(0, neg).T
+    i, j = _equal_pairs(dst, neg)  # a shared negative that is the pair's own target (few)
+    logits[i, j] = float("-inf")
+    parts = [logits]
     if in_batch and src.numel() > 1:
         m = min(max_in_batch, dst.numel())
-        ib = (q @ p[:m].T) / tau
+        ib = q @ p[:m].T
         # The positive itself (diagonal) and equal targets are not negatives.
-        ib = ib.masked_fill(dst[None, :m] == dst[:, None], float("-inf"))
-        parts.append(ib)
+        parts.append(ib.masked_fill(dst[None, :m] == dst[:, None], float("-inf")))
     if row_neg is not None and row_neg.numel():
         # index_select, not t[row_neg]: the backward of 2-D advanced indexing accumulates in a
         # thread-dependent order on the CPU (same seed, different models); index_add does not.
         rows = t.index_select(0, row_neg.clamp(min=0).reshape(-1)).view(*row_neg.shape, -1)
-        hn = (q[:, None, :] * rows).sum(-1) / tau
+        hn = (q[:, None, :] * rows).sum(-1)
         parts.append(hn.masked_fill((row_neg < 0) | (row_neg == dst[:, None]), float("-inf")))
-    logits = torch.cat(parts, dim=1)
-    return -F.log_softmax(logits, dim=1)[:, 0].mean()
+    logits = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return _SampledSoftmaxNLL.apply(pos, logits).mean()
+
+
+def _equal_pairs(dst: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+    """All ``(i, j)`` with ``dst[i] == neg[j]``, by binary search in the sorted ``neg``: O((B + K)
+    log K) instead of a B x K comparison."""
+    sorted_neg, order = neg.sort()
+    lo = torch.searchsorted(sorted_neg, dst)
+    count = torch.searchsorted(sorted_neg, dst, right=True) - lo
+    i = torch.repeat_interleave(torch.arange(dst.numel()), count)
+    first = torch.repeat_interleave(lo - (count.cumsum(0) - count), count)
+    return i, order[first + torch.arange(i.numel())]
+
+
+class _SampledSoftmaxNLL(torch.autograd.Function):
+    """``logsumexp([pos_i, logits_i]) - pos_i`` per row, i.e. ``-log_softmax(...)[:, 0]`` without
+    the concatenation: the forward keeps the softmax it computes, which is the backward's
+    gradient, so a step makes one exp pass over the B x K logits instead of three. Under
+    bfloat16 autocast it still computes in float32."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, pos: Tensor, logits: Tensor) -> Tensor:
+        m = torch.maximum(logits.amax(1), pos) if logits.size(1) else pos.clone()
+        prob = (logits - m[:, None]).exp_()
+        p0 = (pos - m).exp_()
+        z = prob.sum(1).add_(p0)
+        prob.div_(z[:, None])
+        ctx.save_for_backward(prob, p0.div_(z))
+        return m + z.log() - pos
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        prob, p0 = ctx.saved_tensors
+        return grad * (p0 - 1), prob * grad[:, None]
 
 
 def two_hop_negatives(

@@ -131,10 +131,13 @@ def _spmm(a: Tensor, a_t: Tensor, x: Tensor) -> Tensor:
 
 
 def _dropout(h: Tensor, p: float) -> Tensor:
-    """Inverted dropout from a uniform draw: the same as ``F.dropout`` in training, but
-    ``F.dropout``'s per-element Bernoulli sampling is several times slower on the CPU, and a
-    history-mode step spends a large share of its time here."""
-    return h * (torch.rand_like(h) >= p) * (1.0 / (1.0 - p))
+    """Inverted dropout, the same as ``F.dropout`` in training but several times cheaper on the
+    CPU, where a history-mode step spends a large share of its time drawing dropout masks: the
+    CPU generator's cost is per draw, so each 64-bit draw gives four 16-bit uniform numbers
+    (drop rate ``p`` to within 2^-17) instead of one per value."""
+    bits = torch.empty((h.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    keep = bits.view(torch.int16)[: h.numel()].view_as(h) >= round(p * 65536) - 32768
+    return h * keep * (1.0 / (1.0 - p))
 
 
 class DualLayer(nn.Module):
@@ -296,7 +299,8 @@ class DAEMON(nn.Module):
             offsets, col, val = entries[a]
             # EmbeddingBag gathers, weights and sums in one fused kernel, an order of magnitude
             # faster than a row gather + index_add (the history is float16, so is its sum)
-            return F.embedding_bag(col, h, offsets, mode="sum", per_sample_weights=val.to(h.dtype)).float()
+            out = F.embedding_bag(col, h, offsets, mode="sum", per_sample_weights=val.to(h.dtype))
+            return out.to(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
 
         s = t = self.encode_input(x, node_ids)
         fresh = []

@@ -177,6 +177,7 @@ def _train_into(
             "best_epoch": result.best_epoch,
             "train_seconds": result.seconds,
             "batching": result.batching,
+            "precision": result.precision,
             "ranker": "daemon",
         }
         if tuned is not None:

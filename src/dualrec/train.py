@@ -37,6 +37,7 @@ from dualrec.evaluate import RankingEvaluator, direction_accuracy
 from dualrec.graph import DualrecError, ProductGraph, csr_adjacency
 from dualrec.loss import asymmetric_loss, info_nce, two_hop_negatives
 from dualrec.model import DAEMON, DualAdjacency
+from dualrec.optim import RowAdam
 from dualrec.split import TEST, TRAIN, VAL, EdgeSplit, edge_split
 
 
@@ -71,6 +72,10 @@ class TrainConfig:
     # target edges per history step: a step costs its batch, so many small steps are cheap, and
     # they learn more per epoch than the full-graph mode's few large ones
     history_batch_size: int = 1024
+    # "bfloat16": a history step's forward pass and scores in bfloat16 (torch.autocast; the
+    # softmax, the optimiser and the stored model stay float32); "auto" = bfloat16 in the history
+    # mode on CPUs that compute it natively (AVX512-BF16, AMX), float32 elsewhere
+    precision: str = "auto"
     # optimisation
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -158,6 +163,7 @@ _RULES: dict[str, tuple] = {
     "asym_weight": (float, 0.0, 1000.0),
     "batching": (str, ("auto", "full", "history"), None),
     "history_batch_size": (int, 1, 100_000_000),
+    "precision": (str, ("auto", "float32", "bfloat16"), None),
     "lr": (float, (0.0,), 10.0),
     "weight_decay": (float, 0.0, 10.0),
     "id_weight_decay": (float, 0.0, 10.0),
@@ -232,6 +238,7 @@ class TrainResult:
     seconds: float = 0.0
     version: str | None = None  # the model version written, when trained into a model folder
     batching: str = "full"  # how it was trained: "full" or "history" (see TrainConfig.batching)
+    precision: str = "float32"  # of its training steps (see TrainConfig.precision)
 
 
 def build_model(config: TrainConfig, in_channels: int, num_nodes: int) -> DAEMON:
@@ -274,6 +281,15 @@ def init_distributed() -> tuple[int, int]:
 
 #: catalogues above this many products train in the history mode under ``batching="auto"``
 HISTORY_FROM = 200_000
+
+
+def step_precision(config: TrainConfig, mode: str) -> str:
+    """``"float32"`` or ``"bfloat16"``: what ``config.precision`` means for training in ``mode``."""
+    if config.precision != "auto":
+        return config.precision
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence getattr
+    native = any(getattr(torch.cpu, f, lambda: False)() for f in probes)
+    return "bfloat16" if mode == "history" and native else "float32"
 
 
 def batching_mode(config: TrainConfig, num_products: int) -> str:
@@ -351,8 +367,9 @@ class _Step:
     """One optimiser step on a batch's embeddings: DAEMON's loss (contrastive on co-purchases and
     similar pairs, asymmetric on one-way edges), shared by the full-graph and the history mode."""
 
-    def __init__(self, model, opt, sparse_opt, config: TrainConfig, one_way: torch.Tensor, neg_pool: torch.Tensor):
+    def __init__(self, model, opt, sparse_opt, config: TrainConfig, one_way, neg_pool, bfloat16: bool = False):
         self.model, self.opt, self.sparse_opt, self.config = model, opt, sparse_opt, config
+        self.bfloat16 = bfloat16  # a history step's forward and loss under bfloat16 autocast
         self.one_way, self.neg_pool = one_way, neg_pool
         self.total, self.steps = 0.0, 0
 
@@ -361,7 +378,7 @@ class _Step:
         """The epoch has had its ``max_steps_per_epoch``."""
         return bool(self.config.max_steps_per_epoch) and self.steps >= self.config.max_steps_per_epoch
 
-    def __call__(self, s, t, src, dst, sa, sb, neg, one_way, hard=None, extra=None) -> None:
+    def loss(self, s, t, src, dst, sa, sb, neg, one_way, hard=None) -> torch.Tensor:
         c = self.config
         loss = info_nce(s, t, src, dst, neg, c.tau, c.in_batch_negatives, row_neg=hard)
         if c.sim_weight and sa.numel():
@@ -370,8 +387,9 @@ class _Step:
             )
         if c.asym_weight and c.dual:
             loss = loss + c.asym_weight * asymmetric_loss(s, t, src[one_way], dst[one_way], c.tau)
-        if extra is not None:
-            loss = loss + extra
+        return loss
+
+    def update(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad()
         if self.sparse_opt is not None:
             self.sparse_opt.zero_grad()
@@ -391,18 +409,16 @@ class _Step:
 def _history_step(step: _Step, fwd, x, adj, node_ids, history, src, dst, sa, sb, neg, one_way, hard) -> None:
     """A step that computes only the batch's products (ends of its edges and pairs, negatives),
     their neighbours' layer inputs read from ``history``, which the step then refreshes."""
-    model, config = step.model, step.config
     parts = [src, dst, sa, sb, neg] + ([hard.reshape(-1).clamp(min=0)] if hard is not None else [])
     rows, inv = torch.unique(torch.cat(parts), return_inverse=True)
     loc = torch.split(inv, [p.numel() for p in parts])
-    s, t, fresh = fwd(x.index_select(0, rows).float(), adj, node_ids[rows], rows=rows, history=history)
     local_hard = None if hard is None else torch.where(hard < 0, -1, loc[5].view_as(hard))
-    extra = None
-    if step.sparse_opt is not None and config.id_weight_decay:
-        # the L2 that dense Adam's weight decay puts on every row, on the rows this step used
-        ids = node_ids[rows]
-        extra = 0.5 * config.id_weight_decay * model.id_emb(ids[ids >= 0]).pow(2).sum()
-    step(s, t, loc[0], loc[1], loc[2], loc[3], loc[4], one_way, local_hard, extra)
+    # (the backward runs outside autocast, in the dtypes of the forward, as torch.amp advises)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=step.bfloat16):
+        xr = x.index_select(0, rows).to(torch.bfloat16 if step.bfloat16 else torch.float32)
+        s, t, fresh = fwd(xr, adj, node_ids[rows], rows=rows, history=history)
+        loss = step.loss(s, t, loc[0], loc[1], loc[2], loc[3], loc[4], one_way, local_hard)
+    step.update(loss)
     with torch.no_grad():
         for (hs, ht), (fs, ft) in zip(history, fresh):
             hs.index_copy_(0, rows, fs.detach().half())
@@ -461,6 +477,11 @@ def train(
             "the history mode trains models of at most 2 layers without use_reverse: deeper or reversed "
             "models would read a step's target edges through the stored embeddings (use --batching full)"
         )
+    precision = step_precision(config, mode)
+    if precision == "bfloat16" and mode != "history":
+        raise DualrecError(
+            "precision bfloat16 is for the history mode (--batching history); full-graph steps train in float32"
+        )
     rank, world = distributed()
     if world > 1 and mode != "history":
         raise DualrecError(
@@ -475,11 +496,11 @@ def train(
     groups = [{"params": other, "weight_decay": config.weight_decay}]
     sparse_opt = None
     if id_params and mode == "history":
-        # A history step touches the id rows of its batch only: sparse gradients and SparseAdam
-        # update those rows, not all N (dense Adam would rewrite every row every step). SparseAdam
-        # has no weight decay; the same L2 on the touched rows is a loss term (see _history_step).
+        # A history step touches the id rows of its batch only: sparse gradients and a lazy Adam
+        # update those rows, not all N (dense Adam would rewrite every row every step), with
+        # the same L2 as dense Adam's weight decay, on those rows.
         model.id_emb.sparse = True
-        sparse_opt = torch.optim.SparseAdam(id_params, lr=config.lr)
+        sparse_opt = RowAdam(id_params, lr=config.lr, weight_decay=config.id_weight_decay)
     elif id_params:
         groups.append({"params": id_params, "weight_decay": config.id_weight_decay})
     opt = torch.optim.Adam(groups, lr=config.lr)
@@ -509,6 +530,8 @@ def train(
             opt.load_state_dict(ck["optimizer"])
             if sparse_opt is not None:
                 sparse_opt.load_state_dict(ck["sparse_optimizer"])
+                for group in sparse_opt.param_groups:  # older checkpoints: SparseAdam, its L2 in the loss
+                    group["weight_decay"] = config.id_weight_decay
         except (RuntimeError, ValueError, KeyError) as e:
             raise DualrecError(f"cannot resume: the checkpoint does not fit this model ({e})") from e
         split = EdgeSplit.from_state_dict(ck["split"])
@@ -532,6 +555,7 @@ def train(
     log(
         f"batching: {mode} ({n:,} products"
         + (f"; auto picks history above {HISTORY_FROM:,})" if config.batching == "auto" else ")")
+        + (f", steps in {precision}" if mode == "history" else "")
     )
     layer_inputs = None
     if mode == "history":  # every product's layer inputs, refreshed by each epoch's validation pass
@@ -539,10 +563,10 @@ def train(
         embed(model, x, full_adj, eval_ids, history=layer_inputs)
     # Data-parallel workers: each takes its share of every batch (the negatives are shared) and
     # DistributedDataParallel averages their gradients, so the replicas stay identical and a step
-    # is close to one single-process step on the whole batch (each worker's L2 on its id rows and
-    # its own copy of the stored embeddings differ from a single process's).
+    # is close to one single-process step on the whole batch (each worker's own copy of the
+    # stored embeddings differs from a single process's).
     fwd = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
-    step = _Step(model, opt, sparse_opt, config, one_way, neg_pool)
+    step = _Step(model, opt, sparse_opt, config, one_way, neg_pool, bfloat16=precision == "bfloat16")
     bar = tqdm(
         range(start_epoch, config.epochs),
         desc="train",
@@ -590,7 +614,7 @@ def train(
                     else None
                 )
                 if layer_inputs is None:
-                    step(s, t, src, dst, sa, sb, neg, one_way[e], hard)
+                    step.update(step.loss(s, t, src, dst, sa, sb, neg, one_way[e], hard))
                     continue
                 if world > 1:
                     mine = slice(rank, None, world)
@@ -670,6 +694,7 @@ def train(
         evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed),
         time.time() - t0,
         batching=mode,
+        precision=precision,
     )
     return result
 
