@@ -12,8 +12,8 @@ extrapolated (steps x seconds per step + the validation pass) and labelled as su
 every step, "history" only the step's batch (neighbours read from stored layer inputs).
 
     .venv/bin/python benchmarks/train_scale.py            # 100k and 1M, full-graph steps
-    .venv/bin/python benchmarks/train_scale.py --batching history --batch-size 4096 --max-steps 200 \
-        --out benchmarks/results/train_scale_history.json
+    THP_MEM_ALLOC_ENABLE=1 .venv/bin/python benchmarks/train_scale.py --batching history --batch-size 2048 \
+        --max-steps 0 --out benchmarks/results/train_scale_history.json   # whole epochs
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import resource
 import time
@@ -80,6 +81,7 @@ def run(
         "similar_pairs": g.num_similar,
         "train_edges": train_edges,
         "batching": res.batching,
+        "precision": res.precision,
         "batch_size": batch_size,
         "feature_dim": dim,
         "generate_seconds": round(gen_s, 2),
@@ -142,6 +144,8 @@ def main() -> None:
         )
         + (f" --out {a.out}" if a.out != DEFAULT_OUT else ""),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        # as the dualrec command sets it (dualrec.cli): large tensors on transparent huge pages
+        "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "0"),
         "date": time.strftime("%Y-%m-%d"),
         "results": rows,
     }

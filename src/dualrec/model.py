@@ -345,15 +345,15 @@ class DAEMON(nn.Module):
         n = x.size(0)
         ids = torch.arange(n) if node_ids is None else node_ids
 
-        def chunked(f, a: Tensor | None, width: int) -> Tensor:
-            out = torch.empty(n, width)
+        def chunked(f, a: Tensor | None, width: int, out: Tensor | None = None) -> Tensor:
+            out = torch.empty(n, width) if out is None else out  # out=a: in place, chunk by chunk
             for i in range(0, n, chunk_size):
                 r = slice(i, min(i + chunk_size, n))
                 out[r] = f(r) if a is None else f(a[r])
             return out
 
-        h = chunked(lambda r: self.encode_input(x[r].float(), ids[r]), None, self.input[-1].out_features)
-        s = t = h
+        # (no name keeps a layer's input alive once the next layer has been computed)
+        s = t = chunked(lambda r: self.encode_input(x[r].float(), ids[r]), None, self.input[-1].out_features)
         for i, layer in enumerate(self.layers):
             if history is not None:
                 hs = s.half()
@@ -365,14 +365,15 @@ class DAEMON(nn.Module):
                 new["t"] = chunked(layer.self_t, cur["t"], width)
             for o, lin, a, inp in layer.channels():
                 if o in new:
-                    new[o] += torch.sparse.mm(getattr(adj, a), chunked(lin, cur[inp], width))
+                    # in place: no (N, width) product beside the sum (the peak memory of a 1M pass)
+                    new[o].addmm_(getattr(adj, a), chunked(lin, cur[inp], width))
             if i < self.num_layers - 1:
                 for v in new.values():
                     v.relu_()
             s = new["s"]
             t = new.get("t", s)
-        s = chunked(lambda a: F.normalize(a, dim=-1), s, s.size(1))
-        t = s if not self.dual else chunked(lambda a: F.normalize(a, dim=-1), t, t.size(1))
+        s = chunked(lambda a: F.normalize(a, dim=-1), s, s.size(1), out=s)
+        t = s if not self.dual else chunked(lambda a: F.normalize(a, dim=-1), t, t.size(1), out=t)
         self.train(was_training)
         return s, t
 
