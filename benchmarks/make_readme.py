@@ -248,12 +248,13 @@ def scale() -> list[str]:
         out += [
             f"{what} training at scale (`{t['command']}`, {t['date']}):",
             "",
-            "| products | co-purchase edges | batch | s / step | s / epoch | peak RSS GiB |",
-            "|---|---|---|---|---|---|",
+            "| products | co-purchase edges | batch | precision | s / step | s / epoch | peak RSS GiB |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in t["results"]:
             out.append(
-                f"| {r['products']:,} | {r['copurchase_edges']:,} | {r['batch_size']:,} | {r['seconds_per_step']} | "
+                f"| {r['products']:,} | {r['copurchase_edges']:,} | {r['batch_size']:,} | "
+                f"{r.get('precision', 'float32')} | {r['seconds_per_step']} | "
                 f"{r['seconds_per_epoch']}{' (extrapolated)' if r.get('seconds_per_epoch_is_extrapolated') else ''}"
                 f" | {r['peak_rss_gib']} |"
             )

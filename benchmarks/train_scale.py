@@ -130,7 +130,8 @@ def main() -> None:
         rows.append(r)
     out = {
         "benchmark": "train_scale",
-        "command": "python benchmarks/train_scale.py "
+        "command": ("THP_MEM_ALLOC_ENABLE=1 " if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1" else "")
+        + "python benchmarks/train_scale.py "
         + " ".join(
             f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
             for k, v in (
