@@ -592,6 +592,7 @@ def train(
             cold = (torch.rand(n, generator=gen) < config.cold_fraction) | unseen
             mp_mask &= ~(cold[graph.cp_src] | cold[graph.cp_dst])
             sim_mp = (sim_fold != f) & ~(cold[graph.sim_a] | cold[graph.sim_b])
+            adj = None  # (the previous fold's is freed before this one is built)
             adj = message_passing_adjacency(graph, mp_mask, config, sim_mp, transposes=layer_inputs is None)
             node_ids = torch.where(cold, -1, all_ids)
             sim_idx = (sim_fold == f).nonzero().view(-1)
@@ -624,6 +625,7 @@ def train(
                 _history_step(step, fwd, x, adj, node_ids, layer_inputs, src, dst, sa, sb, neg, one_way[e], hard)
         total, n_steps = step.end_epoch()
         train_seconds = time.time() - te
+        adj = s = t = None  # not held through the validation pass, the peak memory of a large epoch
         # 3. validation on all products
         if layer_inputs is not None:
             layer_inputs.clear()  # the validation pass computes them anew
@@ -684,6 +686,7 @@ def train(
     if model.id_emb is not None:
         model.id_emb.sparse = False
     best_epoch = stopper.best_epoch
+    layer_inputs = s = t = None  # freed before the final pass
     s, t = embed(model, x, full_adj, eval_ids)
     result = TrainResult(
         model,
