@@ -12,7 +12,7 @@ extrapolated (steps x seconds per step + the validation pass) and labelled as su
 every step, "history" only the step's batch (neighbours read from stored layer inputs).
 
     .venv/bin/python benchmarks/train_scale.py            # 100k and 1M, full-graph steps
-    THP_MEM_ALLOC_ENABLE=1 .venv/bin/python benchmarks/train_scale.py --batching history --batch-size 2048 \
+    THP_MEM_ALLOC_ENABLE=1 .venv/bin/python benchmarks/train_scale.py --batching history --batch-size 1024 \
         --max-steps 0 --out benchmarks/results/train_scale_history.json   # whole epochs
 """
 

@@ -368,8 +368,8 @@ class _Step:
     """One optimiser step on a batch's embeddings: DAEMON's loss (contrastive on co-purchases and
     similar pairs, asymmetric on one-way edges), shared by the full-graph and the history mode."""
 
-    def __init__(self, model, opt, sparse_opt, config: TrainConfig, one_way, neg_pool, bfloat16: bool = False):
-        self.model, self.opt, self.sparse_opt, self.config = model, opt, sparse_opt, config
+    def __init__(self, opt, sparse_opt, config: TrainConfig, one_way, neg_pool, bfloat16: bool = False):
+        self.opt, self.sparse_opt, self.config = opt, sparse_opt, config
         self.bfloat16 = bfloat16  # a history step's forward and loss under bfloat16 autocast
         self.one_way, self.neg_pool = one_way, neg_pool
         self.total, self.steps = 0.0, 0
@@ -567,7 +567,7 @@ def train(
     # is close to one single-process step on the whole batch (each worker's own copy of the
     # stored embeddings differs from a single process's).
     fwd = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
-    step = _Step(model, opt, sparse_opt, config, one_way, neg_pool, bfloat16=precision == "bfloat16")
+    step = _Step(opt, sparse_opt, config, one_way, neg_pool, bfloat16=precision == "bfloat16")
     bar = tqdm(
         range(start_epoch, config.epochs),
         desc="train",
