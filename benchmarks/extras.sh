@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
 R=benchmarks/results
 DR=${DUALREC:-.venv/bin/dualrec}
-DAEMON=(--set epochs=5 --set patience=3 --set max_val_edges=5000)
+DAEMON=(--converge --set patience=3 --set max_val_edges=5000)  # as real_data.sh
 RETAIL=(--option min_support=5 --option min_basket_support=10)
 CTRL=cooccurrence_rerank,cooccurrence
 COLD=daemon,daemon_new0,daemon_always,daemon_conf10,daemon_conf30,daemon_query_alone,daemon_embedding,popularity,text_similarity,text_neighbours,cooccurrence,graphsage

@@ -242,3 +242,33 @@ def test_baseline_runner_caps_epochs_under_quick_and_fits_on_train_edges_only():
     assert seen["epochs"] == 8 and seen["patience"] == 2 and seen["seed"] == 5  # capped, never raised
     assert seen["edges"] == seen["mask"] == int(split.mask(TRAIN).sum())
     assert seen["val"] == split.counts()["val"]
+
+
+def test_baseline_runner_lifts_the_epoch_budget_under_converge(tmp_path):
+    from dualrec.benchmark import BenchContext, baseline_runner
+    from dualrec.benchmark.report import _command_line
+
+    seen = {}
+
+    class Dummy:
+        def __init__(self, epochs=30, max_val_edges=None, seed=0):
+            seen.update(epochs=epochs, max_val_edges=max_val_edges)
+
+        def fit(self, graph, train_mask):
+            return self
+
+        def score_fn(self, q):
+            return torch.zeros(q.numel(), 300)
+
+        def pair_score_fn(self, u, v):
+            return torch.zeros(u.numel())
+
+    g = make_store(n_products=300, seed=1)
+    split = edge_split(g, 0.1, 0.1, seed=0)
+    runner = baseline_runner(Dummy, epochs=8, max_val_edges=5000)  # as GNN_BUDGET registers them
+    runner(BenchContext(g, split, torch.zeros(300, 4), 0, False, "hash"))
+    assert seen == {"epochs": 8, "max_val_edges": 5000}
+    runner(BenchContext(g, split, torch.zeros(300, 4), 0, False, "hash", converge=True))
+    assert seen == {"epochs": 30, "max_val_edges": 5000}  # the model's own limit; early stopping decides
+    cmd = _command_line("csv", "in", "out", 3, False, ["lightgcn"], "hash", {}, converge=True)
+    assert "--converge" in cmd

@@ -28,7 +28,8 @@ def test_daemon_beats_cooccurrence_popularity_and_text_on_cellphones(tmp_path):
         methods="daemon,cooccurrence_rerank,cooccurrence,popularity,text_similarity",
         encoder="minilm",
         progress=False,
-        daemon_config={"max_steps_per_epoch": 20},  # 8 x 20 steps: a few minutes on 2 cores
+        # history mode (above 10,000 products): 8 epochs x 80 steps of 1,024 edges, a few minutes
+        daemon_config={"max_steps_per_epoch": 80},
         log=lines.append,
     )
     print("\n".join(lines))

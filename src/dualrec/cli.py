@@ -229,7 +229,7 @@ def train(
     batching: str = typer.Option(
         None,
         help="training steps, one of: full (DAEMON over the whole graph each step), history (each step "
-        "computes only its batch; for large catalogues), auto (the default: history above 200,000 products)",
+        "computes only its batch; for large catalogues), auto (the default: history above 10,000 products)",
     ),
     resume: bool = typer.Option(False, help="continue from the training checkpoint in OUT (after a crash or Ctrl-C)"),
     workers: int = typer.Option(
@@ -589,6 +589,11 @@ def benchmark(
     set_: list[str] = typer.Option([], "--set", help="DAEMON TrainConfig field KEY=VALUE (repeatable), e.g. epochs=20"),
     cold_start: bool = typer.Option(True, help="also run the cold-start section (10 % of products held out)"),
     cold_start_seeds: int = typer.Option(1, help="how many of the seeds also run the cold-start section"),
+    converge: bool = typer.Option(
+        False,
+        help="the GNN baselines train until validation MRR@10 stops improving (their own epoch limits), "
+        "not the benchmark's short budget; DAEMON's budget is --set's (TrainConfig's defaults train to convergence)",
+    ),
 ):
     """Compare DAEMON with baselines on held-out co-purchase edges (same splits, same evaluator)."""
     from dualrec.benchmark import run_benchmark
@@ -607,6 +612,7 @@ def benchmark(
             daemon,  # records the command line
             cold_start=cold_start,
             cold_start_seeds=cold_start_seeds,
+            converge=converge,
             progress=_bars(),
             log=_log,
         )

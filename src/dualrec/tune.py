@@ -2,7 +2,8 @@
 someone reading an ablation table.
 
 Some of DAEMON's switches help one dataset and hurt another: the co-view augmentation
-(``use_similar``) lifts Amazon clothing and costs Amazon cellphones. :func:`tune` runs a small
+(``use_similar``, with its loss at the former weight 0.5) lifted Amazon clothing and cost Amazon
+cellphones. :func:`tune` runs a small
 Optuna study (TPE sampler, seeded) over :data:`SPACE`: every trial trains DAEMON on the training
 edges with the trial's settings and is scored by validation MRR@10 (the early-stopping metric),
 never by test edges. The first two trials are fixed: the given settings, then the same with the

@@ -244,8 +244,9 @@ class GraphSAGEBaseline(_GNNBaseline):
         epochs, lr, batch_size, patience: optimisation (early stopping on val MRR@10).
         dim: output embedding width; ``hidden`` the hidden width; ``num_layers`` hops.
         tau, num_negatives, in_batch_negatives, sim_weight: :func:`dualrec.loss.info_nce` as in
-            DAEMON, with DAEMON's defaults (co-purchase term + ``sim_weight`` x similarity term;
-            uniform negatives only).
+            DAEMON (co-purchase term + ``sim_weight`` x similarity term; uniform negatives only;
+            ``sim_weight`` 0.5, DAEMON's default before 0.1, kept so that the baseline's measured
+            figures stand).
         target_fraction: share of training edges removed from message passing per fold.
         use_similar: add the similarity pairs to the (undirected) message-passing graph.
         max_val_edges: validation subsample per epoch (speed); ``seed``: init and sampling.

@@ -26,9 +26,9 @@ QUICK_DAEMON = {"epochs": 8, "patience": 3}
 
 GNN_METHODS = ("graphsage", "lightgcn", "directed_gnn")
 
-# The benchmark's training budget for the GNN baselines (about 40 s per fit on clothing; DAEMON
-# gets 5 epochs via benchmarks/real_data.sh, about 1.5 min), so the three datasets x 3 seeds fit
-# in 45 minutes on 2 cores. Measured on clothing seed 0 (val MRR@10): LightGCN 0.240 after 8 epochs,
+# A short training budget for the GNN baselines (about 40 s per fit on clothing), for quick
+# comparisons; `--converge` (benchmarks/real_data.sh) lifts the epoch caps, so every model trains
+# until its validation score stops improving. Measured on clothing seed 0 (val MRR@10): LightGCN 0.240 after 8 epochs,
 # 0.267 after 20 (its default); DiGAE 0.104 vs 0.136; GraphSAGE 0.096 after 2 epochs, 0.104
 # after 6; DAEMON 0.236 after 5 epochs, 0.267 after 10. Early stopping reads 5,000 val edges.
 GNN_BUDGET = {
@@ -76,6 +76,7 @@ DAEMON_ABLATIONS = {
     # clothing 0.686 / 0.382 vs 0.685 / 0.379) but cost DAEMON alone val MRR, so they stay off.
     "daemon_embedding": {},
     "daemon_no_similar": {"use_similar": False, "sim_weight": 0.0},  # no co-view augmentation at all
+    "daemon_coview05": {"sim_weight": 0.5},  # the co-view loss weight before 0.1 (the default until 2026-12)
     "daemon_no_asym": {"asym_weight": 0.0},
     "daemon_shared": {"dual": False},
     "daemon_no_text": {},  # random features instead of text (see _daemon_runner)
@@ -98,6 +99,9 @@ class BenchContext:
     daemon_config: dict = field(default_factory=dict)  # TrainConfig overrides for every DAEMON variant
     unseen: torch.Tensor | None = None  # cold-start run: products that do not exist at training time
     cache: dict = field(default_factory=dict)  # models shared by methods of one seed (co-occurrence, DAEMON)
+    # True: the GNN baselines train until validation stops improving (their own epoch limits and
+    # patience) instead of GNN_BUDGET's epoch caps; DAEMON's budget is daemon_config's
+    converge: bool = False
 
     @property
     def train_mask(self) -> torch.Tensor:
@@ -146,12 +150,14 @@ def baseline_runner(cls, **init) -> Runner:
     """A runner for a class with the baseline interface (see :mod:`dualrec.baselines.popularity`).
 
     The model is built with ``seed`` (and, under ``quick``, ``epochs`` and ``patience`` capped at
-    8 and 3) where its constructor accepts them, then fitted on the train-only graph with ``x`` and ``val`` where
-    ``fit`` accepts them.
+    8 and 3; under ``converge``, without the ``epochs`` of ``init``) where its constructor accepts
+    them, then fitted on the train-only graph with ``x`` and ``val`` where ``fit`` accepts them.
     """
 
     def run(ctx: BenchContext) -> Fitted:
         kw = dict(init, seed=ctx.seed)
+        if ctx.converge:
+            kw.pop("epochs", None)
         if ctx.quick:  # cap, never raise, the constructor's defaults
             params = inspect.signature(cls).parameters
             for k, cap in QUICK_DAEMON.items():

@@ -20,7 +20,18 @@ def _now() -> str:
 
 
 def _command_line(
-    format, input, out, seeds, quick, methods, encoder, options, daemon_config=None, cold_start=True, cold_start_seeds=1
+    format,
+    input,
+    out,
+    seeds,
+    quick,
+    methods,
+    encoder,
+    options,
+    daemon_config=None,
+    cold_start=True,
+    cold_start_seeds=1,
+    converge=False,
 ) -> str:
     parts = ["dualrec", "benchmark", "--format", format, "--input", str(input), "--out", str(out)]
     parts += ["--quick"] if quick else ["--seeds", str(seeds)]
@@ -28,6 +39,8 @@ def _command_line(
         parts += ["--no-cold-start"]
     elif cold_start_seeds != 1:
         parts += ["--cold-start-seeds", str(cold_start_seeds)]
+    if converge:
+        parts += ["--converge"]
     parts += ["--methods", ",".join(methods), "--encoder", encoder]
     for k, v in (options or {}).items():
         parts += ["--option", f"{k}={v}"]
@@ -78,6 +91,11 @@ def results_markdown(results: dict, run: dict) -> str:
                 if run.get("max_test_edges")
                 else "; all test edges"
             )
+        )
+    if run.get("converge"):
+        lines.append(
+            "- Budget: trained to convergence: the GNN baselines until their validation score stops improving "
+            "(their own epoch limits and patience), DAEMON as its TrainConfig says"
         )
     if run.get("daemon_config"):
         lines.append(

@@ -81,6 +81,7 @@ def run_benchmark(
     progress: bool = True,
     cold_start: bool = True,
     cold_start_seeds: int = 1,
+    converge: bool = False,
     log=print,
 ) -> dict:
     """Ingest ``input``, run every method on ``seeds`` splits, write ``out/results.*``; returns results.json's dict.
@@ -90,7 +91,10 @@ def run_benchmark(
     caps, e.g. ``{"epochs": 20}``); ``seed``/``encoder`` are set by the benchmark. ``cold_start``
     adds the cold-start section (the methods of ``COLD_METHODS`` that were asked for, refitted
     on :func:`~dualrec.split.cold_split` of the first ``cold_start_seeds`` seeds: a second
-    training per method and seed, so by default only the first seed).
+    training per method and seed, so by default only the first seed). ``converge`` lifts the
+    GNN baselines' epoch caps (``GNN_BUDGET``): each trains until its validation score stops
+    improving; DAEMON's epochs and patience are ``daemon_config``'s (TrainConfig's own defaults
+    train to convergence).
     """
     from dualrec.features import check_encoder, load_or_build_features
     from dualrec.ingest import FORMATS, load_source
@@ -124,6 +128,7 @@ def run_benchmark(
             daemon_config,
             cold_start,
             cold_start_seeds,
+            converge,
         )
 
     t0 = time.perf_counter()
@@ -149,6 +154,7 @@ def run_benchmark(
         "input": str(input),
         "command": command,
         "quick": quick,
+        "converge": converge,
         "encoder": encoder,
         "options": options or {},
         "daemon_config": daemon_config,
@@ -182,7 +188,7 @@ def run_benchmark(
 
     for s in seed_list:
         split = edge_split(graph, 0.1, 0.1, seed=s)
-        ctx = BenchContext(graph, split, x, s, quick, encoder, daemon_config)
+        ctx = BenchContext(graph, split, x, s, quick, encoder, daemon_config, converge=converge)
         seed_info = {"split": split.counts(), "methods": {}}
         run["seeds"][str(s)] = seed_info
         for m, runner in runners.items():
@@ -220,7 +226,9 @@ def run_benchmark(
             )
         if cold_runners and seed_list.index(s) < cold_start_seeds:
             cs = cold_split(graph, COLD_FRACTION, 0.1, seed=s, warm_fraction=COLD_WARM_FRACTION)
-            cctx = BenchContext(cs.graph, cs.split, x, s, quick, encoder, daemon_config, unseen=cs.cold)
+            cctx = BenchContext(
+                cs.graph, cs.split, x, s, quick, encoder, daemon_config, unseen=cs.cold, converge=converge
+            )
             in_degree = torch.bincount(graph.cp_dst[cs.split.mask(TRAIN)], minlength=n)
             cold_info = {
                 "cold_products": int(cs.cold.sum()),
