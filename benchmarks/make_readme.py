@@ -439,6 +439,21 @@ def workers() -> list[str]:
         "|---|---|---|---|---|",
         *rows,
         "",
+        *_workers_verdict(t["results"]),
+    ]
+
+
+def _workers_verdict(results: list[dict]) -> list[str]:
+    """What the measurement says: the slowdown of the most workers against one (cores are shared)."""
+    by = {r["workers"]: sum(r["train_seconds_per_epoch"]) / len(r["train_seconds_per_epoch"]) for r in results}
+    if 1 not in by or len(by) < 2:
+        return []
+    most = max(by)
+    return [
+        f"With {most} workers on these 2 cores an epoch takes {by[most] / by[1]:.2f}x the time of one process: "
+        "the workers split the same cores, so this measures the cost of the data-parallel machinery, "
+        "not a speed-up (that needs a core set or a machine per worker).",
+        "",
     ]
 
 
