@@ -19,8 +19,8 @@ DR=${DUALREC:-.venv/bin/dualrec}
 DAEMON=(--converge --set patience=3 --set max_val_edges=5000)  # as real_data.sh
 RETAIL=(--option min_support=5 --option min_basket_support=10)
 CTRL=cooccurrence_rerank,cooccurrence
-COLD=daemon,daemon_new0,daemon_always,daemon_conf10,daemon_conf30,daemon_query_alone,daemon_embedding,popularity,text_similarity,text_neighbours,cooccurrence,graphsage
-ABL=daemon_embedding,daemon_paper,daemon_no_similar,daemon_no_asym,daemon_shared,daemon_no_text
+COLD=daemon,daemon_new0,daemon_always,daemon_conf10,daemon_conf30,daemon_gate_text,daemon_gate_text10,daemon_gate_both,daemon_gate_both10,daemon_query_alone,daemon_embedding,popularity,text_similarity,text_neighbours,cooccurrence,graphsage
+ABL=daemon_embedding,daemon_paper,daemon_no_similar,daemon_coview05,daemon_no_asym,daemon_shared,daemon_no_text
 start=$SECONDS
 $DR benchmark -f amazon2014 -i "$DATA/amazon2014/cellphones" -o $R/control/cellphones --seeds 3 --no-cold-start --methods $CTRL
 $DR benchmark -f amazon2014 -i "$DATA/amazon2014/clothing" -o $R/control/clothing --seeds 3 --no-cold-start --methods $CTRL

@@ -120,16 +120,23 @@ def cold_table(ds: str) -> list[str]:
     rows = [
         f"Cold start on {ds} (seed 0, 10 % of the products unseen in training):",
         "",
-        "| method | as query HR@10 | as query MRR@10 | as target HR@10 | as target MRR@10 | warm HR@10 | warm MRR@10 |",
-        "|---|---|---|---|---|---|---|",
+        "| method | as query HR@10 | as query MRR@10 | as target HR@10 | as target MRR@10 | × text | warm HR@10 | "
+        "warm MRR@10 | warm Δ |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, m in cs["cold_start"].items():
+    cm = cs["cold_start"]
+    text_t = (cm.get("text_similarity", {}).get("as_target") or {}).get("HitRate@10")
+    base_w = (cm.get("daemon_new0", {}).get("warm") or {}).get("HitRate@10")
+    for name, m in cm.items():
         t, w = m.get("as_target") or {}, m.get("warm") or {}
         label = name + (" (popularity fallback)" if m.get("fallback") else "")
         label = f"**{label}** (shipped)" if name == "daemon" else label
+        th, wh = t.get("HitRate@10"), w.get("HitRate@10")
+        ratio = f"{th / text_t:.2f}" if th is not None and text_t else "n/a"
+        delta = f"{100 * (wh / base_w - 1):+.1f} %" if wh is not None and base_w and name.startswith("daemon") else ""
         rows.append(
-            f"| {label} | {f3(m['HitRate@10'])} | {f3(m['MRR@10'])} | {f3(t.get('HitRate@10'))} | "
-            f"{f3(t.get('MRR@10'))} | {f3(w.get('HitRate@10'))} | {f3(w.get('MRR@10'))} |"
+            f"| {label} | {f3(m['HitRate@10'])} | {f3(m['MRR@10'])} | {f3(th)} | "
+            f"{f3(t.get('MRR@10'))} | {ratio} | {f3(wh)} | {f3(w.get('MRR@10'))} | {delta} |"
         )
     return rows + [""]
 
@@ -555,9 +562,12 @@ def benchmarks_readme() -> str:
         "where their gate score (DAEMON's score plus the gap of the list, docs/model.md) reaches the 20 % "
         "quantile of the validation co-purchases' (`dualrec train --new-slots --new-min-confidence`); "
         "`daemon_confC` asks the C % quantile, `daemon_always` fills the slots in every list, `daemon_new0` "
-        "has none (the ranking before new products had slots). A new product's own list starts with what its 20 "
-        "text-nearest products with history bought, then DAEMON's order (`daemon_query_alone`: DAEMON alone; "
-        "`text_neighbours`: the same neighbours without DAEMON, a baseline).",
+        "has none (the ranking before new products had slots); `daemon_gate_text` and `daemon_gate_both` read "
+        "the gate from the pair's text cosine, or from text and DAEMON together, instead of DAEMON's score "
+        "(`--new-gate`; `...10`: at the 10 % quantile). *× text*: as-target HR@10 over text similarity's (issue "
+        "16 asks ≥ 1.2); *warm Δ*: warm HR@10 against `daemon_new0` (asks > -1 %). A new product's own list "
+        "starts with what its 20 text-nearest products with history bought, then DAEMON's order "
+        "(`daemon_query_alone`: DAEMON alone; `text_neighbours`: the same neighbours without DAEMON, a baseline).",
         "",
     ]
     for ds in DATASETS:

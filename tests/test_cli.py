@@ -155,6 +155,7 @@ def test_train_in_history_mode_writes_the_same_model_folder(small_dataset, tmp_p
         (["--tune-trials", "1"], "at least 2 trials"),
         (["--tune-trials", "2", "--workers", "2"], "tuning runs in one process"),
         (["--no-rerank", "--new-slots", "1"], "--no-rerank skips"),
+        (["--new-gate", "price"], "new_gate must be one of daemon, text, both"),
     ],
 )
 def test_train_refuses_settings_that_cannot_apply(small_dataset, tmp_path, args, needle):
@@ -168,6 +169,7 @@ def test_train_records_the_new_product_slots(small_dataset, tmp_path):
 
     out = tmp_path / "m"
     args = ["--encoder", "hash", "--epochs", "1", "--new-slots", "1", "--new-min-confidence", "0.3"]
+    args += ["--new-gate", "both"]
     r = invoke("train", small_dataset, "--out", out, *args)
     assert r.exit_code == 0, r.output
     v = open_version(out)
@@ -175,8 +177,9 @@ def test_train_records_the_new_product_slots(small_dataset, tmp_path):
     assert v.info["new_slots"] == 1 and v.info["new_position"] == 9 and v.info["new_min_confidence"] == 0.3
     saved = v.json("rerank/rerank.json")
     assert saved["config"]["new_slots"] == 1 and saved["config"]["new_min_confidence"] == 0.3
+    assert v.info["new_gate"] == saved["config"]["new_gate"] == "both"
     # the scale the confidence is read on travels with the version
-    qs = saved["info"]["new_gate"]["quantiles"]
+    qs = saved["info"]["new_gate"]["quantiles_both"]
     assert len(qs) == 101 and qs == sorted(qs)
     rec = Recommender.load(out)
     assert rec.reranker._new_threshold() == pytest.approx(np.interp(0.3, np.linspace(0, 1, 101), qs))

@@ -330,6 +330,41 @@ def test_the_model_folder_needs_no_dataset_and_retrains_without_the_second_stage
     assert Recommender.load(mdir, version="v000001").ranker == "two-stage"
 
 
+def test_a_large_catalogue_stores_a_text_index_for_new_products(tmp_path, monkeypatch):
+    """Above ``HNSW_FROM`` products training stores an HNSW index over the text next to the second
+    stage; the loaded model searches it (memory-mapped) for a new product's neighbours, with the
+    lists of exact search up to its recall."""
+    import dualrec.pipeline
+    from dualrec.pipeline import train_dataset
+    from dualrec.store import open_version
+    from dualrec.synthetic import make_store
+    from dualrec.train import TrainConfig
+
+    monkeypatch.setattr(dualrec.pipeline, "HNSW_FROM", 100)
+    make_store(n_products=400, seed=1).save(tmp_path / "dataset")
+    train_dataset(
+        tmp_path / "dataset",
+        tmp_path / "model",
+        TrainConfig(encoder="hash", epochs=1, seed=0),
+        progress=False,
+        log=lambda m: None,
+    )
+    v = open_version(tmp_path / "model")
+    assert v.has("rerank/text_index/faiss.index") and v.info["text_index_recall_at_10"] > 0.9
+    rr = Recommender.load(tmp_path / "model").reranker
+    assert rr.text_index is not None and rr.text_index.meta["mmap"] and rr.text_index.n == 400
+    exact = rr.with_config()
+    exact.text_index = None
+    q = np.arange(0, 400, 13)
+    assert _overlap_rows(rr.top_k(q, 10, new=False)[1], exact.top_k(q, 10, new=False)[1]) > 0.9
+    w_hnsw, w_exact = (set(zip(*m._lent(q, m._cold_pool())[:2])) for m in (rr, exact))
+    assert len(w_hnsw & w_exact) >= 0.9 * len(w_exact)
+
+
+def _overlap_rows(a, b) -> float:
+    return float(np.mean([len(np.intersect1d(x, y)) / max(1, len(y)) for x, y in zip(a, b)]))
+
+
 def test_a_failed_second_stage_keeps_a_complete_daemon_model(tmp_path, monkeypatch):
     """If the second stage cannot be fitted (too few validation edges, or anything unexpected),
     train says so and still writes a complete one-stage model folder."""

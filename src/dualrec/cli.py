@@ -275,6 +275,11 @@ def train(
         "list's 10th place is than its first) reaches this quantile of the validation co-purchases' "
         "(0: the slots are always filled)  [default: 0.2]",
     ),
+    new_gate: Optional[str] = typer.Option(
+        None,
+        help="what the gate reads as 'likely related': daemon (DAEMON's score), text (the text cosine "
+        "of the pair) or both  [default: daemon]",
+    ),
     list_k: int = typer.Option(
         50,
         min=0,
@@ -300,11 +305,19 @@ def train(
             ("new_slots", new_slots),
             ("new_position", new_position),
             ("new_min_confidence", new_min_confidence),
+            ("new_gate", new_gate),
         )
         if v is not None
     }
+    try:
+        RerankConfig(**new_settings)  # a wrong value is refused before any work
+    except DualrecError as e:
+        _fail(str(e))
     if not rerank and new_settings:
-        _fail("--new-slots, --new-position and --new-min-confidence set the second stage, which --no-rerank skips")
+        _fail(
+            "--new-slots, --new-position, --new-min-confidence and --new-gate set the second stage, "
+            "which --no-rerank skips"
+        )
     if workers > 1 and "LOCAL_RANK" in os.environ:
         _log("already started by a launcher (torchrun): --workers is ignored, the launcher's workers train")
     elif workers > 1:

@@ -32,7 +32,15 @@ import numpy as np
 
 from dualrec.graph import DualrecError
 
-__all__ = ["RetrievalIndex", "KINDS", "recall_at_k", "load_model_index", "write_model_index", "INDEX_DIRNAME"]
+__all__ = [
+    "RetrievalIndex",
+    "RowFilter",
+    "KINDS",
+    "recall_at_k",
+    "load_model_index",
+    "write_model_index",
+    "INDEX_DIRNAME",
+]
 
 KINDS = ("exact", "hnsw", "ivf")
 INDEX_DIRNAME = "index"
@@ -73,6 +81,18 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
         hits += len(np.intersect1d(ra[ra >= 0], re, assume_unique=True))
     denom = sum(int((re >= 0).sum()) for re in e) or 1
     return hits / denom
+
+
+class RowFilter:
+    """The rows a search may return, as a faiss bitmap selector built once from a bool mask over
+    the index's rows (:meth:`RetrievalIndex.search`'s ``allowed``): reused, a query's search does
+    no O(N) work to filter."""
+
+    def __init__(self, mask: np.ndarray):
+        mask = np.asarray(mask, dtype=bool).reshape(-1)
+        self.n, self.count = int(mask.size), int(mask.sum())
+        self._bits = np.packbits(mask, bitorder="little")  # faiss: bit (i & 7) of byte i >> 3; kept alive
+        self.selector = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(self._bits))
 
 
 class RetrievalIndex:
@@ -256,21 +276,30 @@ class RetrievalIndex:
         elif self.kind == "ivf" and "nprobe" in self.params:
             _set_knob(self.index, "ivf", self.params["nprobe"])
 
-    def _search_params(self, selector):
+    def _search_params(self, selector, share: float = 1.0):
+        """faiss search parameters with ``selector``. ``share``: the fraction of rows it admits; an
+        approximate search widens its search knob by ``1 / share`` (up to 4096 / all lists), since
+        a filtered graph or list walk otherwise stops before it has met k admitted rows."""
+        widen = 1.0 / max(share, 1e-6)
         if self.kind == "hnsw":
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.index.hnsw.efSearch))
+            ef = int(self.index.hnsw.efSearch)
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=int(min(max(ef, 4096), np.ceil(ef * widen))))
         if self.kind == "ivf":
-            return faiss.SearchParametersIVF(sel=selector, nprobe=int(self.index.nprobe))
+            nprobe = int(self.index.nprobe)
+            return faiss.SearchParametersIVF(sel=selector, nprobe=int(min(self.index.nlist, np.ceil(nprobe * widen))))
         return faiss.SearchParameters(sel=selector)
 
     # -- search ----------------------------------------------------------------------------------
     def search(
-        self, query_vectors, k: int, chunk: int = 8192, below: int | None = None
+        self, query_vectors, k: int, chunk: int = 8192, below: int | None = None, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores float32 (Q, k), indexes int64 (Q, k)), best first; missing slots (k > n, or an
         approximate index that found fewer) are index -1 with score -inf. ``below``: only rows
         ``< below`` are searched (faiss's ID selector: e.g. the catalogue a second stage was
-        fitted on, without the products added since)."""
+        fitted on, without the products added since). ``allowed``: a bool mask over the rows, or a
+        :class:`RowFilter` made from one once (a mask is turned into one per call: O(N)); only
+        those rows are searched (an approximate search widens its knob by the share of rows
+        admitted, :meth:`_search_params`; a ``RowFilter``'s rows are taken as they are)."""
         if k < 1:
             raise DualrecError("k must be at least 1")
         q = _f32(query_vectors)
@@ -280,9 +309,19 @@ class RetrievalIndex:
         D = np.full((len(q), k), -np.inf, dtype=np.float32)
         I = np.full((len(q), k), -1, dtype=np.int64)
         params = None
-        if below is not None and below < self.n:
+        if allowed is not None:
+            if not isinstance(allowed, RowFilter):
+                mask = np.asarray(allowed, dtype=bool)
+                if below is not None and below < self.n and mask.shape == (self.n,):
+                    mask = mask & (np.arange(self.n) < below)
+                allowed = RowFilter(mask)
+            if allowed.n != self.n:
+                raise DualrecError(f"allowed must be a mask over the index's {self.n} rows (got {allowed.n})")
+            kk = min(kk, max(allowed.count, 1))
+            params = self._search_params(allowed.selector, allowed.count / max(self.n, 1))
+        elif below is not None and below < self.n:
             kk = min(kk, max(int(below), 1))
-            params = self._search_params(faiss.IDSelectorRange(0, int(below)))
+            params = self._search_params(faiss.IDSelectorRange(0, int(below)), below / max(self.n, 1))
         for lo in range(0, len(q), chunk):
             d_, i_ = self.index.search(q[lo : lo + chunk], kk, params=params)
             I[lo : lo + chunk, :kk] = i_

@@ -220,6 +220,9 @@ def _train_into(
                         progress=progress,
                         index=index,
                     )
+                    if x.shape[0] > HNSW_FROM:  # a new product's text neighbours, without a scan of N
+                        rr.build_text_index(log=log)
+                        info["text_index_recall_at_10"] = rr.text_index.meta.get("recall_at_10")
                     rr.save(w, RERANK_DIR)
                     if list_k:
                         _precompute_lists(w, rr, graph, list_k, store.checkpoint_dir, progress, log, info)
@@ -236,6 +239,7 @@ def _train_into(
                         new_slots=rr.cfg.new_slots,
                         new_position=rr.cfg.new_position,
                         new_min_confidence=rr.cfg.new_min_confidence,
+                        new_gate=rr.cfg.new_gate,
                         rerank={k: v for k, v in rr.info_.items() if k not in _RERANK_DETAIL},
                     )
             v = w.commit(info, keep=keep)
@@ -269,7 +273,8 @@ def _train_worker(dataset_dir, model_dir, config: TrainConfig, resume: bool) -> 
     )
 
 
-#: catalogues above this many products get an HNSW index for DAEMON's candidates at training
+#: catalogues above this many products get HNSW indexes at training: for DAEMON's candidates, and
+#: over the text for a new product's neighbours with history (the second stage's text index)
 HNSW_FROM = 200_000
 
 

@@ -55,7 +55,11 @@ from dualrec.graph import DualrecError
 RERANK_FORMAT = 2
 #: the second stage's folder in a model version (written by ``dualrec train``)
 RERANK_DIR = "rerank"
+#: its HNSW index over the catalogue's text (large catalogues), inside RERANK_DIR
+TEXT_INDEX_DIR = "text_index"
 _BUILD_LOCK = threading.Lock()
+#: what a new product's gate reads (RerankConfig.new_gate)
+GATES = ("daemon", "text", "both")
 
 
 @dataclass
@@ -84,6 +88,11 @@ class RerankConfig:
     # 0: the slots are always filled.
     new_min_confidence: float = 0.2
     new_gap_weight: float = 1.0  # fixed at fit time (the quantiles are read with it)
+    # What says "likely related" in the gate: "daemon" (s_u . t_v), "text" (the text cosine of
+    # the pair, which reads the same for a new product as for a known one: DAEMON's score of a
+    # new target comes from metadata alone and sits below the known targets' it is compared with)
+    # or "both" (the sum of the two standardised scores).
+    new_gate: str = "daemon"
     # A product without history as the query (a new one): the products nearest to it by text that
     # have logged co-purchases lend it theirs (weighted by text cosine), ranked above DAEMON's
     # order; this many neighbours. 0: DAEMON alone ranks such a list.
@@ -92,6 +101,8 @@ class RerankConfig:
     def __post_init__(self):
         if not 0.0 <= self.new_min_confidence <= 1.0:
             raise DualrecError(f"new_min_confidence must be in [0, 1] (got {self.new_min_confidence})")
+        if self.new_gate not in GATES:
+            raise DualrecError(f"new_gate must be one of {', '.join(GATES)} (got {self.new_gate!r})")
         if self.cold_neighbours < 0:
             raise DualrecError(f"cold_neighbours must be >= 0 (got {self.cold_neighbours})")
         if self.new_slots < 0 or self.new_position < 1 or self.new_fetch < 1:
@@ -116,9 +127,9 @@ class CandidateReranker:
     Every step of a query reads the query's candidates only (about ``n_daemon + n_graph``
     products), never all N: DAEMON's candidates come from the index, co-occurrence's from the
     paths of the query (:meth:`~dualrec.cooccurrence.Cooccurrence.paths`) topped up by
-    popularity, and every feature is a gather at the candidates. The exception: a query without
-    history (a new product) searches the text of the products with history for its neighbours
-    (:meth:`_cold_pool`).
+    popularity, and every feature is a gather at the candidates. A query without history (a new
+    product) searches the text of the products with history for its neighbours (:meth:`_cold_pool`):
+    through the version's HNSW text index on a large catalogue, by exact search on a small one.
     """
 
     def __init__(
@@ -158,7 +169,8 @@ class CandidateReranker:
         self._needs_text = self.x is not None  # whether it was fitted with text features
         self._marked = np.zeros(0, dtype=np.int64)  # catalogue rows flagged new (mark_new)
         self._pool = None  # (rows, is_new mask, faiss index over their text or None): see _new_pool
-        self._cold = None  # {logged: (key, (rows, faiss index over their text, CSR) or None)}: _cold_pool
+        self._cold = None  # {logged: (key, (search, CSR, size) or None)}: _cold_pool
+        self.text_index = None  # HNSW over the catalogue's unit text (build_text_index), or None
 
     def set_embeddings(self, source, target, index=None) -> None:
         """DAEMON's embeddings (rows ``n..`` are products added after the fit) and the index that
@@ -387,9 +399,16 @@ class CandidateReranker:
             "gap_mean": float(g.mean()),
             "gap_std": float(g.std()) or 1.0,
         }
+        cos = None
+        if self.x is not None:
+            cos = _rowdot(_unit(self.x[vs[on]]), _unit(self.x[vd[on]]))
+            stats.update(text_mean=float(cos.mean()), text_std=float(cos.std()) or 1.0)
         self.info_["new_gate"] = stats  # _new_gate reads it
-        score = self._new_gate(d, g)
-        stats["quantiles"] = [round(float(v), 6) for v in np.quantile(score, np.linspace(0, 1, 101))]
+        # the quantiles of every kind of gate, so a serving setting can switch kinds without a refit
+        for kind in GATES if cos is not None else ("daemon",):
+            score = self._new_gate(d, g, cos, kind)
+            key = "quantiles" if kind == "daemon" else f"quantiles_{kind}"
+            stats[key] = [round(float(v), 6) for v in np.quantile(score, np.linspace(0, 1, 101))]
 
     def _fit_model(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
         cfg = self.cfg
@@ -591,7 +610,7 @@ class CandidateReranker:
         logged co-purchases first, then the reranked candidates with the new products at their
         slots (``new``), then (when ``k`` asks for more) the first stage's next best; never the
         query itself nor ``exclude[i]`` (rows). Unfilled slots are index -1 with score -inf. No
-        step reads all N products, except a new product's neighbour search (:meth:`_cold_pool`)."""
+        step reads all N products where the version has a text index (:meth:`_cold_pool`)."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         self._check_rows(rows)
         n_all = self.num_products
@@ -659,14 +678,19 @@ class CandidateReranker:
 
     # ------------------------------------------------------------------ new products as queries
     def _cold_pool(self, logged: bool = True):
-        """(rows, faiss inner-product index over their unit text, co-purchase CSR) for the products
-        with co-purchases, or None (no text features, or turned off). ``logged``: every logged
-        co-purchase (:meth:`_logged`'s, what a shop shows); otherwise the training edges only (the
-        evaluator's :meth:`score_fn`, which must not read held-out edges). Built on first use and
-        again when the edges or the catalogue change. Exact search up to 200k such products,
-        8-bit scalar-quantised codes above (a quarter of the memory)."""
+        """(search, co-purchase CSR, number of products searched) over the products with
+        co-purchases, or None (no text features, or turned off): ``search(unit_text, k)`` gives
+        (cosines, product rows, -1 where none) of the nearest such products by text.
+
+        ``logged``: every logged co-purchase (:meth:`_logged`'s, what a shop shows); otherwise the
+        training edges only (the evaluator's :meth:`score_fn`, which must not read held-out
+        edges). The version's stored HNSW index over the catalogue's text (:attr:`text_index`,
+        written at training above ``HNSW_FROM`` products) is searched where there is one,
+        restricted to those products: no step reads all N. Otherwise an index of those products
+        is built on first use, and again when the edges or the catalogue change: exact up to
+        200k of them, 8-bit scalar-quantised codes above (a quarter of the memory)."""
         M = self.shown if (logged and self.shown is not None) else self.known
-        key = (id(M), None if self.x is None else self.x.shape[0], self.cfg.cold_neighbours > 0)
+        key = (id(M), None if self.x is None else self.x.shape[0], self.cfg.cold_neighbours > 0, id(self.text_index))
         got = (self._cold or {}).get(logged)
         if got is not None and got[0] == key:
             return got[1]
@@ -676,23 +700,61 @@ class CandidateReranker:
                 return got[1]
             pool = None
             if self.x is not None and self.cfg.cold_neighbours > 0:
-                import faiss
-
-                rows = np.flatnonzero(np.diff(M.indptr) > 0)
-                rows = rows[rows < self.x.shape[0]]
-                if rows.size:
-                    d = self.x.shape[1]
-                    if rows.size > 200_000:
-                        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-                        sample = np.random.default_rng(0).choice(rows, min(rows.size, 100_000), replace=False)
-                        index.train(_unit(self.x[np.sort(sample)]))
-                    else:
-                        index = faiss.IndexFlatIP(d)
-                    for a in range(0, rows.size, 65_536):
-                        index.add(_unit(self.x[rows[a : a + 65_536]]))
-                    pool = (rows, index, M)
+                has = np.diff(M.indptr) > 0
+                has = has[: self.x.shape[0]]
+                if has.any() and self.text_index is not None:
+                    ti = self.text_index
+                    allowed = np.zeros(ti.n, dtype=bool)
+                    m = min(ti.n, has.size)
+                    allowed[:m] = has[:m]
+                    pool = (self._stored_search(ti, allowed), M, int(allowed.sum()))
+                elif has.any():
+                    pool = (self._built_search(np.flatnonzero(has)), M, int(has.sum()))
             self._cold = {**(self._cold or {}), logged: (key, pool)}
         return pool
+
+    @staticmethod
+    def _stored_search(index, allowed: np.ndarray):
+        from dualrec.index import RowFilter
+
+        only = RowFilter(allowed)  # built once per pool: a query filters in O(its search)
+
+        def search(xq: np.ndarray, k: int):
+            return index.search(xq, k, allowed=only)
+
+        return search
+
+    def _built_search(self, rows: np.ndarray):
+        import faiss
+
+        d = self.x.shape[1]
+        if rows.size > 200_000:
+            index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+            sample = np.random.default_rng(0).choice(rows, min(rows.size, 100_000), replace=False)
+            index.train(_unit(self.x[np.sort(sample)]))
+        else:
+            index = faiss.IndexFlatIP(d)
+        for a in range(0, rows.size, 65_536):
+            index.add(_unit(self.x[rows[a : a + 65_536]]))
+
+        def search(xq: np.ndarray, k: int):
+            cos, j = index.search(xq, k)
+            return cos, np.where(j >= 0, rows[np.maximum(j, 0)], -1)
+
+        return search
+
+    def build_text_index(self, log=print) -> None:
+        """An HNSW index over the catalogue's unit text (:attr:`text_index`): what a new product as
+        query searches for its neighbours with history, in time that does not grow with N.
+        Written into the version by :meth:`save`; its recall against exact search is measured and
+        stored (:meth:`~dualrec.index.RetrievalIndex.build`)."""
+        from dualrec.index import RetrievalIndex
+
+        if self.x is None:
+            raise DualrecError("the second stage has no text features to index")
+        unit = np.concatenate([_unit(self.x[a : a + 65_536]) for a in range(0, self.x.shape[0], 65_536)])
+        self.text_index = RetrievalIndex.build(unit, "hnsw", log=log)
+        self._cold = None
 
     def _cold_scores(
         self, q: np.ndarray, exclude=None, logged: bool = True
@@ -730,14 +792,13 @@ class CandidateReranker:
     def _lent(self, q: np.ndarray, pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(query position, product, cosine) for every co-purchase a neighbour lends to ``q``:
         its ``cold_neighbours`` text-nearest products of ``pool`` (cosine > 0, never the query)."""
-        rows, index, M = pool
-        K = int(min(self.cfg.cold_neighbours, rows.size))
+        search, M, size = pool
+        K = int(min(self.cfg.cold_neighbours, size))
         ok_q = np.flatnonzero(q < self.x.shape[0])
         if not ok_q.size:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
-        cos, j = index.search(_unit(self.x[q[ok_q]]), K + 1)  # one more: the query may be among them
-        nb = np.where(j >= 0, rows[np.maximum(j, 0)], -1)
-        good = (j >= 0) & (cos > 0) & (nb != q[ok_q][:, None])
+        cos, nb = search(_unit(self.x[q[ok_q]]), K + 1)  # one more: the query may be among them
+        good = (nb >= 0) & (cos > 0) & (nb != q[ok_q][:, None])
         good &= np.cumsum(good, 1) <= K
         pr, pc = np.nonzero(good)
         it, e = _expand(M.indptr, nb[pr, pc])
@@ -875,6 +936,7 @@ class CandidateReranker:
         if not rows.size or not m or not q.size or (index is None and self.s is None):
             return out
         fetch = int(min(rows.size, cfg.new_fetch + m))
+        cos = None
         if index is not None:
             cos, j = index.search(_unit(self.x[q]), fetch)
             ok = j >= 0
@@ -892,9 +954,10 @@ class CandidateReranker:
                 mu = np.nanmean(np.where(cand >= 0, d, np.nan), 1, keepdims=True)
                 sd = np.nanstd(np.where(cand >= 0, d, np.nan), 1, keepdims=True)
                 score = score + cfg.new_daemon_weight * (d - mu) / np.maximum(sd, 1e-6)
-            thr = self._new_threshold()
+            kind = self._gate_kind() if cos is not None else "daemon"
+            thr = self._new_threshold(kind)
             if thr > -np.inf:
-                g = self._new_gate(d, None if gap is None else np.asarray(gap, np.float64)[:, None])
+                g = self._new_gate(d, None if gap is None else np.asarray(gap, np.float64)[:, None], cos, kind)
                 score = np.where(g >= thr, score, -np.inf)
         W = np.int64(self.num_products)
         kr, kc = self._logged(q)
@@ -910,24 +973,38 @@ class CandidateReranker:
         out[:, : got.shape[1]] = np.where(fine, got, -1)
         return out
 
-    def _new_gate(self, d: np.ndarray, gap) -> np.ndarray:
-        """The gate score of new products with DAEMON scores ``d`` in lists with gaps ``gap``
-        (:meth:`_list_gap`; ``None``: the mean gap), both standardised on the validation edges:
-        ``z(d) + new_gap_weight * z(gap)``. A high DAEMON score says the new product is likely
+    def _gate_kind(self) -> str:
+        """The gate in use: ``cfg.new_gate`` where the fit recorded its scale (a second stage fitted
+        without text features, or before the text gate existed, has DAEMON's only)."""
+        kind = self.cfg.new_gate
+        st = self.info_.get("new_gate", {})
+        return kind if kind == "daemon" or f"quantiles_{kind}" in st else "daemon"
+
+    def _new_gate(self, d: np.ndarray, gap, cos=None, kind: str | None = None) -> np.ndarray:
+        """The gate score of new products with DAEMON scores ``d`` and text cosines ``cos`` in lists
+        with gaps ``gap`` (:meth:`_list_gap`; ``None``: the mean gap), each standardised on the
+        validation edges: ``z(d)`` (gate ``"daemon"``), ``z(cos)`` (``"text"``) or their sum
+        (``"both"``), plus ``new_gap_weight * z(gap)``. A high score says the new product is likely
         related; a wide gap says the place it takes holds a product the pair model is far less
         sure of than of its first (that is where a slot costs the known products least)."""
         st = self.info_["new_gate"]
-        out = (np.asarray(d, np.float64) - st["daemon_mean"]) / st["daemon_std"]
+        kind = kind or self._gate_kind()
+        out = 0.0
+        if kind in ("daemon", "both"):
+            out = out + (np.asarray(d, np.float64) - st["daemon_mean"]) / st["daemon_std"]
+        if kind in ("text", "both"):
+            out = out + (np.asarray(cos, np.float64) - st["text_mean"]) / st["text_std"]
         if gap is not None:
             z = (np.asarray(gap, np.float64) - st["gap_mean"]) / st["gap_std"]
             out = out + st.get("gap_weight", self.cfg.new_gap_weight) * np.nan_to_num(z, nan=0.0)
         return out
 
-    def _new_threshold(self) -> float:
+    def _new_threshold(self, kind: str | None = None) -> float:
         """The gate score a new product needs for a slot: the ``new_min_confidence`` quantile of
         the validation co-purchases' gate scores (``-inf`` with 0, or for a second stage fitted
         before the gate was recorded)."""
-        qs = self.info_.get("new_gate", {}).get("quantiles")
+        kind = kind or self._gate_kind()
+        qs = self.info_.get("new_gate", {}).get("quantiles" if kind == "daemon" else f"quantiles_{kind}")
         if not self.cfg.new_min_confidence or not qs:
             return -np.inf
         return float(np.interp(self.cfg.new_min_confidence, np.linspace(0.0, 1.0, len(qs)), qs))
@@ -1011,6 +1088,10 @@ class CandidateReranker:
             raise DualrecError("only the LightGBM reranker (objective='lambdarank') can be saved in a model folder")
         text = self.model.model_to_string(num_iteration=self.model.best_iteration)
         writer.new_path(f"{prefix}/booster.txt").write_text(text)
+        if self.text_index is not None:
+            from dualrec.index import META_FILE
+
+            self.text_index.save(writer.new_path(f"{prefix}/{TEXT_INDEX_DIR}/{META_FILE}").parent)
         writer.save_json(
             f"{prefix}/rerank.json",
             {
@@ -1065,6 +1146,7 @@ class CandidateReranker:
         # a folder from before these settings keeps the ranking it was fitted and stored with
         known.setdefault("cold_neighbours", 0)
         known.setdefault("new_min_confidence", 0.0)
+        known.setdefault("new_gate", "daemon")
         rr = cls(cooc, source, target, None, graph.cp_src[train], graph.cp_dst[train], RerankConfig(**known), index)
         if rr.kinds != list(state["kinds"]):
             raise DualrecError("the second stage's path kinds do not match its co-occurrence model")
@@ -1076,6 +1158,17 @@ class CandidateReranker:
         rr._needs_text = bool(state["has_text"])
         if rr._needs_text:
             rr.set_text_features(x)
+        from dualrec.index import INDEX_FILE, RetrievalIndex
+
+        if rr.x is not None and version.has(f"{prefix}/{TEXT_INDEX_DIR}/{INDEX_FILE}"):
+            # memory-mapped: the server's workers share it
+            ti = RetrievalIndex.load(version.path(f"{prefix}/{TEXT_INDEX_DIR}/{INDEX_FILE}").parent, mmap=True)
+            if ti.n != n or ti.dim != rr.x.shape[1]:
+                raise DualrecError(
+                    f"the second stage's text index has {ti.n} rows of dimension {ti.dim}; "
+                    f"the catalogue {n} of {rr.x.shape[1]}: train the model again"
+                )
+            rr.text_index = ti
         return rr
 
     def set_text_features(self, x) -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from dualrec.cli import app
 from dualrec.graph import DualrecError
-from dualrec.index import RetrievalIndex, load_model_index, recall_at_k, write_model_index
+from dualrec.index import RetrievalIndex, RowFilter, load_model_index, recall_at_k, write_model_index
 from dualrec.retrieval import Recommender
 from dualrec.store import open_version
 
@@ -98,6 +98,32 @@ def test_search_is_raw_inner_product_topk():
         idx.search(s[:2], 0)
     with pytest.raises(DualrecError):
         idx.search(np.zeros((2, 3), np.float32), 5)
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_search_restricted_to_allowed_rows(kind):
+    """``allowed`` searches only the rows it marks: exact search = the masked brute force top-k,
+    HNSW close to it; combined with ``below`` both apply; a wrong mask is refused."""
+    s, t = _pair(n=3000)
+    allowed = np.random.default_rng(1).random(3000) < 0.3
+    idx = RetrievalIndex.build(t, kind)
+    _, ids = idx.search(s[:50], 10, allowed=allowed)
+    assert allowed[ids[ids >= 0]].all()
+    full = s[:50] @ t.T
+    full[:, ~allowed] = -np.inf
+    want = np.argsort(-full, axis=1)[:, :10]
+    if kind == "exact":
+        np.testing.assert_array_equal(ids, want)
+    else:
+        assert recall_at_k(ids, want, 10) >= 0.85
+    # a filter built once gives the same (what the second stage keeps, so a query does no O(N) work)
+    np.testing.assert_array_equal(idx.search(s[:50], 10, allowed=RowFilter(allowed))[1], ids)
+    _, ids = idx.search(s[:50], 10, allowed=allowed, below=1000)
+    assert (ids[ids >= 0] < 1000).all() and allowed[ids[ids >= 0]].all()
+    _, few = idx.search(s[:2], 10, allowed=np.arange(3000) < 3)
+    assert sorted(few[0][few[0] >= 0].tolist()) == [0, 1, 2]
+    with pytest.raises(DualrecError, match="mask over the index"):
+        idx.search(s[:2], 5, allowed=allowed[:10])
 
 
 def test_hnsw_recall_on_20k_random_vectors():

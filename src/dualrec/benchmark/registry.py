@@ -49,6 +49,11 @@ NEW_PRODUCT_VARIANTS = {
     "daemon_conf10": {"new_min_confidence": 0.1},
     "daemon_conf30": {"new_min_confidence": 0.3},
     "daemon_query_alone": {"cold_neighbours": 0},  # a new product's own list by DAEMON alone
+    # the gate read from the pair's text cosine, or from text and DAEMON together (RerankConfig.new_gate)
+    "daemon_gate_text": {"new_gate": "text"},
+    "daemon_gate_text10": {"new_gate": "text", "new_min_confidence": 0.1},
+    "daemon_gate_both": {"new_gate": "both"},
+    "daemon_gate_both10": {"new_gate": "both", "new_min_confidence": 0.1},
 }
 
 # Methods run in the cold-start section; a value names the fallback a graph-only method gets
