@@ -8,9 +8,9 @@
 #    daemon_query_alone = new products' own lists by DAEMON alone (no text neighbours);
 #  * ablations/: DAEMON variants (seed 0) next to daemon_embedding, the model they vary.
 # Usage: bash benchmarks/extras.sh [DATA_DIR]   (default ../shared/data)
-# Measured on the 2-core machine: control 1,036 s (partly contended); cold start 1,306 s
-# (2026-11-30, with the new-product gate and text-neighbour variants); earlier, cold start + ablations
-# 2,558 s (cold start 667 + 811 s, ablations 334 + 746 s; contended by a test run for part of it).
+# Measured on the 2-core machine: control 1,036 s (partly contended); cold start, every model to
+# convergence, 3,172 s for clothing and 2,266 s for cellphones (2026-12-01, contended by test runs
+# for part of it); ablations, at the old 5-epoch budget, 334 + 746 s (not yet re-run converged).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
