@@ -3,7 +3,7 @@ search built on first use (exact, or 8-bit codes above 200k products with histor
 
 A product without history (a new one) finds its ``cold_neighbours`` text-nearest products with
 logged co-purchases (:meth:`dualrec.rerank.CandidateReranker._cold_pool`). On catalogues above
-``HNSW_FROM`` products training stores an HNSW index over the catalogue's text
+``TEXT_INDEX_FROM`` (50k) products training stores an HNSW index over the catalogue's text
 (:meth:`~dualrec.rerank.CandidateReranker.build_text_index`), searched with a selector that
 admits only products with history; below, a flat index over those products is built on the first
 such query. For each synthetic store (``--sizes``; hash text features, as ``serve_scale.py``)

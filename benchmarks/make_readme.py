@@ -356,7 +356,7 @@ def cold_query() -> list[str]:
         f"A new product's text neighbours (`{t['command']}`, {t['machine']}, {t['date']}; hash text features, "
         "one query at a time, k = 21): the search built on the first such query (exact, 8-bit codes above "
         "200k products with history) against the HNSW index over the catalogue's text that training stores "
-        "above 200k products, restricted to the products with history by a faiss selector:",
+        "above 50k products, restricted to the products with history by a faiss selector:",
         "",
         "| products | with history | flat p50 / p99 ms | stored HNSW p50 / p99 ms | HNSW recall@20 vs exact | "
         "HNSW build s | HNSW MiB |",

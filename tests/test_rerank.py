@@ -180,7 +180,7 @@ def test_a_product_without_edges_gets_its_text_neighbours_co_purchases(setup, co
 
 
 def test_a_new_products_neighbours_come_from_the_text_index_when_there_is_one(setup, cold_rr):
-    """With a text index (what training stores above ``HNSW_FROM`` products) a product without
+    """With a text index (what training stores above ``TEXT_INDEX_FROM`` products) a product without
     history finds its neighbours through HNSW restricted to the products with history: the same
     lists as the exact search, up to the index's recall."""
     cs, rr = cold_rr

@@ -331,7 +331,7 @@ def test_the_model_folder_needs_no_dataset_and_retrains_without_the_second_stage
 
 
 def test_a_large_catalogue_stores_a_text_index_for_new_products(tmp_path, monkeypatch):
-    """Above ``HNSW_FROM`` products training stores an HNSW index over the text next to the second
+    """Above ``TEXT_INDEX_FROM`` products training stores an HNSW index over the text next to the second
     stage; the loaded model searches it (memory-mapped) for a new product's neighbours, with the
     lists of exact search up to its recall."""
     import dualrec.pipeline
@@ -340,7 +340,7 @@ def test_a_large_catalogue_stores_a_text_index_for_new_products(tmp_path, monkey
     from dualrec.synthetic import make_store
     from dualrec.train import TrainConfig
 
-    monkeypatch.setattr(dualrec.pipeline, "HNSW_FROM", 100)
+    monkeypatch.setattr(dualrec.pipeline, "TEXT_INDEX_FROM", 100)
     make_store(n_products=400, seed=1).save(tmp_path / "dataset")
     train_dataset(
         tmp_path / "dataset",

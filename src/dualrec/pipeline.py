@@ -61,7 +61,8 @@ def train_dataset(
 
     With the second stage, every product's top-``list_k`` is precomputed into the version
     (:mod:`dualrec.lists`; ``0``: none) and catalogues above ``HNSW_FROM`` products get an HNSW
-    retrieval index for DAEMON's candidates (``dualrec index`` changes it later).
+    retrieval index for DAEMON's candidates (``dualrec index`` changes it later), above
+    ``TEXT_INDEX_FROM`` one over the text for new products' neighbours.
     ``rerank_config`` sets the second stage (e.g. ``new_slots``, the room new products get;
     its ``seed`` is the training's). ``tune_trials`` > 0 first chooses settings on the validation
     edges (:func:`dualrec.tune.tune`, at most ``tune_budget`` seconds when given) and keeps the best
@@ -220,7 +221,7 @@ def _train_into(
                         progress=progress,
                         index=index,
                     )
-                    if x.shape[0] > HNSW_FROM:  # a new product's text neighbours, without a scan of N
+                    if x.shape[0] > TEXT_INDEX_FROM:  # a new product's text neighbours, without a scan of N
                         rr.build_text_index(log=log)
                         info["text_index_recall_at_10"] = rr.text_index.meta.get("recall_at_10")
                     rr.save(w, RERANK_DIR)
@@ -273,9 +274,12 @@ def _train_worker(dataset_dir, model_dir, config: TrainConfig, resume: bool) -> 
     )
 
 
-#: catalogues above this many products get HNSW indexes at training: for DAEMON's candidates, and
-#: over the text for a new product's neighbours with history (the second stage's text index)
+#: catalogues above this many products get an HNSW index for DAEMON's candidates at training
 HNSW_FROM = 200_000
+#: ... and above this many, one over the text for a new product's neighbours with history (the
+#: second stage's text index): an exact search over 100k products' text already takes ~20 ms a
+#: query, a 100k-row HNSW index ~12 s to build (benchmarks/results/cold_query_scale.json)
+TEXT_INDEX_FROM = 50_000
 
 
 def _first_stage_index(w, source: torch.Tensor, target: torch.Tensor, log):

@@ -685,7 +685,7 @@ class CandidateReranker:
         ``logged``: every logged co-purchase (:meth:`_logged`'s, what a shop shows); otherwise the
         training edges only (the evaluator's :meth:`score_fn`, which must not read held-out
         edges). The version's stored HNSW index over the catalogue's text (:attr:`text_index`,
-        written at training above ``HNSW_FROM`` products) is searched where there is one,
+        written at training above ``TEXT_INDEX_FROM`` products) is searched where there is one,
         restricted to those products: no step reads all N. Otherwise an index of those products
         is built on first use, and again when the edges or the catalogue change: exact up to
         200k of them, 8-bit scalar-quantised codes above (a quarter of the memory)."""
