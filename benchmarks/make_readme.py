@@ -338,6 +338,39 @@ def serve_scale() -> list[str]:
     return out
 
 
+def serve_memory() -> list[str]:
+    """What one more `serve` worker costs, with the second stage's graph arrays mapped or rebuilt."""
+    t = load("serve_memory.json")
+    if not t:
+        return []
+    rows = []
+    for name, label in (("mapped", "mapped from the version (now)"), ("rebuilt", "rebuilt per worker (before)")):
+        for w in (1, 2):
+            r = t["runs"].get(f"{name}_{w}")
+            if r:
+                anon = " / ".join(f"{x:,.0f}" for x in r["anon_mib_per_worker"])
+                rows.append(
+                    f"| {label} | {w} | {r['pss_mib_sum']:,.0f} | {anon} | {r['rss_mib_sum']:,.0f} | "
+                    f"{r['startup_seconds']} |"
+                )
+    requests = next(iter(t["runs"].values()))["requests"]
+    return [
+        f"Memory of `dualrec serve --workers N` (`{t['command']}`, {t['machine']}, {t['date']}; "
+        f"{t['model']}; {t['products']:,} products; after {requests:,} online requests from 4 clients). "
+        "PSS counts a page "
+        "shared by k processes 1/k in each, so its sum is what the server holds; a worker's anonymous memory is "
+        "what no other worker can share (Python and its libraries, about 250 MiB of it, the catalogue table, "
+        "the id lookup). *Rebuilt* is the same version without `rerank/arrays/`, the layout before the second "
+        "stage's co-occurrence matrices and known pairs were stored:",
+        "",
+        "| second stage's graph arrays | workers | PSS MiB (all processes) | anonymous MiB per worker | "
+        "RSS MiB (sum) | start-up s |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def cold_query() -> list[str]:
     """A new product's neighbour search: the stored HNSW text index against the flat search."""
     t = load("cold_query_scale.json")
@@ -626,6 +659,7 @@ def benchmarks_readme() -> str:
         "## Scale",
         "",
         *serve_scale(),
+        *serve_memory(),
         *cold_query(),
         *sparse_parity(),
         *scale(),

@@ -55,14 +55,19 @@ def demo_model(root: Path, n: int, epochs: int) -> Path:
     return root / "model"
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children (uvicorn's workers), in MiB (Linux)."""
+def _tree(pid: int) -> list[int]:
     pids = [pid]
     kids = Path(f"/proc/{pid}/task/{pid}/children")
     if kids.exists():
         pids += [int(k) for k in kids.read_text().split()]
+    return pids
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn's workers), in MiB (Linux). Pages
+    that several processes share (a memory-mapped model) count once per process."""
     total = 0.0
-    for p in pids:
+    for p in _tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -70,6 +75,31 @@ def tree_rss_mib(pid: int) -> float:
         except FileNotFoundError:
             pass
     return round(total, 1)
+
+
+def tree_memory_mib(pid: int) -> list[dict]:
+    """Per process of the tree (the parent first; ``role``: ``main``, a ``worker`` of
+    ``--workers N``, or multiprocessing's ``tracker``): resident memory (``rss``), its proportional
+    share (``pss``: a page shared by k processes counts 1/k in each, so the sum is what the
+    server really holds), the pages no other process maps now (``private``: with one worker
+    that includes every page of the model files it read) and its anonymous memory (``anon``:
+    what no other process can share, so what one more worker adds at least), in MiB."""
+    keys = {"Rss": "rss", "Pss": "pss", "Private_Clean": "private", "Private_Dirty": "private", "Anonymous": "anon"}
+    out = []
+    for p in _tree(pid):
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except (FileNotFoundError, PermissionError):
+            continue
+        cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        role = "tracker" if "resource_tracker" in cmd else "worker" if "spawn_main" in cmd else "main"
+        row = {"pid": p, "role": role, "rss": 0.0, "pss": 0.0, "private": 0.0, "anon": 0.0}
+        for line in text.splitlines():
+            key, _, val = line.partition(":")
+            if key in keys:
+                row[keys[key]] += int(val.split()[0]) / 1024
+        out.append({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()})
+    return out
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -177,6 +207,8 @@ def main() -> None:
         )
         res = asyncio.run(load(base, ids, a.clients, a.requests, a.warmup, a.k, a.seed))
         res["rss_mib_ready"], res["rss_mib_after"] = rss_ready, tree_rss_mib(proc.pid)
+        res["memory_mib_after"] = tree_memory_mib(proc.pid)
+        res["pss_mib_after"] = round(sum(r["pss"] for r in res["memory_mib_after"]), 1)
     finally:
         proc.terminate()
         try:

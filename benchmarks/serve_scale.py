@@ -153,8 +153,10 @@ def http(model: Path, version: str | None, workers: int, clients: int, requests:
         cmd += ["--seed", str(seed), "--out", str(out)] + (["--version", version] if version else [])
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         r = json.loads(out.read_text())
-    keep = ("workers", "startup_seconds", "rss_mib_ready", "rss_mib_after", "requests", "seconds", "throughput_rps")
-    return {k: r[k] for k in keep} | {k: v for k, v in r.items() if k.startswith(("latency", "status", "errors"))}
+    keep = ("workers", "startup_seconds", "rss_mib_ready", "rss_mib_after", "pss_mib_after", "memory_mib_after")
+    keep += ("requests", "seconds", "throughput_rps")
+    rest = {k: v for k, v in r.items() if k.startswith(("latency", "status", "errors"))}
+    return {k: r[k] for k in keep if k in r} | rest
 
 
 def export_time(model: Path) -> dict:

@@ -191,3 +191,22 @@ def test_paths_are_the_kind_rows_and_the_score_without_dense_rows(tuned, batch):
         got[p.row, p.col] = p.score
         np.testing.assert_allclose(got, dense, rtol=1e-4, atol=1e-6)
         assert np.all(np.diff(p.row * m.n + p.col) > 0)  # sorted by query, then product
+
+
+def test_the_stored_arrays_score_as_the_fitted_scorer(tuned):
+    """Cooccurrence.arrays / from_arrays: the scorer a model folder maps, read-only (as a memory
+    map is), gives the fitted scorer's paths and scores without the graph."""
+    g, _, m = tuned
+    arrays = {k: np.array(v) for k, v in m.arrays().items()}
+    for a in arrays.values():
+        a.flags.writeable = False
+    back = Cooccurrence.from_arrays(m.state(), arrays)
+    assert back.n == m.n and back.A is None
+    q = np.arange(0, 120, 7)
+    for batch in (q[:3], q):  # a walk over the CSR arrays, then scipy's products
+        p, b = m.paths(batch), back.paths(batch)
+        np.testing.assert_array_equal(b.row, p.row)
+        np.testing.assert_array_equal(b.col, p.col)
+        np.testing.assert_array_equal(b.score, p.score)
+        np.testing.assert_array_equal(b.values, p.values)
+    torch.testing.assert_close(back.score_fn(torch.from_numpy(q)), m.score_fn(torch.from_numpy(q)), rtol=0, atol=0)

@@ -6,6 +6,7 @@ import torch
 
 from dualrec.baselines import Cooccurrence
 from dualrec.benchmark import RowMemo, evaluate_method
+from dualrec.explain import Explainer
 from dualrec.features import build_features
 from dualrec.graph import DualrecError
 from dualrec.rerank import CandidateReranker, RerankConfig, _rank_in_row, ranker_name
@@ -260,6 +261,20 @@ def test_save_load_gives_the_same_scores(setup, tmp_path, small_rr):
     back = CandidateReranker.load(v, res.source, res.target, x)
     q = torch.arange(0, g.num_products, 97)
     torch.testing.assert_close(back.score_fn(q), rr.score_fn(q), rtol=0, atol=0)
+    # what the second stage derived from the graph is read from the folder, mapped, not rebuilt
+    assert back.cooc.A is None and not back.cooc.An.indices.flags.writeable
+    assert isinstance(back.pop_order, np.memmap) and not back.known.indices.flags.writeable
+    np.testing.assert_array_equal(back.top_k(q.numpy(), 10)[1], rr.top_k(q.numpy(), 10)[1])
+    back.show_logged(*v.logged_edges("copurchase"))  # as a served model: the explanations read the same matrix
+    assert Explainer.from_version(v, res.source.numpy(), res.target.numpy(), back).logged is back.shown
+    # a folder written before those arrays were stored rebuilds them from its training graph
+    with store.lock(0), store.writer(v) as w:
+        w.link_all(except_={"rerank/arrays/"})
+        old = w.commit(dict(v.info))
+    assert not [f for f in old.files if f.startswith("rerank/arrays/")]
+    rebuilt = CandidateReranker.load(old, res.source, res.target, x)
+    assert rebuilt.cooc.A is not None
+    torch.testing.assert_close(rebuilt.score_fn(q), rr.score_fn(q), rtol=0, atol=0)
     with pytest.raises(DualrecError, match="fitted with DAEMON"):
         CandidateReranker.load(v, None, None, x)
     (v.dir / "rerank" / "booster.txt").write_text("not a model")

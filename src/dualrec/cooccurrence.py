@@ -67,6 +67,18 @@ def _csr(row: np.ndarray, col: np.ndarray, w: np.ndarray, n: int) -> sp.csr_matr
     return m
 
 
+#: the matrices a fitted scorer reads (:meth:`Cooccurrence.arrays`)
+_SERVED = ("An", "ATn", "Sn", "_R2")
+
+
+def _csr_view(arrays: dict[str, np.ndarray], name: str, n: int) -> sp.csr_matrix:
+    """A CSR matrix over stored parts, without a copy (scipy keeps arrays of a valid index dtype)."""
+    parts = (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"])
+    m = sp.csr_matrix(parts, shape=(n, n), copy=False)
+    m.has_canonical_format = True  # stored canonical; a read-only array must not be re-sorted
+    return m
+
+
 def _row_norm(m: sp.csr_matrix, gamma: float) -> sp.csr_matrix:
     """D^-gamma M (D = row sums); rows without entries stay empty."""
     if gamma == 0:
@@ -293,15 +305,46 @@ class Cooccurrence:
     def from_state(cls, graph: ProductGraph, train_mask: torch.Tensor, state: dict) -> "Cooccurrence":
         c = cls(seed=int(state["seed"]), row_chunk=int(state["row_chunk"]), use_cf3=bool(state["use_cf3"]))
         c.fit(graph, train_mask)  # matrices of the training graph, default parameters
-        c.params_ = {
+        c._set_state(state)
+        c._set_gamma(c.params_["gamma"])
+        c._prepare()
+        return c
+
+    def _set_state(self, state: dict) -> None:
+        self.params_ = {
             "gamma": float(state["params"]["gamma"]),
             "alpha": float(state["params"]["alpha"]),
             "weights": {k: float(v) for k, v in state["params"]["weights"].items()},
         }
-        c.scales_ = {k: float(v) for k, v in state["scales"].items()}
-        c._eps, c.cf3_enabled, c.info_ = float(state["eps"]), bool(state["cf3_ok"]), dict(state.get("info", {}))
-        c._set_gamma(c.params_["gamma"])
-        c._prepare()
+        self.scales_ = {k: float(v) for k, v in state["scales"].items()}
+        self._eps, self.cf3_enabled = float(state["eps"]), bool(state["cf3_ok"])
+        self.info_ = dict(state.get("info", {}))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fitted scorer as plain arrays (the row-normalised hop matrices as CSR parts, the
+        target scaling and the tie-breaker): stored in a model folder, :meth:`from_arrays` reads
+        them memory-mapped, so a server's workers share one copy instead of each rebuilding the
+        matrices from the graph."""
+        out = {"col": self._col, "tb": self._tb}
+        for name in _SERVED:
+            m = getattr(self, name)
+            m.sum_duplicates()  # canonical (sorted, no duplicates): read-only copies are never re-sorted
+            out |= {f"{name}.indptr": m.indptr, f"{name}.indices": m.indices, f"{name}.data": m.data}
+        return out
+
+    @classmethod
+    def from_arrays(cls, state: dict, arrays: dict[str, np.ndarray]) -> "Cooccurrence":
+        """The scorer :meth:`arrays` stored (``arrays`` may be memory-mapped: nothing is copied),
+        with :meth:`state`'s parameters. It scores and walks paths; it cannot be fitted again."""
+        c = cls(seed=int(state["seed"]), row_chunk=int(state["row_chunk"]), use_cf3=bool(state["use_cf3"]))
+        c._set_state(state)
+        c.n = int(arrays["tb"].shape[0])
+        for name in _SERVED:
+            setattr(c, name, _csr_view(arrays, name, c.n))
+        c.A = c.AT = c.S = None  # the raw matrices are for fitting only
+        c._gamma = c.params_["gamma"]
+        c._set_weights()
+        c._col, c._tb = arrays["col"], arrays["tb"]
         return c
 
     # ------------------------------------------------------------------ matrices
@@ -431,13 +474,17 @@ class Cooccurrence:
         """Fold the chosen weights into two sparse right-hand matrices (see :meth:`_rows`)."""
         if self.An is None or self._gamma != self.params_["gamma"]:  # pragma: no cover - defensive
             self._set_gamma(self.params_["gamma"])
+        c = self._set_weights()
+        self._R2 = (self.Sn * np.float32(c["cp_sim"]) + self.ATn * np.float32(c["cotarget"])).tocsr()
+        self._col = self._colscale(self.params_["alpha"])
+        self._tb = (self._eps * self._pop_unit).astype(np.float32)
+
+    def _set_weights(self) -> dict[str, float]:
         c = {k: self.params_["weights"].get(k, 0.0) / self.scales_.get(k, 1.0) for k in KINDS}
         if not self.cf3_enabled:
             c["cf3"] = 0.0
         self._c = c
-        self._R2 = (self.Sn * np.float32(c["cp_sim"]) + self.ATn * np.float32(c["cotarget"])).tocsr()
-        self._col = self._colscale(self.params_["alpha"])
-        self._tb = (self._eps * self._pop_unit).astype(np.float32)
+        return c
 
     # ------------------------------------------------------------------ scoring
     def _rows(self, q: np.ndarray) -> sp.csr_matrix:

@@ -91,9 +91,13 @@ class Explainer:
     @classmethod
     def from_version(cls, version, source: np.ndarray, target: np.ndarray, reranker=None) -> "Explainer":
         n = len(source)
-        src, dst = version.logged_edges("copurchase")
+        shown = getattr(reranker, "shown", None)
+        if shown is not None and shown.shape == (n, n):  # the same matrix (one copy per server worker)
+            logged = shown
+        else:
+            src, dst = version.logged_edges("copurchase")
+            logged = sp.csr_matrix((np.ones(src.size, bool), (src, dst)), shape=(n, n))
         a, b = version.logged_edges("similar")
-        logged = sp.csr_matrix((np.ones(src.size, bool), (src, dst)), shape=(n, n))
         coviewed = sp.csr_matrix((np.ones(2 * a.size, bool), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
         x = np.asarray(version.features(mmap=True)) if version.has("features.npy") else None
         return cls(logged, coviewed, x, source, target, reranker)

@@ -57,6 +57,8 @@ RERANK_FORMAT = 2
 RERANK_DIR = "rerank"
 #: its HNSW index over the catalogue's text (large catalogues), inside RERANK_DIR
 TEXT_INDEX_DIR = "text_index"
+#: under RERANK_DIR: what the fitted second stage derived from the training graph (graph_arrays)
+ARRAYS_DIR = "arrays"
 _BUILD_LOCK = threading.Lock()
 #: what a new product's gate reads (RerankConfig.new_gate)
 GATES = ("daemon", "text", "both")
@@ -142,6 +144,7 @@ class CandidateReranker:
         known_dst: torch.Tensor,
         config: RerankConfig | None = None,
         index=None,
+        stored: dict[str, np.ndarray] | None = None,
     ):
         self.cfg = config or RerankConfig()
         self.cooc = cooc
@@ -152,15 +155,23 @@ class CandidateReranker:
             self.set_embeddings(source, target, index)
         self.x = None if x is None else _array(x)
         n = self.n
-        ks, kd = np.asarray(known_src, dtype=np.int64), np.asarray(known_dst, dtype=np.int64)
-        self.known = sp.csr_matrix((np.ones(ks.size, dtype=bool), (ks, kd)), shape=(n, n))
-        self.known.sort_indices()
-        self.log_in = np.log1p(np.bincount(kd, minlength=n)).astype(np.float32)
-        self.log_out = np.log1p(np.bincount(ks, minlength=n)).astype(np.float32)
-        self.log_sim = np.log1p(np.diff(cooc.S.indptr)).astype(np.float32)
-        # products by the co-occurrence tie-breaker (popularity), best first: the graph's candidates
-        # when the paths of a query reach fewer than n_graph products
-        self.pop_order = np.argsort(-cooc._tb, kind="stable")
+        if stored is not None:  # what graph_arrays() gave at fit time (known_src/known_dst unused)
+            self.known = sp.csr_matrix(
+                (stored["known.data"], stored["known.indices"], stored["known.indptr"]), shape=(n, n), copy=False
+            )
+            self.known.has_canonical_format = True
+            self.log_in, self.log_out, self.log_sim = stored["log_in"], stored["log_out"], stored["log_sim"]
+            self.pop_order = stored["pop_order"]
+        else:
+            ks, kd = np.asarray(known_src, dtype=np.int64), np.asarray(known_dst, dtype=np.int64)
+            self.known = sp.csr_matrix((np.ones(ks.size, dtype=bool), (ks, kd)), shape=(n, n))
+            self.known.sum_duplicates()
+            self.log_in = np.log1p(np.bincount(kd, minlength=n)).astype(np.float32)
+            self.log_out = np.log1p(np.bincount(ks, minlength=n)).astype(np.float32)
+            self.log_sim = np.log1p(np.diff(cooc.S.indptr)).astype(np.float32)
+            # products by the co-occurrence tie-breaker (popularity), best first: the graph's
+            # candidates when the paths of a query reach fewer than n_graph products
+            self.pop_order = np.argsort(-cooc._tb, kind="stable")
         self._tb_max = float(cooc._tb.max()) if cooc._tb.size else 0.0
         self.kinds = [k for k in KINDS if k != "cf3" or cooc.cf3_enabled]
         self.model = None
@@ -1074,13 +1085,30 @@ class CandidateReranker:
         return r2[o], c2[o], z2[o]
 
     # ------------------------------------------------------------------ persistence
+    def graph_arrays(self) -> dict[str, np.ndarray]:
+        """Everything the fitted second stage derived from the training graph (co-occurrence's
+        matrices, the known pairs, degrees, the popularity order) as plain arrays: :meth:`load`
+        maps them from the model folder, so a served model needs neither the graph nor a private
+        copy of them per worker."""
+        k = self.known
+        k.sum_duplicates()
+        return {f"cooc.{name}": a for name, a in self.cooc.arrays().items()} | {
+            "known.indptr": k.indptr,
+            "known.indices": k.indices,
+            "known.data": k.data,
+            "log_in": self.log_in,
+            "log_out": self.log_out,
+            "log_sim": self.log_sim,
+            "pop_order": self.pop_order,
+        }
+
     def save(self, writer, prefix: str = RERANK_DIR) -> None:
         """Write the fitted reranker into a model version (:class:`~dualrec.store.VersionWriter`):
         the pair model in LightGBM's text format, everything else as JSON. Nothing is pickled.
 
-        The co-occurrence matrices, embeddings and text features are not stored: they are the
-        version's training graph, ``source``/``target`` and ``features.npy``, and :meth:`load`
-        takes them back.
+        What it derived from the training graph goes into ``arrays/`` (:meth:`graph_arrays`); the
+        embeddings and text features are not stored again: they are the version's
+        ``source``/``target`` and ``features.npy``, and :meth:`load` takes them back.
         """
         if self.model is None:
             raise DualrecError("the reranker is not fitted; call fit() first")
@@ -1092,6 +1120,8 @@ class CandidateReranker:
             from dualrec.index import META_FILE
 
             self.text_index.save(writer.new_path(f"{prefix}/{TEXT_INDEX_DIR}/{META_FILE}").parent)
+        for name, a in self.graph_arrays().items():
+            writer.save_array(f"{prefix}/{ARRAYS_DIR}/{name}.npy", a)
         writer.save_json(
             f"{prefix}/rerank.json",
             {
@@ -1137,17 +1167,35 @@ class CandidateReranker:
             )
         if source is not None and (source.shape != target.shape or source.shape[0] < n):
             raise DualrecError(f"the second stage covers {n} products; the embeddings have {source.shape[0]} rows")
-        graph = version.graph(["id"])  # the edges; the catalogue's text is not needed here
-        if graph.num_products != n:
-            raise DualrecError(f"the second stage covers {n} products, the training graph {graph.num_products}")
-        train = version.split().mask(TRAIN)
-        cooc = Cooccurrence.from_state(graph, train, state["cooccurrence"])
         known = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(RerankConfig)}}
         # a folder from before these settings keeps the ranking it was fitted and stored with
         known.setdefault("cold_neighbours", 0)
         known.setdefault("new_min_confidence", 0.0)
         known.setdefault("new_gate", "daemon")
-        rr = cls(cooc, source, target, None, graph.cp_src[train], graph.cp_dst[train], RerankConfig(**known), index)
+        cfg = RerankConfig(**known)
+        if version.has(f"{prefix}/{ARRAYS_DIR}/pop_order.npy"):
+            # memory-mapped: the server's workers share one copy (graph_arrays)
+            folder = f"{prefix}/{ARRAYS_DIR}/"
+            stored = {
+                rel[len(folder) : -len(".npy")]: version.array(rel, mmap=True)
+                for rel in sorted(version.files)
+                if rel.startswith(folder) and rel.endswith(".npy")
+            }
+            cooc_arrays = {k[len("cooc.") :]: v for k, v in stored.items() if k.startswith("cooc.")}
+            try:
+                cooc = Cooccurrence.from_arrays(state["cooccurrence"], cooc_arrays)
+                rr = cls(cooc, source, target, None, None, None, cfg, index, stored=stored)
+            except (KeyError, ValueError) as e:
+                raise DualrecError(f"the second stage's stored arrays are incomplete or damaged ({e})") from e
+            if cooc.n != n or len(rr.pop_order) != n:
+                raise DualrecError(f"the second stage covers {n} products; its stored arrays {cooc.n}")
+        else:  # a folder from before the arrays were stored: rebuilt from the training graph
+            graph = version.graph(["id"])  # the edges; the catalogue's text is not needed here
+            if graph.num_products != n:
+                raise DualrecError(f"the second stage covers {n} products, the training graph {graph.num_products}")
+            train = version.split().mask(TRAIN)
+            cooc = Cooccurrence.from_state(graph, train, state["cooccurrence"])
+            rr = cls(cooc, source, target, None, graph.cp_src[train], graph.cp_dst[train], cfg, index)
         if rr.kinds != list(state["kinds"]):
             raise DualrecError("the second stage's path kinds do not match its co-occurrence model")
         try:

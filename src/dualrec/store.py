@@ -26,7 +26,9 @@ A version holds (each file listed in ``MANIFEST.json`` with its size and sha256)
     features.json           how they were built (new products are encoded the same way)
     source.npy, target.npy  normalised final embeddings (float32)
     added_edges.parquet     edges that came with products added by ``add-products``
-    rerank/                 the second stage: LightGBM's text model format + JSON
+    rerank/                 the second stage: LightGBM's text model format + JSON, and arrays/:
+                            what it derived from the training graph (co-occurrence's CSR parts,
+                            the known pairs), memory-mapped when served
     lists/                  every product's precomputed top-k (items.npy, scores.npy, lists.json)
     index/                  a faiss index and its JSON metadata
 

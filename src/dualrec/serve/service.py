@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from dualrec.errors import DualrecError
 from dualrec.explain import SCORE_LABELS
@@ -67,8 +68,9 @@ def jsonable(v: Any) -> Any:
 
 
 def _release_free_memory() -> None:
-    """Hand the heap that loading freed (Parquet buffers, the graph's temporaries) back to the
-    system: glibc keeps it otherwise, and each server worker would hold it for its lifetime."""
+    """Hand the heap that loading freed (Parquet buffers, the graph's temporaries, the search
+    text's intermediate strings) back to the system: glibc and Arrow keep it otherwise, and each
+    server worker would hold it for its lifetime."""
     import ctypes
     import ctypes.util
 
@@ -77,6 +79,18 @@ def _release_free_memory() -> None:
         libc.malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
         pass
+    pa.default_memory_pool().release_unused()  # Arrow's own allocator keeps what the strings freed
+
+
+def _gatherable(column: pd.Series):
+    """A catalogue column that a list's rows are gathered from in O(k): text as one contiguous
+    Arrow array (an object array would hold a Python string per product in every server worker;
+    a chunked Arrow column concatenates its chunks on every take), anything else as NumPy."""
+    arr = column.array
+    if hasattr(arr, "__arrow_array__"):
+        a = arr.__arrow_array__()
+        return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+    return column.to_numpy()
 
 
 def _check_k(k: int) -> int:
@@ -124,13 +138,17 @@ class RecommenderService:
             self.products, source, target, reranker=reranker, index=index, lists=lists, ids=self._pos
         )
         self.meta_columns = [c for c in META_COLUMNS if c in self.products.columns]
-        self._meta = {c: self.products[c].to_numpy(dtype=object) for c in self.meta_columns}
-        hay = ids.str.lower()
+        self._meta = {c: _gatherable(self.products[c]) for c in self.meta_columns}
+        # Arrow strings: a buffer per column instead of a Python object per product (a large
+        # catalogue's search text costs each server worker several times less) and search runs
+        # pyarrow's vectorised regex
+        text = "string[pyarrow]"
+        self._ids_lower = ids.astype(text).str.lower()
+        hay = self._ids_lower
         for c in _SEARCH_COLUMNS:
             if c in self.products.columns:
-                hay = hay + " " + self.products[c].astype("string").fillna("").str.lower()
+                hay = hay + " " + self.products[c].astype(text).fillna("").str.lower()
         self._haystack = hay
-        self._ids_lower = ids.str.lower()
         self.loaded_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self._explainer = None
 
@@ -173,13 +191,18 @@ class RecommenderService:
         return self._pos.rows(ids)
 
     def _items(self, rows: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
+        rows = np.asarray(rows, dtype=np.int64)
+        meta = {
+            c: col[rows] if isinstance(col, np.ndarray) else col.take(pa.array(rows)).to_pylist()
+            for c, col in self._meta.items()
+        }
         out = []
         for j, r in enumerate(rows.tolist()):
             item = {"id": self.ids[r]}
             if scores is not None:
                 item["score"] = jsonable(scores[j])
             for c in self.meta_columns:
-                item[c] = jsonable(self._meta[c][r])
+                item[c] = jsonable(meta[c][j])
             out.append(item)
         return out
 
@@ -258,7 +281,7 @@ class RecommenderService:
         for w in words:  # a word matches at the start of a word: "phone" finds "phone case", not "headphone"
             pat = r"(?:^|[^0-9a-z])" + re.escape(w)
             mask &= self._haystack.str.contains(pat, regex=True).to_numpy(dtype=bool, na_value=False)
-        exact = (self._ids_lower == q.strip().lower()).to_numpy(dtype=bool)
+        exact = (self._ids_lower == q.strip().lower()).to_numpy(dtype=bool, na_value=False)
         hits = np.concatenate([np.flatnonzero(exact), np.flatnonzero(mask & ~exact)])
         return {"q": q, "total": int(len(hits)), "results": self._items(hits[: int(limit)])}
 
