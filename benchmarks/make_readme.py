@@ -361,7 +361,8 @@ def serve_memory() -> list[str]:
         "shared by k processes 1/k in each, so its sum is what the server holds; a worker's anonymous memory is "
         "what no other worker can share (Python and its libraries, about 250 MiB of it, the catalogue table, "
         "the id lookup). *Rebuilt* is the same version without `rerank/arrays/`, the layout before the second "
-        "stage's co-occurrence matrices and known pairs were stored:",
+        "stage's co-occurrence matrices and known pairs were stored (both with the catalogue's text in Arrow "
+        "buffers; the serving table above was measured before either change):",
         "",
         "| second stage's graph arrays | workers | PSS MiB (all processes) | anonymous MiB per worker | "
         "RSS MiB (sum) | start-up s |",
