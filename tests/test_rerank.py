@@ -281,6 +281,14 @@ def test_save_load_gives_the_same_scores(setup, tmp_path, small_rr):
     v.files["rerank/booster.txt"]["bytes"] = 11  # as if the manifest vouched for it
     with pytest.raises(DualrecError, match="cannot read the second stage"):
         CandidateReranker.load(v, res.source, res.target, x)
+    # a stored index out of range (same size, as if the manifest vouched for it) is refused at
+    # load, not read out of bounds by scipy's C loops
+    bad = v.dir / "rerank" / "arrays" / "cooc.An.indices.npy"
+    idx = np.load(bad)
+    idx[0] = g.num_products + 7
+    np.save(bad, idx)
+    with pytest.raises(DualrecError, match="stored arrays are incomplete or damaged"):
+        CandidateReranker.load(v, res.source, res.target, x)
 
 
 def test_known_first_puts_known_copurchases_on_top_and_keeps_the_rest(setup, small_rr):

@@ -71,10 +71,13 @@ def _csr(row: np.ndarray, col: np.ndarray, w: np.ndarray, n: int) -> sp.csr_matr
 _SERVED = ("An", "ATn", "Sn", "_R2")
 
 
-def _csr_view(arrays: dict[str, np.ndarray], name: str, n: int) -> sp.csr_matrix:
-    """A CSR matrix over stored parts, without a copy (scipy keeps arrays of a valid index dtype)."""
+def csr_view(arrays: dict[str, np.ndarray], name: str, n: int) -> sp.csr_matrix:
+    """The (n x n) CSR matrix stored as ``name.data`` / ``.indices`` / ``.indptr``, without a copy
+    (scipy keeps arrays of a valid index dtype). Its indices are checked against ``n``: scipy's
+    C loops do not check them, so a damaged file would read out of bounds."""
     parts = (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"])
     m = sp.csr_matrix(parts, shape=(n, n), copy=False)
+    m.check_format(full_check=True)
     m.has_canonical_format = True  # stored canonical; a read-only array must not be re-sorted
     return m
 
@@ -340,7 +343,7 @@ class Cooccurrence:
         c._set_state(state)
         c.n = int(arrays["tb"].shape[0])
         for name in _SERVED:
-            setattr(c, name, _csr_view(arrays, name, c.n))
+            setattr(c, name, csr_view(arrays, name, c.n))
         c.A = c.AT = c.S = None  # the raw matrices are for fitting only
         c._gamma = c.params_["gamma"]
         c._set_weights()

@@ -277,8 +277,8 @@ def _train_worker(dataset_dir, model_dir, config: TrainConfig, resume: bool) -> 
 #: catalogues above this many products get an HNSW index for DAEMON's candidates at training
 HNSW_FROM = 200_000
 #: ... and above this many, one over the text for a new product's neighbours with history (the
-#: second stage's text index): an exact search over 100k products' text already takes ~20 ms a
-#: query, a 100k-row HNSW index ~12 s to build (benchmarks/results/cold_query_scale.json)
+#: second stage's text index): lower than HNSW_FROM because the text is wider than the embeddings,
+#: so an exact search over it costs more per product (benchmarks/results/cold_query_scale.json)
 TEXT_INDEX_FROM = 50_000
 
 

@@ -48,7 +48,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from dualrec.cooccurrence import KINDS, Cooccurrence, Paths, _expand, _member
+from dualrec.cooccurrence import KINDS, Cooccurrence, Paths, _expand, _member, csr_view
 from dualrec.graph import DualrecError
 
 #: version of what :meth:`CandidateReranker.save` writes
@@ -156,10 +156,7 @@ class CandidateReranker:
         self.x = None if x is None else _array(x)
         n = self.n
         if stored is not None:  # what graph_arrays() gave at fit time (known_src/known_dst unused)
-            self.known = sp.csr_matrix(
-                (stored["known.data"], stored["known.indices"], stored["known.indptr"]), shape=(n, n), copy=False
-            )
-            self.known.has_canonical_format = True
+            self.known = csr_view(stored, "known", n)
             self.log_in, self.log_out, self.log_sim = stored["log_in"], stored["log_out"], stored["log_sim"]
             self.pop_order = stored["pop_order"]
         else:
