@@ -150,6 +150,14 @@ def test_rows_with_an_exact_history_equal_the_full_forward(dual):
     # the history is float16: equal up to its rounding
     assert torch.allclose(rs, s[rows], atol=1e-2) and torch.allclose(rt, t[rows], atol=1e-2)
     assert len(fresh) == model.num_layers and torch.allclose(fresh[0][0].half(), hist[0][0][rows], atol=1e-2)
+    # a bfloat16 history, read by bfloat16 steps (the history mode's default precision)
+    hist16 = []
+    model.inference(x, adj, history=hist16, history_dtype=torch.bfloat16)
+    assert all(h.dtype == torch.bfloat16 for pair in hist16 for h in pair)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bs, bt, bfresh = model.forward_rows(x[rows].bfloat16(), rows, adj, hist16, rows)
+    assert bfresh[1][0].dtype == torch.bfloat16  # stored without a conversion
+    assert torch.allclose(bs.float(), s[rows], atol=5e-2) and torch.allclose(bt.float(), t[rows], atol=5e-2)
     # gradients reach the weights and the rows' own id embeddings, never other rows or the history
     model.train()
     model.dropout = model.id_dropout = 0.0

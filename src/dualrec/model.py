@@ -298,7 +298,7 @@ class DAEMON(nn.Module):
                 entries[a] = csr_row_bags(getattr(adj, a), rows)
             offsets, col, val = entries[a]
             # EmbeddingBag gathers, weights and sums in one fused kernel, an order of magnitude
-            # faster than a row gather + index_add (the history is float16, so is its sum)
+            # faster than a row gather + index_add (in the history's dtype, so is its sum)
             out = F.embedding_bag(col, h, offsets, mode="sum", per_sample_weights=val.to(h.dtype))
             return out.to(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
 
@@ -331,6 +331,7 @@ class DAEMON(nn.Module):
         node_ids: Tensor | None = None,
         chunk_size: int = 65536,
         history: list | None = None,
+        history_dtype: torch.dtype = torch.float16,
     ) -> tuple[Tensor, Tensor]:
         """The eval-mode :meth:`forward` of all nodes, layer by layer without autograd.
 
@@ -338,7 +339,9 @@ class DAEMON(nn.Module):
         widened a chunk at a time), so memory is a few ``(N, hidden)`` buffers whatever the
         depth: this is how embeddings of catalogues too large for a full-graph training step
         are computed (validation, the stored embeddings). A ``history`` list receives every
-        layer's input ``(s^l, t^l)`` in float16 (see :meth:`forward_rows`).
+        layer's input ``(s^l, t^l)`` in ``history_dtype`` (see :meth:`forward_rows`): half the
+        memory of float32, and bfloat16 where the steps run in it, so a step reads and refreshes
+        its rows without converting them.
         """
         was_training = self.training
         self.eval()
@@ -356,8 +359,8 @@ class DAEMON(nn.Module):
         s = t = chunked(lambda r: self.encode_input(x[r].float(), ids[r]), None, self.input[-1].out_features)
         for i, layer in enumerate(self.layers):
             if history is not None:
-                hs = s.half()
-                history.append((hs, hs if t is s else t.half()))
+                hs = s.to(history_dtype)
+                history.append((hs, hs if t is s else t.to(history_dtype)))
             cur = {"s": s, "t": t if self.dual else s}
             width = layer.self_s.out_features
             new = {"s": chunked(layer.self_s, cur["s"], width)}

@@ -331,8 +331,9 @@ def embed(
     adj: DualAdjacency,
     node_ids: torch.Tensor | None = None,
     history: list | None = None,
+    history_dtype: torch.dtype = torch.float16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return model.inference(x, adj, node_ids, history=history)
+    return model.inference(x, adj, node_ids, history=history, history_dtype=history_dtype)
 
 
 def evaluate_embeddings(
@@ -424,15 +425,17 @@ def _history_step(step: _Step, fwd, x, adj, node_ids, history, src, dst, sa, sb,
     local_hard = None if hard is None else torch.where(hard < 0, -1, loc[5].view_as(hard))
     # (the backward runs outside autocast, in the dtypes of the forward, as torch.amp advises)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=step.bfloat16):
-        xr = x.index_select(0, rows).to(torch.bfloat16 if step.bfloat16 else torch.float32)
+        # (through float32: the CPU's float16 -> bfloat16 conversion is several times slower)
+        xr = x.index_select(0, rows).float()
+        xr = xr.bfloat16() if step.bfloat16 else xr
         s, t, fresh = fwd(xr, adj, node_ids[rows], rows=rows, history=history)
         loss = step.loss(s, t, loc[0], loc[1], loc[2], loc[3], loc[4], one_way, local_hard)
     step.update(loss)
     with torch.no_grad():
         for (hs, ht), (fs, ft) in zip(history, fresh):
-            hs.index_copy_(0, rows, fs.detach().half())
+            hs.index_copy_(0, rows, fs.detach().to(hs.dtype))
             if ht is not hs:
-                ht.index_copy_(0, rows, ft.detach().half())
+                ht.index_copy_(0, rows, ft.detach().to(ht.dtype))
 
 
 def train(
@@ -512,7 +515,8 @@ def train(
         sparse_opt = RowAdam(id_params, lr=config.lr, weight_decay=config.id_weight_decay)
     elif id_params:
         groups.append({"params": id_params, "weight_decay": config.id_weight_decay})
-    opt = torch.optim.Adam(groups, lr=config.lr)
+    # (fused: one kernel over all the dense parameters instead of a dozen small ops per tensor)
+    opt = torch.optim.Adam(groups, lr=config.lr, fused=True)
 
     out = Path(checkpoint_dir) if checkpoint_dir is not None else None
     history, start_epoch = [], 0
@@ -567,9 +571,11 @@ def train(
         + (f", steps in {precision}" if mode == "history" else "")
     )
     layer_inputs = None
+    # (stored in the steps' dtype: a float16 copy cost a conversion per read and per refresh)
+    history_dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
     if mode == "history":  # every product's layer inputs, refreshed by each epoch's validation pass
         layer_inputs = []
-        embed(model, x, full_adj, eval_ids, history=layer_inputs)
+        embed(model, x, full_adj, eval_ids, history=layer_inputs, history_dtype=history_dtype)
     # Data-parallel workers: each takes its share of every batch (the negatives are shared) and
     # DistributedDataParallel averages their gradients, so the replicas stay identical and a step
     # is close to one single-process step on the whole batch (each worker's own copy of the
@@ -637,7 +643,7 @@ def train(
         # 3. validation on all products
         if layer_inputs is not None:
             layer_inputs.clear()  # the validation pass computes them anew
-        s, t = embed(model, x, full_adj, eval_ids, history=layer_inputs)
+        s, t = embed(model, x, full_adj, eval_ids, history=layer_inputs, history_dtype=history_dtype)
         val = evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed)
         row = {
             "epoch": epoch,
