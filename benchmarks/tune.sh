@@ -5,7 +5,7 @@
 # choice is compared with the test-edge ablation (benchmarks/results/ablations/, seed 0) in the
 # generated benchmarks/README.md. Writes benchmarks/results/tuning/<dataset>.json (model.json's
 # `tuning` record); the model folders go to a temporary directory.
-# Usage: bash benchmarks/tune.sh [DATA_DIR]   (default ../shared/data)
+# Usage: bash benchmarks/tune.sh [DATA_DIR]   (default ../shared/data; DATASETS="cellphones" for one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
@@ -16,7 +16,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p $R
 start=$SECONDS
-for ds in cellphones clothing; do
+for ds in ${DATASETS:-cellphones clothing}; do
   $DR ingest -f amazon2014 -i "$DATA/amazon2014/$ds" -o "$R/$ds/dataset" > /dev/null
   $DR train "$R/$ds/dataset" --out "$TMP/$ds" --quiet --tune-trials 2 --no-rerank --list-k 0 \
     --set epochs=5 --set patience=3 --set max_val_edges=5000

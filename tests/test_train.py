@@ -1,6 +1,7 @@
 """Training end to end on the synthetic store: quality against popularity, direction, checkpoints."""
 
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +81,33 @@ def test_resume_continues_from_last_epoch(store, tmp_path):
     res = train(g, x, cfg, tmp_path, resume=True, progress=False, log=lines.append)
     assert [h["epoch"] for h in res.history] == [0, 1]
     assert not lines or not any(line.startswith("epoch   0") for line in lines)
+
+
+def test_a_large_models_best_epoch_waits_on_disk(store, tmp_path, monkeypatch):
+    import tempfile
+
+    import dualrec.train as T
+
+    g, x = store
+    cfg = TrainConfig(encoder="hash", epochs=3, patience=10, seed=2, batching="history")
+    kept = train(g, x, cfg, progress=False, log=lambda m: None)  # held in memory (a small model)
+    monkeypatch.setattr(T, "SPILL_BEST_FROM", 0)
+    own = set(Path(tempfile.gettempdir()).glob("dualrec-best-*"))
+    spilled = train(g, x, cfg, progress=False, log=lambda m: None)
+    assert set(Path(tempfile.gettempdir()).glob("dualrec-best-*")) == own  # its own folder is removed
+    ck = tmp_path / "ck"
+    in_folder = train(g, x, cfg, ck, progress=False, log=lambda m: None)
+    for res in (spilled, in_folder):  # the same best epoch's weights, read back from the file
+        assert res.best_epoch == kept.best_epoch
+        assert torch.equal(res.source, kept.source) and torch.equal(res.target, kept.target)
+    last = torch.load(ck / "last.pt", weights_only=True)
+    assert last["best_state"] is None and last["best_file"] == f"best-{kept.best_epoch}.pt"
+    assert [p.name for p in ck.glob("best-*.pt")] == [last["best_file"]]  # the earlier ones are gone
+    again = train(g, x, cfg, ck, resume=True, progress=False, log=lambda m: None)  # resumes at the end
+    assert torch.equal(again.source, kept.source)
+    (ck / last["best_file"]).unlink()
+    with pytest.raises(DualrecError, match="cannot read the best epoch's weights"):
+        train(g, x, cfg, ck, resume=True, progress=False, log=lambda m: None)
 
 
 @pytest.mark.parametrize("hard_negatives", [0, 16])

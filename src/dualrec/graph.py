@@ -334,6 +334,14 @@ def ranges(start: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch
     return owner, torch.arange(owner.numel()) - offsets[owner] + start[owner]
 
 
+def csr_row_range(a: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`csr_row_bags` of the rows ``start .. stop - 1`` of a sparse CSR matrix, as views
+    of its arrays (no copy)."""
+    crow = a.crow_indices()
+    lo, hi = int(crow[start]), int(crow[stop])
+    return crow[start:stop] - lo, a.col_indices()[lo:hi], a.values()[lo:hi]
+
+
 def csr_row_bags(a: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The entries of ``rows`` of a sparse CSR matrix as ``EmbeddingBag`` input: ``(offsets,
     column, value)``, row ``i``'s entries starting at ``offsets[i]``. Reads only those rows (their

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dualrec.graph import csr_adjacency, csr_adjacency_pair, csr_row_bags
+from dualrec.graph import csr_adjacency, csr_adjacency_pair, csr_row_bags, csr_row_range
 
 
 @dataclass
@@ -363,16 +363,22 @@ class DAEMON(nn.Module):
                 history.append((hs, hs if t is s else t.to(history_dtype)))
             cur = {"s": s, "t": t if self.dual else s}
             width = layer.self_s.out_features
-            new = {"s": chunked(layer.self_s, cur["s"], width)}
-            if self.dual:
-                new["t"] = chunked(layer.self_t, cur["t"], width)
-            for o, lin, a, inp in layer.channels():
-                if o in new:
-                    # in place: no (N, width) product beside the sum (the peak memory of a 1M pass)
-                    new[o].addmm_(getattr(adj, a), chunked(lin, cur[inp], width))
-            if i < self.num_layers - 1:
-                for v in new.values():
-                    v.relu_()
+            outs = ("s", "t") if self.dual else ("s",)
+            new = {o: torch.empty(n, width) for o in outs}
+            # A chunk of output rows at a time, each channel aggregating its input rows first
+            # (the maps have no bias, so they commute with the mean, as in forward_rows): the
+            # layer's outputs are the only (N, width) buffers beside its input, the peak memory
+            # of a pass over a large catalogue.
+            for i0 in range(0, n, chunk_size):
+                r = slice(i0, min(i0 + chunk_size, n))
+                part = {o: getattr(layer, f"self_{o}")(cur[o][r]) for o in outs}
+                for o, lin, a, inp in layer.channels():
+                    if o in part:
+                        offsets, col, val = csr_row_range(getattr(adj, a), r.start, r.stop)
+                        agg = F.embedding_bag(col, cur[inp], offsets, mode="sum", per_sample_weights=val)
+                        part[o] += lin(agg)
+                for o in outs:
+                    new[o][r] = part[o].relu_() if i < self.num_layers - 1 else part[o]
             s = new["s"]
             t = new.get("t", s)
         s = chunked(lambda a: F.normalize(a, dim=-1), s, s.size(1), out=s)

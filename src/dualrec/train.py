@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -201,6 +202,10 @@ def _range_text(lo, hi) -> str:
     return f"{left}, {right}"
 
 
+#: a model whose weights take at least this many bytes keeps its best epoch's on disk (EarlyStopping)
+SPILL_BEST_FROM = 256 * 2**20
+
+
 @dataclass
 class EarlyStopping:
     """Early stopping on a validation score (higher is better), shared by DAEMON's loop and the
@@ -212,15 +217,32 @@ class EarlyStopping:
     best_epoch: int = -1
     bad_epochs: int = 0
     best_state: dict | None = None
+    # With a folder, the best weights are written there (``best-<epoch>.pt``, at ``best_path``)
+    # instead of being held in memory: a large catalogue's per-product table would otherwise be
+    # held twice through every later epoch, its validation passes included.
+    spill_dir: Path | None = None
+    best_path: Path | None = None
 
     def step(self, epoch: int, score: float, model: torch.nn.Module) -> bool:
         """Record an epoch's score; whether it improved (then its weights are kept)."""
         if score > self.best:
             self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
-            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if self.spill_dir is None:
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                self.best_path = Path(self.spill_dir) / f"best-{epoch}.pt"
+                _atomic_save(model.state_dict(), self.best_path)
+                self.best_state = None  # (the earlier files go in prune(), once no checkpoint names them)
             return True
         self.bad_epochs += 1
         return False
+
+    def prune(self) -> None:
+        """Remove the spilled weights of earlier best epochs."""
+        if self.spill_dir is not None:
+            for p in Path(self.spill_dir).glob("best-*.pt"):
+                if p != self.best_path:
+                    p.unlink(missing_ok=True)
 
     @property
     def stop(self) -> bool:
@@ -228,8 +250,16 @@ class EarlyStopping:
 
     def restore(self, model: torch.nn.Module) -> None:
         """Load the best epoch's weights into ``model`` (if any epoch was scored)."""
-        if self.best_state is not None:
-            model.load_state_dict(self.best_state)
+        state = self.best_state
+        if state is None and self.best_path is not None:
+            try:
+                state = torch.load(self.best_path, weights_only=True)
+            except Exception as e:  # a missing or damaged file: never a silently wrong model
+                raise DualrecError(
+                    f"cannot read the best epoch's weights {self.best_path} ({type(e).__name__})"
+                ) from None
+        if state is not None:
+            model.load_state_dict(state)
 
 
 @dataclass
@@ -520,7 +550,17 @@ def train(
 
     out = Path(checkpoint_dir) if checkpoint_dir is not None else None
     history, start_epoch = [], 0
-    stopper = EarlyStopping(config.patience)
+    # A large model's best weights wait on disk: in the checkpoint folder (the checkpoint names
+    # the file) or, for a run without one and for the other workers, in a folder of its own.
+    spill, own_dir = None, None
+    if sum(v.numel() * v.element_size() for v in model.state_dict().values()) >= SPILL_BEST_FROM:
+        if out is not None and rank == 0:
+            spill = out
+            out.mkdir(parents=True, exist_ok=True)
+        else:  # (removed when training ends, or when the object is collected after an error)
+            own_dir = tempfile.TemporaryDirectory(prefix="dualrec-best-")
+            spill = Path(own_dir.name)
+    stopper = EarlyStopping(config.patience, spill_dir=spill)
     if resume:
         ck = load_checkpoint(out)
         differ = config.diff(ck["config"])
@@ -549,7 +589,10 @@ def train(
             raise DualrecError(f"cannot resume: the checkpoint does not fit this model ({e})") from e
         split = EdgeSplit.from_state_dict(ck["split"])
         history = ck["history"]
-        stopper = EarlyStopping(config.patience, ck["best"], ck["best_epoch"], ck["bad_epochs"], ck["best_state"])
+        best_path = out / ck["best_file"] if ck.get("best_file") else None
+        stopper = EarlyStopping(
+            config.patience, ck["best"], ck["best_epoch"], ck["bad_epochs"], ck["best_state"], spill, best_path
+        )
         start_epoch = ck["epoch"] + 1
         torch.set_rng_state(ck["rng"])
 
@@ -683,12 +726,14 @@ def train(
                     "best_epoch": stopper.best_epoch,
                     "bad_epochs": stopper.bad_epochs,
                     "best_state": stopper.best_state,
+                    "best_file": None if stopper.best_path is None else stopper.best_path.name,
                     "epoch": epoch,
                     "rng": torch.get_rng_state(),
                     "data": data_fingerprint,
                 },
                 out / "last.pt",
             )
+        stopper.prune()  # after the checkpoint: the one it replaced may have named an older file
         if stopper.stop:
             log(f"early stop: no val MRR@10 gain for {config.patience} epochs (best epoch {stopper.best_epoch})")
             break
@@ -697,6 +742,8 @@ def train(
     if world > 1:
         _check_replicas(model, world, log)
     stopper.restore(model)
+    if own_dir is not None:
+        own_dir.cleanup()
     if model.id_emb is not None:
         model.id_emb.sparse = False
     best_epoch = stopper.best_epoch
