@@ -101,13 +101,18 @@ def test_a_large_models_best_epoch_waits_on_disk(store, tmp_path, monkeypatch):
         assert res.best_epoch == kept.best_epoch
         assert torch.equal(res.source, kept.source) and torch.equal(res.target, kept.target)
     last = torch.load(ck / "last.pt", weights_only=True)
-    assert last["best_state"] is None and last["best_file"] == f"best-{kept.best_epoch}.pt"
+    assert last["best_state"] is None and last["best_file"].startswith(f"best-{kept.best_epoch}-")
     assert [p.name for p in ck.glob("best-*.pt")] == [last["best_file"]]  # the earlier ones are gone
     again = train(g, x, cfg, ck, resume=True, progress=False, log=lambda m: None)  # resumes at the end
     assert torch.equal(again.source, kept.source)
     (ck / last["best_file"]).unlink()
     with pytest.raises(DualrecError, match="cannot read the best epoch's weights"):
         train(g, x, cfg, ck, resume=True, progress=False, log=lambda m: None)
+    # a new run in the folder writes files of its own name: a kill before its first checkpoint
+    # leaves the earlier checkpoint naming its own file, never this run's weights
+    train(g, x, cfg, ck, progress=False, log=lambda m: None)
+    newer = torch.load(ck / "last.pt", weights_only=True)["best_file"]
+    assert newer != last["best_file"] and [p.name for p in ck.glob("best-*.pt")] == [newer]
 
 
 @pytest.mark.parametrize("hard_negatives", [0, 16])

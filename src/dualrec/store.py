@@ -9,7 +9,7 @@ model through :class:`ModelStore` and :class:`ModelVersion`. Layout::
       staging/              versions being written (a crashed writer leaves one; the next clears it)
       checkpoint/last.pt    training state for ``dualrec train --resume`` (tensors and plain data:
                             read with ``torch.load(weights_only=True)``)
-      checkpoint/best-<epoch>.pt   a large model's best epoch's weights, named by last.pt
+      checkpoint/best-<epoch>-<run>.pt   a large model's best epoch's weights, named by last.pt
                             (smaller models keep them inside last.pt)
       .lock                 held by every writer: train, add-products, index, rollback, the
                             server's ``POST /products``

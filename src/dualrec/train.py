@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import secrets
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -217,11 +218,14 @@ class EarlyStopping:
     best_epoch: int = -1
     bad_epochs: int = 0
     best_state: dict | None = None
-    # With a folder, the best weights are written there (``best-<epoch>.pt``, at ``best_path``)
-    # instead of being held in memory: a large catalogue's per-product table would otherwise be
-    # held twice through every later epoch, its validation passes included.
+    # With a folder, the best weights are written there (``best-<epoch>-<run>.pt``, at
+    # ``best_path``) instead of being held in memory: a large catalogue's per-product table would
+    # otherwise be held twice through every later epoch, its validation passes included. (The
+    # run's own token: a new training in the same folder never overwrites the file that an
+    # earlier run's checkpoint names.)
     spill_dir: Path | None = None
     best_path: Path | None = None
+    run: str = field(default_factory=lambda: secrets.token_hex(4))
 
     def step(self, epoch: int, score: float, model: torch.nn.Module) -> bool:
         """Record an epoch's score; whether it improved (then its weights are kept)."""
@@ -230,7 +234,7 @@ class EarlyStopping:
             if self.spill_dir is None:
                 self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
-                self.best_path = Path(self.spill_dir) / f"best-{epoch}.pt"
+                self.best_path = Path(self.spill_dir) / f"best-{epoch}-{self.run}.pt"
                 _atomic_save(model.state_dict(), self.best_path)
                 self.best_state = None  # (the earlier files go in prune(), once no checkpoint names them)
             return True
