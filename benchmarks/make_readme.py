@@ -266,20 +266,25 @@ def serving() -> list[str]:
 
 def scale() -> list[str]:
     out = []
-    for name, what in (("train_scale.json", "Full-graph"), ("train_scale_history.json", "History-mode")):
+    for name, what in (
+        ("train_scale.json", "Full-graph"),
+        ("train_scale_history.json", "History-mode"),
+        ("train_scale_5m.json", "History-mode, 5M products"),
+    ):
         t = load(name)
         if not t:
             continue
         out += [
             f"{what} training at scale (`{t['command']}`, {t['date']}):",
             "",
-            "| products | co-purchase edges | batch | precision | s / step | s / epoch | peak RSS GiB |",
-            "|---|---|---|---|---|---|---|",
+            "| products | co-purchase edges | batch | precision | id-table optimiser state | s / step | s / epoch "
+            "| peak RSS GiB |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in t["results"]:
             out.append(
                 f"| {r['products']:,} | {r['copurchase_edges']:,} | {r['batch_size']:,} | "
-                f"{r.get('precision', 'float32')} | {r['seconds_per_step']} | "
+                f"{r.get('precision', 'float32')} | {r.get('id_optimizer', 'adam')} | {r['seconds_per_step']} | "
                 f"{r['seconds_per_epoch']}{' (extrapolated)' if r.get('seconds_per_epoch_is_extrapolated') else ''}"
                 f" | {r['peak_rss_gib']} |"
             )
@@ -459,28 +464,49 @@ def convergence() -> list[str]:
     ]
 
 
-def history_parity() -> list[str]:
+def _pair_parity(sub: str, modes: tuple[str, str], caption: str) -> list[str]:
+    """``daemon_embedding`` trained two ways (``<sub>/<dataset>-<mode>/``), side by side."""
     rows = []
+    a, b = modes
     for ds in ("clothing", "cellphones"):
-        full, hist = (load(f"history_parity/{ds}-{m}/results.json") for m in ("full", "history"))
-        if not full or not hist:
+        ra, rb = (load(f"{sub}/{ds}-{m}/results.json") for m in modes)
+        if not ra or not rb:
             continue
-        f, h = full["methods"]["daemon_embedding"], hist["methods"]["daemon_embedding"]
+        f, h = ra["methods"]["daemon_embedding"], rb["methods"]["daemon_embedding"]
         cells = [f"{pm(f, k)} | {pm(h, k)} | {(h[k] / f[k] - 1) * 100:+.1f} %" for k in ("HitRate@10", "MRR@10")]
         rows.append(f"| {ds} | " + " | ".join(cells) + f" | {f['train_seconds']:.0f} | {h['train_seconds']:.0f} |")
     if not rows:
         return []
     return [
-        "DAEMON trained with full-graph steps and in the history mode (`bash benchmarks/history_parity.sh`: "
-        "`daemon_embedding`, the protocol and budget of the tables above, 5 epochs, 3 seeds; train = seconds "
-        "per training on these 2 cores):",
+        caption,
         "",
-        "| dataset | HR@10 full | HR@10 history | change | MRR@10 full | MRR@10 history | change | train s full "
-        "| train s history |",
+        f"| dataset | HR@10 {a} | HR@10 {b} | change | MRR@10 {a} | MRR@10 {b} | change | train s {a} | train s {b} |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]
+
+
+def history_parity() -> list[str]:
+    return _pair_parity(
+        "history_parity",
+        ("full", "history"),
+        "DAEMON trained with full-graph steps and in the history mode (`bash benchmarks/history_parity.sh`: "
+        "`daemon_embedding`, the protocol and budget of the tables above, 5 epochs, 3 seeds; train = seconds "
+        "per training on these 2 cores):",
+    )
+
+
+def id_optimizer_parity() -> list[str]:
+    return _pair_parity(
+        "id_optimizer",
+        ("adam", "compact"),
+        "The history mode's optimiser state for the per-product embeddings: Adam's (two float32 moments "
+        "per weight) and the compact one that `id_optimizer=auto` picks for large catalogues (a bfloat16 "
+        "first moment, one second moment per row) (`bash benchmarks/id_optimizer_parity.sh`: "
+        "`daemon_embedding`, 3 seeds, trained to convergence as in the tables above; datasets not listed "
+        "are not yet run):",
+    )
 
 
 def threads() -> list[str]:
@@ -670,6 +696,7 @@ def benchmarks_readme() -> str:
         *scale(),
         *data_scale(),
         *history_parity(),
+        *id_optimizer_parity(),
         *convergence(),
         *workers(),
         *threads(),

@@ -228,6 +228,24 @@ def test_reciprocal_mask_by_hand():
     assert g.reciprocal_mask(src, dst).tolist() == [True, True, False, False, False]
 
 
+def test_reciprocal_mask_of_pairs_and_out_edges_match_a_brute_force():
+    # hubs (long rows: several bisection rounds), empty rows, pairs whose reverse row is empty
+    gen = torch.Generator().manual_seed(0)
+    n = 300
+    src = torch.cat([torch.zeros(200, dtype=torch.long), torch.randint(0, n, (2000,), generator=gen)])
+    dst = torch.cat([torch.randint(0, n, (200,), generator=gen), torch.randint(0, n // 2, (2000,), generator=gen)])
+    g, _ = ProductGraph.from_edges(products(n), copurchase=(src, dst))
+    edges = set(zip(g.cp_src.tolist(), g.cp_dst.tolist()))
+    qs, qd = torch.randint(0, n, (3000,), generator=gen), torch.randint(0, n, (3000,), generator=gen)
+    qs, qd = torch.cat([qs, g.cp_dst[:500]]), torch.cat([qd, g.cp_src[:500]])  # (and some known reverses)
+    want = [(d, s) in edges for s, d in zip(qs.tolist(), qd.tolist())]
+    assert g.reciprocal_mask(qs, qd).tolist() == want and sum(want) > 500
+    assert g.reciprocal_mask(qs[:0], qd[:0]).numel() == 0
+    nodes = torch.tensor([0, 5, n - 1, 17])
+    got = g.out_edges(nodes)
+    assert sorted(got.tolist()) == sorted(i for i, s in enumerate(g.cp_src.tolist()) if s in {0, 5, n - 1, 17})
+
+
 def test_subgraph_edges_keeps_products_and_similarity():
     g, _ = ProductGraph.from_edges(products(4), copurchase=([0, 1, 2], [1, 2, 3]), similar=([0], [3]))
     h = g.subgraph_edges(torch.tensor([True, False, True]))

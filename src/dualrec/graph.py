@@ -191,15 +191,30 @@ class ProductGraph:
     # ------------------------------------------------------------------ structure
     def reciprocal_mask(self, src: torch.Tensor | None = None, dst: torch.Tensor | None = None) -> torch.Tensor:
         """For edges (src, dst) (default: all co-purchase edges), whether dst -> src is a co-purchase edge."""
-        src = self.cp_src if src is None else src
-        dst = self.cp_dst if dst is None else dst
-        n = self.num_products
-        keys = self.cp_src * n + self.cp_dst  # sorted, unique (invariant of from_edges)
-        rev = dst * n + src
-        if keys.numel() == 0:
-            return torch.zeros(rev.shape, dtype=torch.bool)
-        pos = torch.searchsorted(keys, rev).clamp(max=keys.numel() - 1)
-        return keys[pos] == rev
+        n, e = self.num_products, self.cp_src.numel()
+        if e == 0:
+            return torch.zeros((e if src is None else src.numel(),), dtype=torch.bool)
+        if src is None:  # every edge: one search of the sorted keys (unique: an invariant of from_edges)
+            keys = self.cp_src * n + self.cp_dst
+            rev = self.cp_dst * n + self.cp_src
+            pos = torch.searchsorted(keys, rev).clamp(max=e - 1)
+            return keys[pos] == rev
+        # A few edges (an evaluation's): the reverse's row of the sorted edge list, then a
+        # vectorised bisection within it, so the cost follows the queries, not every edge's key.
+        lo = torch.searchsorted(self.cp_src, dst)
+        hi = torch.searchsorted(self.cp_src, dst, right=True)
+        a, b = lo.clone(), hi.clone()
+        for _ in range(int((hi - lo).max()).bit_length() if lo.numel() else 0):
+            mid = (a + b) // 2
+            less = self.cp_dst[mid.clamp(max=e - 1)] < src
+            a, b = torch.where((a < b) & less, mid + 1, a), torch.where((a < b) & ~less, mid, b)
+        return (a < hi) & (self.cp_dst[a.clamp(max=e - 1)] == src)
+
+    def out_edges(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Indexes of the co-purchase edges leaving ``nodes`` (unique), read off the sorted edge
+        list: their cost, not the edge count's."""
+        lo = torch.searchsorted(self.cp_src, nodes)
+        return ranges(lo, torch.searchsorted(self.cp_src, nodes, right=True) - lo)[1]
 
     def subgraph_edges(self, cp_mask: torch.Tensor | None = None) -> "ProductGraph":
         """Same products, only the co-purchase edges where ``cp_mask`` is true (similarity kept)."""

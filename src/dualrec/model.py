@@ -332,6 +332,7 @@ class DAEMON(nn.Module):
         chunk_size: int = 65536,
         history: list | None = None,
         history_dtype: torch.dtype = torch.float16,
+        inner_dtype: torch.dtype | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The eval-mode :meth:`forward` of all nodes, layer by layer without autograd.
 
@@ -341,15 +342,22 @@ class DAEMON(nn.Module):
         are computed (validation, the stored embeddings). A ``history`` list receives every
         layer's input ``(s^l, t^l)`` in ``history_dtype`` (see :meth:`forward_rows`): half the
         memory of float32, and bfloat16 where the steps run in it, so a step reads and refreshes
-        its rows without converting them.
+        its rows without converting them. With a history, the layer inputs exist only in that
+        dtype and are aggregated in it, as the steps read them: no float32 copy of a layer's
+        input is held beside it (the peak memory of a validation pass over a large catalogue).
+        ``inner_dtype`` holds them in another dtype (default: the history's, else float32); the
+        returned embeddings are float32 either way.
         """
         was_training = self.training
         self.eval()
         n = x.size(0)
         ids = torch.arange(n) if node_ids is None else node_ids
+        inner = inner_dtype or (torch.float32 if history is None else history_dtype)  # the layer inputs' dtype
+        if history is not None and inner != history_dtype:
+            raise ValueError("a history holds the layer inputs themselves: inner_dtype must be history_dtype")
 
         def chunked(f, a: Tensor | None, width: int, out: Tensor | None = None) -> Tensor:
-            out = torch.empty(n, width) if out is None else out  # out=a: in place, chunk by chunk
+            out = torch.empty(n, width, dtype=inner) if out is None else out  # out=a: in place, chunk by chunk
             for i in range(0, n, chunk_size):
                 r = slice(i, min(i + chunk_size, n))
                 out[r] = f(r) if a is None else f(a[r])
@@ -359,26 +367,27 @@ class DAEMON(nn.Module):
         s = t = chunked(lambda r: self.encode_input(x[r].float(), ids[r]), None, self.input[-1].out_features)
         for i, layer in enumerate(self.layers):
             if history is not None:
-                hs = s.to(history_dtype)
-                history.append((hs, hs if t is s else t.to(history_dtype)))
+                history.append((s, t))
             cur = {"s": s, "t": t if self.dual else s}
             width = layer.self_s.out_features
             outs = ("s", "t") if self.dual else ("s",)
-            new = {o: torch.empty(n, width) for o in outs}
+            last = i == self.num_layers - 1
+            new = {o: torch.empty(n, width, dtype=torch.float32 if last else inner) for o in outs}
             # A chunk of output rows at a time, each channel aggregating its input rows first
             # (the maps have no bias, so they commute with the mean, as in forward_rows): the
             # layer's outputs are the only (N, width) buffers beside its input, the peak memory
             # of a pass over a large catalogue.
             for i0 in range(0, n, chunk_size):
                 r = slice(i0, min(i0 + chunk_size, n))
-                part = {o: getattr(layer, f"self_{o}")(cur[o][r]) for o in outs}
+                part = {o: getattr(layer, f"self_{o}")(cur[o][r].float()) for o in outs}
                 for o, lin, a, inp in layer.channels():
                     if o in part:
                         offsets, col, val = csr_row_range(getattr(adj, a), r.start, r.stop)
-                        agg = F.embedding_bag(col, cur[inp], offsets, mode="sum", per_sample_weights=val)
-                        part[o] += lin(agg)
+                        h = cur[inp]
+                        agg = F.embedding_bag(col, h, offsets, mode="sum", per_sample_weights=val.to(h.dtype))
+                        part[o] += lin(agg.float())
                 for o in outs:
-                    new[o][r] = part[o].relu_() if i < self.num_layers - 1 else part[o]
+                    new[o][r] = part[o] if last else part[o].relu_()
             s = new["s"]
             t = new.get("t", s)
         s = chunked(lambda a: F.normalize(a, dim=-1), s, s.size(1), out=s)

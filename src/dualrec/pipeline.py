@@ -179,6 +179,7 @@ def _train_into(
             "train_seconds": result.seconds,
             "batching": result.batching,
             "precision": result.precision,
+            "id_optimizer": result.id_optimizer,
             "ranker": "daemon",
         }
         if tuned is not None:

@@ -88,6 +88,11 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 0.0
     id_weight_decay: float = 1e-5  # L2 on the per-product embeddings only
+    # the history mode's optimiser state for the per-product embeddings: "adam" (two float32
+    # moments per weight: twice the table), "compact" (bfloat16 first moment, one second moment
+    # per row: a quarter of the table; dualrec.optim.RowAdam), "auto" = compact where the full
+    # state would take COMPACT_ID_STATE_FROM bytes or more (about 500k products at id_dim 128)
+    id_optimizer: str = "auto"
     epochs: int = 40
     patience: int = 5
     batch_size: int = 4096
@@ -175,6 +180,7 @@ _RULES: dict[str, tuple] = {
     "lr": (float, (0.0,), 10.0),
     "weight_decay": (float, 0.0, 10.0),
     "id_weight_decay": (float, 0.0, 10.0),
+    "id_optimizer": (str, ("auto", "adam", "compact"), None),
     "epochs": (int, 1, 100_000),
     "patience": (int, 1, 100_000),
     "batch_size": (int, 1, 100_000_000),
@@ -205,6 +211,8 @@ def _range_text(lo, hi) -> str:
 
 #: a model whose weights take at least this many bytes keeps its best epoch's on disk (EarlyStopping)
 SPILL_BEST_FROM = 256 * 2**20
+#: id_optimizer "auto" keeps a compact state where the full one would take this many bytes or more
+COMPACT_ID_STATE_FROM = 512 * 2**20
 
 
 @dataclass
@@ -279,6 +287,7 @@ class TrainResult:
     version: str | None = None  # the model version written, when trained into a model folder
     batching: str = "full"  # how it was trained: "full" or "history" (see TrainConfig.batching)
     precision: str = "float32"  # of its training steps (see TrainConfig.precision)
+    id_optimizer: str = "adam"  # the per-product embeddings' optimiser state (see TrainConfig.id_optimizer)
 
 
 def build_model(config: TrainConfig, in_channels: int, num_nodes: int) -> DAEMON:
@@ -366,8 +375,9 @@ def embed(
     node_ids: torch.Tensor | None = None,
     history: list | None = None,
     history_dtype: torch.dtype = torch.float16,
+    inner_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return model.inference(x, adj, node_ids, history=history, history_dtype=history_dtype)
+    return model.inference(x, adj, node_ids, history=history, history_dtype=history_dtype, inner_dtype=inner_dtype)
 
 
 def evaluate_embeddings(
@@ -387,7 +397,10 @@ def evaluate_embeddings(
         keep = torch.randperm(src.numel(), generator=torch.Generator().manual_seed(seed))[:max_edges]
         src, dst = src[keep], dst[keep]
     # Known edges are not candidates: training edges, and for the test also validation edges.
-    known = split.mask(TRAIN) | (split.mask(VAL) if part == TEST else torch.zeros_like(mask))
+    # (only the queries' own edges matter: a copy of every known edge would grow with the graph)
+    known = graph.out_edges(torch.unique(src))
+    lab = split.labels[known]
+    known = known[(lab == TRAIN) | ((lab == VAL) if part == TEST else False)]
     ev = RankingEvaluator(graph.num_products)
     out = ev.eval(
         lambda q: source[q] @ target.T, src, dst, graph.cp_src[known], graph.cp_dst[known], show_progress=show_progress
@@ -546,7 +559,11 @@ def train(
         # update those rows, not all N (dense Adam would rewrite every row every step), with
         # the same L2 as dense Adam's weight decay, on those rows.
         model.id_emb.sparse = True
-        sparse_opt = RowAdam(id_params, lr=config.lr, weight_decay=config.id_weight_decay)
+        full_state = 2 * sum(p.numel() * 4 for p in id_params)
+        compact = config.id_optimizer == "compact" or (
+            config.id_optimizer == "auto" and full_state >= COMPACT_ID_STATE_FROM
+        )
+        sparse_opt = RowAdam(id_params, lr=config.lr, weight_decay=config.id_weight_decay, compact=compact)
     elif id_params:
         groups.append({"params": id_params, "weight_decay": config.id_weight_decay})
     # (fused: one kernel over all the dense parameters instead of a dozen small ops per tensor)
@@ -616,6 +633,7 @@ def train(
         f"batching: {mode} ({n:,} products"
         + (f"; auto picks history above {HISTORY_FROM:,})" if config.batching == "auto" else ")")
         + (f", steps in {precision}" if mode == "history" else "")
+        + (", compact optimiser state for the per-product embeddings" if sparse_opt and sparse_opt.compact else "")
     )
     layer_inputs = None
     # (stored in the steps' dtype: a float16 copy cost a conversion per read and per refresh)
@@ -638,7 +656,7 @@ def train(
         total=config.epochs,
     )
     for epoch in bar:
-        te = time.time()
+        te, adj_seconds = time.time(), 0.0
         model.train()
         # 1. each training edge (and similar pair) is a loss target in exactly one fold; a
         #    fold's targets are removed from message passing while it is trained on.
@@ -654,7 +672,9 @@ def train(
             mp_mask &= ~(cold[graph.cp_src] | cold[graph.cp_dst])
             sim_mp = (sim_fold != f) & ~(cold[graph.sim_a] | cold[graph.sim_b])
             adj = None  # (the previous fold's is freed before this one is built)
+            ta = time.time()
             adj = message_passing_adjacency(graph, mp_mask, config, sim_mp, transposes=layer_inputs is None)
+            adj_seconds += time.time() - ta  # (a fixed cost per fold: benchmarks extrapolate steps without it)
             node_ids = torch.where(cold, -1, all_ids)
             sim_idx = (sim_fold == f).nonzero().view(-1)
             # 2. mini-batches of target edges, each with a full-graph forward pass
@@ -697,6 +717,7 @@ def train(
             "loss": total / max(n_steps, 1),
             "steps": n_steps,
             "train_seconds": train_seconds,
+            "adjacency_seconds": adj_seconds,
             "val_MRR@10": val["MRR@10"],
             "val_HitRate@10": val["HitRate@10"],
             "val_direction_accuracy": val["direction_accuracy"],
@@ -745,14 +766,16 @@ def train(
 
     if world > 1:
         _check_replicas(model, world, log)
+    layer_inputs = s = t = None  # freed before the best weights are read back (a large model's peak)
     stopper.restore(model)
     if own_dir is not None:
         own_dir.cleanup()
     if model.id_emb is not None:
         model.id_emb.sparse = False
     best_epoch = stopper.best_epoch
-    layer_inputs = s = t = None  # freed before the final pass
-    s, t = embed(model, x, full_adj, eval_ids)
+    # The final pass computes the embeddings as the validation passes did: the history mode's
+    # layer inputs in its 16 bits (float32 ones would double the largest buffers of a big catalogue).
+    s, t = embed(model, x, full_adj, eval_ids, inner_dtype=history_dtype if mode == "history" else None)
     result = TrainResult(
         model,
         s,
@@ -764,6 +787,7 @@ def train(
         time.time() - t0,
         batching=mode,
         precision=precision,
+        id_optimizer="compact" if sparse_opt is not None and sparse_opt.compact else "adam",
     )
     return result
 
