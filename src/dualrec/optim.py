@@ -66,7 +66,8 @@ class RowAdam(torch.optim.Optimizer):
         for st in self.state.values():
             if "exp_avg" in st:
                 m, v = st["exp_avg"], st["exp_avg_sq"]
-                st["exp_avg"] = m.to(torch.bfloat16) if compact else m.float()
+                if compact:
+                    st["exp_avg"] = m.to(torch.bfloat16)
                 if compact and v.dim() == 2 and v.size(1) != 1:
                     st["exp_avg_sq"] = v.mean(1, keepdim=True)
                 elif not compact and v.dim() == 2 and v.size(1) == 1 and m.size(1) != 1:
