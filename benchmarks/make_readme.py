@@ -336,14 +336,17 @@ def serve_scale() -> list[str]:
             return str(x["rss_mib_after"]) if x else "n/a"
 
         fs = ip["first_stage"]
-        lists_s = (r.get("build") or {}).get("lists_seconds", "n/a")
+        lists_s = (r.get("build") or {}).get("lists_seconds") or "n/a (none)"
+        pre = ip.get("precomputed")
+        pre_ms = f"{pre['p50_ms']} / {pre['p99_ms']}" if pre else "n/a"
+        served = "precomputed" if "precomputed" in h else "online"  # a model built without lists
         out.append(
             f"| {r['products']:,} | {fs['index']} ({fs['recall_at_10_vs_exact']}) | "
             f"{ip['online']['p50_ms']} / {ip['online']['p99_ms']} | "
-            f"{ip['precomputed']['p50_ms']} / {ip['precomputed']['p99_ms']} | {hh('precomputed')} | "
+            f"{pre_ms} | {hh('precomputed')} | "
             f"{hh('precomputed_2_workers')} | {hh('online')} | {hh('online_2_workers')} | {hh('online_4_clients')} | "
-            f"{rss('precomputed')} / {rss('precomputed_2_workers')} | "
-            f"{lists_s} | {r['export_top20']['seconds']} |"
+            f"{rss(served)} / {rss(served + '_2_workers')} | "
+            f"{lists_s} | {r['export_top20']['seconds'] if 'export_top20' in r else 'n/a'} |"
         )
     out.append("")
     return out

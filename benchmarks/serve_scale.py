@@ -53,7 +53,7 @@ def rss_mib(pid: int) -> dict:
     return out
 
 
-def build(root: Path, n: int, steps: int, log) -> tuple[Path, dict]:
+def build(root: Path, n: int, steps: int, list_k: int, log) -> tuple[Path, dict]:
     from dualrec.pipeline import train_dataset
     from dualrec.synthetic import make_store
     from dualrec.train import TrainConfig
@@ -64,7 +64,7 @@ def build(root: Path, n: int, steps: int, log) -> tuple[Path, dict]:
     gen = time.time() - t0
     t0 = time.time()
     cfg = TrainConfig(encoder="hash", epochs=1, max_steps_per_epoch=steps, max_val_edges=2000, seed=0)
-    train_dataset(root / "dataset", root / "model", cfg, progress=False, log=log)
+    train_dataset(root / "dataset", root / "model", cfg, progress=False, log=log, list_k=list_k)
     from dualrec.store import open_version
 
     info = open_version(root / "model").info
@@ -76,6 +76,7 @@ def build(root: Path, n: int, steps: int, log) -> tuple[Path, dict]:
         "rerank_seconds": info.get("rerank_seconds"),
         "lists_seconds": (info.get("lists") or {}).get("seconds"),
         "train_seconds": info.get("train_seconds"),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
 
 
@@ -88,7 +89,7 @@ def percentiles(x: list[float]) -> dict:
     }
 
 
-def in_process(model: Path, queries: int, seed: int) -> dict:
+def in_process(model: Path, queries: int, seed: int, lists: bool) -> dict:
     import torch
 
     from dualrec.retrieval import Recommender
@@ -111,17 +112,21 @@ def in_process(model: Path, queries: int, seed: int) -> dict:
         rr.top_k([r], 10)
         if i >= 50:
             online.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        rec.top_k([r], 10)
-        if i >= 50:
-            lookup.append(time.perf_counter() - t)
-    same = np.mean([np.array_equal(rr.top_k([r], 10)[1], rec.top_k([r], 10)[1]) for r in rows[:200].tolist()])
-    return {
+        if lists:
+            t = time.perf_counter()
+            rec.top_k([r], 10)
+            if i >= 50:
+                lookup.append(time.perf_counter() - t)
+    out = {
         "load_seconds": round(load_s, 1),
         "load_rss_mib": round(rss_mib(os.getpid())["VmRSS"] - before, 1),
+        "rss_mib_after_queries": rss_mib(os.getpid()),
         "online": percentiles(online),
-        "precomputed": percentiles(lookup),
-        "lists_equal_online": float(same),
+    }
+    if lists:
+        same = np.mean([np.array_equal(rr.top_k([r], 10)[1], rec.top_k([r], 10)[1]) for r in rows[:200].tolist()])
+        out |= {"precomputed": percentiles(lookup), "lists_equal_online": float(same)}
+    return out | {
         "first_stage": {
             "index": rec.index.kind,
             "params": rec.index.params,
@@ -178,6 +183,13 @@ def main() -> None:
         help="with --model: keep the build section of the existing result file (the model it measured)",
     )
     ap.add_argument("--steps", type=int, default=2, help="DAEMON optimiser steps for the synthetic models")
+    ap.add_argument(
+        "--list-k",
+        type=int,
+        default=50,
+        help="precomputed list length of the synthetic models (0: none; every query and the export then take "
+        "the online path, so the export is not timed)",
+    )
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=3000)
@@ -205,7 +217,7 @@ def main() -> None:
                 result["build"] = json.loads(old.read_text())["build"] | {"measured": "when the model was built"}
         else:
             print(f"== {name}: building the model", flush=True)
-            model, result["build"] = build(root, n, a.steps, lambda m: print("   ", m, flush=True))
+            model, result["build"] = build(root, n, a.steps, a.list_k, lambda m: print("   ", m, flush=True))
         from dualrec.store import open_version
 
         v = open_version(model)
@@ -214,22 +226,24 @@ def main() -> None:
         result["products"] = int(v.info.get("num_products", len(v.ids())))
         result["ranker"] = v.info.get("ranker")
         print(f"== {name}: in process", flush=True)
-        result["in_process"] = in_process(model, a.queries, a.seed)
+        has_lists = bool(v.info.get("lists"))
+        result["in_process"] = in_process(model, a.queries, a.seed, has_lists)
         result["peak_rss_gib_benchmark_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         print(json.dumps(result["in_process"]), flush=True)
-        print(f"== {name}: export", flush=True)
-        result["export_top20"] = export_time(model)
+        if has_lists:  # (without them, an export is one online query per product: hours at 5M)
+            print(f"== {name}: export", flush=True)
+            result["export_top20"] = export_time(model)
         if not a.no_http:
             result["http"] = {}
             with_lists = open_version(model).name
-            online_version = without_lists(model)  # becomes the folder's current version
-            for label, version, workers, clients in (
-                ("precomputed", with_lists, 1, a.clients),
-                ("precomputed_2_workers", with_lists, 2, a.clients),
+            online_version = without_lists(model) if has_lists else with_lists  # (the folder's current version)
+            runs = [("precomputed", with_lists, 1, a.clients), ("precomputed_2_workers", with_lists, 2, a.clients)]
+            runs = (runs if has_lists else []) + [
                 ("online", online_version, 1, a.clients),
                 ("online_2_workers", online_version, 2, a.clients),
                 ("online_4_clients", online_version, 1, 4),
-            ):
+            ]
+            for label, version, workers, clients in runs:
                 print(f"== {name}: HTTP {label}", flush=True)
                 result["http"][label] = http(model, version, workers, clients, a.requests, a.seed)
                 result["http"][label]["clients"] = clients

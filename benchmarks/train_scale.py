@@ -105,9 +105,18 @@ def run(
     }
     if epochs > 1:  # the validation curve against wall time (training + validation passes)
         elapsed, curve = 0.0, []
+        steps = 0
         for row in res.history:
             elapsed += row["seconds"]
-            curve.append({"epoch": row["epoch"], "elapsed_seconds": round(elapsed, 1), "val_MRR@10": row["val_MRR@10"]})
+            steps += row["steps"]
+            curve.append(
+                {
+                    "epoch": row["epoch"],
+                    "steps": steps,
+                    "elapsed_seconds": round(elapsed, 1),
+                    "val_MRR@10": row["val_MRR@10"],
+                }
+            )
         best = max(c["val_MRR@10"] for c in curve)
         out["curve"] = curve
         out["best_val_MRR@10"] = best
@@ -128,13 +137,18 @@ def main() -> None:
     ap.add_argument("--batching", choices=["full", "history"], default="full")
     ap.add_argument("--features", choices=["random", "hash"], default="random")
     ap.add_argument(
-        "--epochs", type=int, default=1, help=">1: whole epochs (no --max-steps cap), with the validation curve"
+        "--epochs",
+        type=int,
+        default=1,
+        help=">1: that many epochs with the validation curve: whole epochs, or with --curve-steps S, "
+        "rounds of S steps each followed by a validation pass (a curve with more points on a large store)",
     )
+    ap.add_argument("--curve-steps", type=int, default=0)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = ap.parse_args()
     rows = []
     for n in a.sizes:  # ascending, so peak RSS of the larger run dominates
-        r = run(n, a.batch_size, 0 if a.epochs > 1 else a.max_steps, a.batching, a.epochs, a.features)
+        r = run(n, a.batch_size, a.curve_steps if a.epochs > 1 else a.max_steps, a.batching, a.epochs, a.features)
         print(json.dumps(r))
         rows.append(r)
     out = {
@@ -151,6 +165,7 @@ def main() -> None:
                 ("epochs", a.epochs),
                 ("features", a.features),
             )
+            + ((("curve_steps", a.curve_steps),) if a.curve_steps else ())
         )
         + (f" --out {a.out}" if a.out != DEFAULT_OUT else ""),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",

@@ -353,6 +353,7 @@ def test_a_large_catalogue_stores_a_text_index_for_new_products(tmp_path, monkey
     assert v.has("rerank/text_index/faiss.index") and v.info["text_index_recall_at_10"] > 0.9
     rr = Recommender.load(tmp_path / "model").reranker
     assert rr.text_index is not None and rr.text_index.meta["mmap"] and rr.text_index.n == 400
+    assert rr.text_index.meta["storage"] == "float16"
     exact = rr.with_config()
     exact.text_index = None
     q = np.arange(0, 400, 13)

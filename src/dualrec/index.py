@@ -4,7 +4,8 @@ The embeddings are L2-normalised, so inner product = cosine = ``score(u -> v)``;
 product's SOURCE embedding. Three kinds:
 
 * ``exact`` — ``IndexFlatIP``: brute force, identical top-k to :class:`dualrec.retrieval.Recommender`.
-* ``hnsw``  — ``IndexHNSWFlat`` (inner product); ``M`` fixed at build, ``efSearch`` tuned.
+* ``hnsw``  — ``IndexHNSWFlat`` (inner product; ``IndexHNSWSQ`` with 16-bit vectors for
+  ``storage="float16"``); ``M`` fixed at build, ``efSearch`` tuned.
 * ``ivf``   — ``IndexIVFFlat`` (inner product, flat coarse quantiser); ``nlist`` fixed, ``nprobe`` tuned.
 
 For the approximate kinds :meth:`RetrievalIndex.build` measures recall@10 against exact search
@@ -60,6 +61,46 @@ def _f32(x) -> np.ndarray:
     if x.ndim != 2:
         raise DualrecError(f"embeddings must be a 2-d array, got shape {x.shape}")
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _rows(x) -> np.ndarray:
+    """A 2-d float32 or float16 array as it is (no float32 copy of a large float16 table: the
+    build converts a chunk at a time)."""
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise DualrecError(f"embeddings must be a 2-d array, got shape {x.shape}")
+    return x if x.dtype in (np.float16, np.float32) else _f32(x)
+
+
+#: rows converted to float32 at a time while an index is built from a float16 table
+_CHUNK = 65_536
+
+
+def _add(index, t: np.ndarray) -> None:
+    for a in range(0, len(t), _CHUNK):
+        index.add(_f32(t[a : a + _CHUNK]))
+
+
+def exact_top_k(t: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the ``k`` largest ``q @ t.T`` per query (best first), ``t`` read a chunk at a time:
+    the ground truth of a recall measurement without a second copy of the table."""
+    q = _f32(q)
+    k = min(k, len(t))
+    best_s = np.full((len(q), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(q), 0), np.int64)
+    for a in range(0, len(t), _CHUNK):
+        s = q @ _f32(t[a : a + _CHUNK]).T
+        kk = min(k, s.shape[1])
+        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        best_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], axis=1)
+        best_i = np.concatenate([best_i, top + a], axis=1)
+        if best_s.shape[1] > k:
+            keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
+            best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_i, order, 1)
 
 
 def fingerprint(target: np.ndarray, n: int | None = None) -> str:
@@ -131,14 +172,20 @@ class RetrievalIndex:
         sample: int = 1000,
         seed: int = 0,
         log=None,
+        storage: str = "float32",
         **params,
     ) -> "RetrievalIndex":
         """Index ``target`` (N, d). ``queries`` (default: ``source``, else ``target``) are the real
         query vectors whose random sample of ``sample`` rows measures recall@10 against exact
         search. ``params`` fix ``M`` / ``efConstruction`` / ``efSearch`` (hnsw) or ``nlist`` /
-        ``nprobe`` (ivf); a search knob given explicitly is not tuned, only measured."""
+        ``nprobe`` (ivf); a search knob given explicitly is not tuned, only measured.
+        ``storage="float16"`` (hnsw): the graph's vectors in 16 bits (faiss's scalar quantiser),
+        half the memory of a wide index, e.g. over text; ``target`` may then be float16 too, and
+        no float32 copy of it is made."""
         if kind not in KINDS:
             raise DualrecError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if storage not in ("float32", "float16") or (storage == "float16" and kind != "hnsw"):
+            raise DualrecError(f"storage {storage!r}: float32, or float16 for an hnsw index")
         if not 0.0 < target_recall <= 1.0:
             raise DualrecError("target recall must be in (0, 1]")
         allowed = {"exact": set(), "hnsw": {"M", "efConstruction", "efSearch"}, "ivf": {"nlist", "nprobe"}}[kind]
@@ -149,12 +196,12 @@ class RetrievalIndex:
                 + (f" (known: {', '.join(sorted(allowed))})" if allowed else "")
             )
         log = log or (lambda m: None)
-        t = _f32(target)
+        t = _rows(target)
         n, d = t.shape
         if n == 0:
             raise DualrecError("cannot index zero products")
         src = None if source is None else _f32(source)
-        q_all = _f32(queries) if queries is not None else (src if src is not None else t)
+        q_all = _rows(queries) if queries is not None else (src if src is not None else t)
         if q_all.shape[1] != d:
             raise DualrecError(f"query dimension {q_all.shape[1]} != target dimension {d}")
         t0 = time.time()
@@ -163,28 +210,28 @@ class RetrievalIndex:
         # two disjoint samples of real queries: one tunes the search knob, the other measures the
         # recall that is reported (an unbiased estimate); small models share one sample
         pick = rng.choice(len(q_all), size=min(2 * sample, len(q_all)), replace=False)
-        qs = q_all[np.sort(pick[:sample])]
-        qe = q_all[np.sort(pick[sample:])] if len(pick) > sample else qs
+        qs = _f32(q_all[np.sort(pick[:sample])])
+        qe = _f32(q_all[np.sort(pick[sample:])]) if len(pick) > sample else qs
         params = {k: int(v) for k, v in params.items()}
         tuned, recall_tuning = None, None
 
         if kind == "exact":
             index = faiss.IndexFlatIP(d)
-            index.add(t)
+            _add(index, t)
             recall = 1.0
         else:
-            exact = faiss.IndexFlatIP(d)
-            exact.add(t)
             kq = min(10, n)
-            gt = exact.search(qs, kq)[1]
-            gt_eval = exact.search(qe, kq)[1] if qe is not qs else gt
-            del exact
+            gt = exact_top_k(t, qs, kq)
+            gt_eval = exact_top_k(t, qe, kq) if qe is not qs else gt
             if kind == "hnsw":
                 M = params.setdefault("M", 32)
                 params.setdefault("efConstruction", 80)
-                index = faiss.IndexHNSWFlat(d, M, faiss.METRIC_INNER_PRODUCT)
+                if storage == "float16":
+                    index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, M, faiss.METRIC_INNER_PRODUCT)
+                else:
+                    index = faiss.IndexHNSWFlat(d, M, faiss.METRIC_INNER_PRODUCT)
                 index.hnsw.efConstruction = params["efConstruction"]
-                index.add(t)
+                _add(index, t)
                 knob, grid = "efSearch", _HNSW_EF
             else:
                 nlist = params.setdefault("nlist", _default_nlist(n))
@@ -196,8 +243,8 @@ class RetrievalIndex:
                 tr = t if train_rows == n else t[np.sort(rng.choice(n, size=train_rows, replace=False))]
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    index.train(tr)
-                index.add(t)
+                    index.train(_f32(tr))
+                _add(index, t)
                 knob = "nprobe"
                 grid = sorted(
                     {
@@ -228,6 +275,7 @@ class RetrievalIndex:
         meta = {
             "format": FORMAT,
             "kind": kind,
+            "storage": storage,
             "metric": "inner_product",
             "params": params,
             "n": int(n),

@@ -760,8 +760,12 @@ class CandidateReranker:
 
         if self.x is None:
             raise DualrecError("the second stage has no text features to index")
-        unit = np.concatenate([_unit(self.x[a : a + 65_536]) for a in range(0, self.x.shape[0], 65_536)])
-        self.text_index = RetrievalIndex.build(unit, "hnsw", log=log)
+        # 16-bit unit vectors made a chunk at a time, 16-bit vectors in the index: a float32 copy
+        # of the text beside an index of float32 vectors ran a 5M-product training out of memory
+        unit = np.empty(self.x.shape, np.float16)
+        for a in range(0, self.x.shape[0], 65_536):
+            unit[a : a + 65_536] = _unit(self.x[a : a + 65_536])
+        self.text_index = RetrievalIndex.build(unit, "hnsw", log=log, storage="float16")
         self._cold = None
 
     def _cold_scores(

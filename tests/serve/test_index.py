@@ -10,9 +10,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import dualrec.index as index_module
 from dualrec.cli import app
 from dualrec.graph import DualrecError
-from dualrec.index import RetrievalIndex, RowFilter, load_model_index, recall_at_k, write_model_index
+from dualrec.index import (
+    RetrievalIndex,
+    RowFilter,
+    exact_top_k,
+    load_model_index,
+    recall_at_k,
+    write_model_index,
+)
 from dualrec.retrieval import Recommender
 from dualrec.store import open_version
 
@@ -152,6 +160,44 @@ def test_ivf_reaches_target_and_explicit_knob_is_only_measured():
         RetrievalIndex.build(t, "ivf", M=8)
     with pytest.raises(DualrecError, match="unknown index kind"):
         RetrievalIndex.build(t, "annoy")
+
+
+def test_exact_top_k_in_chunks_is_brute_force(monkeypatch):
+    monkeypatch.setattr(index_module, "_CHUNK", 97)  # many chunks, a short last one
+    rng = np.random.default_rng(3)
+    t, q = normalised(rng, 1000, 8), normalised(rng, 40, 8)
+    want = np.argsort(-(q @ t.T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(exact_top_k(t, q, 10), want)
+    np.testing.assert_array_equal(exact_top_k(t.astype(np.float16), q, 10)[:, 0], want[:, 0])
+    assert exact_top_k(t[:5], q, 10).shape == (40, 5)  # k beyond the table
+
+
+def test_hnsw_float16_storage_from_a_float16_table(tmp_path, monkeypatch):
+    """A wide index (the text's) built from 16-bit rows into 16-bit storage: its recall is
+    measured against exact search as for float32, and it reads back memory-mapped."""
+    monkeypatch.setattr(index_module, "_CHUNK", 1000)  # added and searched exactly in chunks
+    rng = np.random.default_rng(1)
+    t = normalised(rng, 5000, 32).astype(np.float16)
+    idx = RetrievalIndex.build(t, "hnsw", sample=300, storage="float16")
+    assert idx.meta["storage"] == "float16" and idx.meta["target_met"] and idx.n == 5000
+    q = t[:50].astype(np.float32)
+    r = recall_at_k(idx.search(q, 10)[1], exact_top_k(t, q, 10), 10)
+    assert r >= 0.9, r
+    idx.save(tmp_path / "ix")
+    back = RetrievalIndex.load(tmp_path / "ix", mmap=True)
+    np.testing.assert_array_equal(back.search(q, 10)[1], idx.search(q, 10)[1])
+    flat = RetrievalIndex.build(t, "hnsw", sample=300)
+    assert flat.meta["storage"] == "float32"
+    saved = _saved_size(flat, tmp_path / "flat") - (tmp_path / "ix" / "faiss.index").stat().st_size
+    assert saved >= 0.95 * t.shape[0] * t.shape[1] * 2  # two bytes a value (the graph's links are the same)
+    for kind, storage in (("exact", "float16"), ("hnsw", "int8")):
+        with pytest.raises(DualrecError, match="storage"):
+            RetrievalIndex.build(t, kind, storage=storage)
+
+
+def _saved_size(idx, d) -> int:
+    idx.save(d)
+    return (d / "faiss.index").stat().st_size
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
