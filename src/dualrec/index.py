@@ -90,8 +90,9 @@ def exact_top_k(t: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(t))
     best_s = np.full((len(q), 0), -np.inf, np.float32)
     best_i = np.zeros((len(q), 0), np.int64)
-    for a in range(0, len(t), _CHUNK):
-        s = q @ _f32(t[a : a + _CHUNK]).T
+    step = min(_CHUNK, max(1024, (1 << 24) // max(len(q), 1)))  # (a score block of at most 64 MiB)
+    for a in range(0, len(t), step):
+        s = q @ _f32(t[a : a + step]).T
         kk = min(k, s.shape[1])
         top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         best_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], axis=1)
