@@ -54,24 +54,19 @@ _FP_ROWS = 4096
 _HNSW_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
-def _f32(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise DualrecError(f"embeddings must be a 2-d array, got shape {x.shape}")
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
 def _rows(x) -> np.ndarray:
     """A 2-d float32 or float16 array as it is (no float32 copy of a large float16 table: the
-    build converts a chunk at a time)."""
+    build converts a chunk at a time); other dtypes become float32."""
     if hasattr(x, "detach"):  # torch tensor
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if x.ndim != 2:
         raise DualrecError(f"embeddings must be a 2-d array, got shape {x.shape}")
-    return x if x.dtype in (np.float16, np.float32) else _f32(x)
+    return x if x.dtype in (np.float16, np.float32) else x.astype(np.float32)
+
+
+def _f32(x) -> np.ndarray:
+    return np.ascontiguousarray(_rows(x), dtype=np.float32)
 
 
 #: rows converted to float32 at a time while an index is built from a float16 table
