@@ -182,18 +182,18 @@ def test_a_product_without_edges_gets_its_text_neighbours_co_purchases(setup, co
 
 def test_a_new_products_neighbours_come_from_the_text_index_when_there_is_one(setup, cold_rr):
     """With a text index (what training stores above ``TEXT_INDEX_FROM`` products) a product without
-    history finds its neighbours through HNSW restricted to the products with history: the same
+    history finds its neighbours through IVF restricted to the products with history: the same
     lists as the exact search, up to the index's recall."""
     cs, rr = cold_rr
     cold = cs.cold.nonzero().view(-1)[:20].numpy()
-    hnsw = rr.with_config()
-    hnsw.build_text_index(log=lambda m: None)
-    assert hnsw.text_index.kind == "hnsw" and hnsw.text_index.n == rr.x.shape[0]
+    ivf = rr.with_config()
+    ivf.build_text_index(log=lambda m: None)
+    assert ivf.text_index.kind == "ivf" and ivf.text_index.n == rr.x.shape[0]
     assert rr.text_index is None  # the copy's own
-    search, M, size = hnsw._cold_pool()
+    search, M, size = ivf._cold_pool()
     _, nb = search(rr.x[cold].astype(np.float32) / np.linalg.norm(rr.x[cold].astype(np.float32), axis=1)[:, None], 10)
     assert size == int((np.diff(M.indptr) > 0).sum()) and (np.diff(M.indptr)[nb[nb >= 0]] > 0).all()
-    assert _overlap(hnsw.top_k(cold, 10)[1], rr.top_k(cold, 10)[1]) > 0.9
+    assert _overlap(ivf.top_k(cold, 10)[1], rr.top_k(cold, 10)[1]) > 0.9
 
 
 def test_graph_only_reranker_has_no_daemon_features(setup):

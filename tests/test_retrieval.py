@@ -331,7 +331,7 @@ def test_the_model_folder_needs_no_dataset_and_retrains_without_the_second_stage
 
 
 def test_a_large_catalogue_stores_a_text_index_for_new_products(tmp_path, monkeypatch):
-    """Above ``TEXT_INDEX_FROM`` products training stores an HNSW index over the text next to the second
+    """Above ``TEXT_INDEX_FROM`` products training stores an IVF index over the text next to the second
     stage; the loaded model searches it (memory-mapped) for a new product's neighbours, with the
     lists of exact search up to its recall."""
     import dualrec.pipeline
@@ -353,7 +353,7 @@ def test_a_large_catalogue_stores_a_text_index_for_new_products(tmp_path, monkey
     assert v.has("rerank/text_index/faiss.index") and v.info["text_index_recall_at_10"] > 0.9
     rr = Recommender.load(tmp_path / "model").reranker
     assert rr.text_index is not None and rr.text_index.meta["mmap"] and rr.text_index.n == 400
-    assert rr.text_index.meta["storage"] == "float16"
+    assert rr.text_index.meta["storage"] == "float16" and rr.text_index.kind == "ivf"
     exact = rr.with_config()
     exact.text_index = None
     q = np.arange(0, 400, 13)

@@ -6,7 +6,8 @@ product's SOURCE embedding. Three kinds:
 * ``exact`` — ``IndexFlatIP``: brute force, identical top-k to :class:`dualrec.retrieval.Recommender`.
 * ``hnsw``  — ``IndexHNSWFlat`` (inner product; ``IndexHNSWSQ`` with 16-bit vectors for
   ``storage="float16"``); ``M`` fixed at build, ``efSearch`` tuned.
-* ``ivf``   — ``IndexIVFFlat`` (inner product, flat coarse quantiser); ``nlist`` fixed, ``nprobe`` tuned.
+* ``ivf``   — ``IndexIVFFlat`` (inner product, flat coarse quantiser; ``IndexIVFScalarQuantizer``
+  with 16-bit vectors for ``storage="float16"``); ``nlist`` fixed, ``nprobe`` tuned.
 
 For the approximate kinds :meth:`RetrievalIndex.build` measures recall@10 against exact search
 on a sample of real queries (the model's source embeddings) and raises the search-time knob
@@ -175,13 +176,13 @@ class RetrievalIndex:
         query vectors whose random sample of ``sample`` rows measures recall@10 against exact
         search. ``params`` fix ``M`` / ``efConstruction`` / ``efSearch`` (hnsw) or ``nlist`` /
         ``nprobe`` (ivf); a search knob given explicitly is not tuned, only measured.
-        ``storage="float16"`` (hnsw): the graph's vectors in 16 bits (faiss's scalar quantiser),
-        half the memory of a wide index, e.g. over text; ``target`` may then be float16 too, and
-        no float32 copy of it is made."""
+        ``storage="float16"`` (hnsw, ivf): the vectors in 16 bits (faiss's scalar quantiser), half
+        the memory of a wide index, e.g. over text; ``target`` may then be float16 too, and no
+        float32 copy of it is made."""
         if kind not in KINDS:
             raise DualrecError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
-        if storage not in ("float32", "float16") or (storage == "float16" and kind != "hnsw"):
-            raise DualrecError(f"storage {storage!r}: float32, or float16 for an hnsw index")
+        if storage not in ("float32", "float16") or (storage == "float16" and kind == "exact"):
+            raise DualrecError(f"storage {storage!r}: float32, or float16 for an hnsw or ivf index")
         if not 0.0 < target_recall <= 1.0:
             raise DualrecError("target recall must be in (0, 1]")
         allowed = {"exact": set(), "hnsw": {"M", "efConstruction", "efSearch"}, "ivf": {"nlist", "nprobe"}}[kind]
@@ -234,7 +235,12 @@ class RetrievalIndex:
                 if nlist < 1 or nlist > n:
                     raise DualrecError(f"nlist must be in 1..{n}")
                 quant = faiss.IndexFlatIP(d)
-                index = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT)
+                if storage == "float16":
+                    index = faiss.IndexIVFScalarQuantizer(
+                        quant, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT, False
+                    )  # codes of the vectors themselves, not of residuals: as exact as float16 allows
+                else:
+                    index = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT)
                 train_rows = min(n, max(64 * nlist, 10_000))
                 tr = t if train_rows == n else t[np.sort(rng.choice(n, size=train_rows, replace=False))]
                 with warnings.catch_warnings():
@@ -455,6 +461,8 @@ class RetrievalIndex:
             raise DualrecError(f"{d / META_FILE} is not valid JSON: {e}") from e
         try:
             flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+            if mmap and meta.get("kind") == "ivf":  # faiss maps an IVF's lists only without IO_FLAG_MMAP
+                flags &= ~faiss.IO_FLAG_MMAP
             index = faiss.read_index(str(d / INDEX_FILE), flags)
         except RuntimeError as e:
             raise DualrecError(f"cannot read {d / INDEX_FILE}: {str(e).splitlines()[0]}") from e

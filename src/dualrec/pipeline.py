@@ -67,6 +67,9 @@ def train_dataset(
     its ``seed`` is the training's). ``tune_trials`` > 0 first chooses settings on the validation
     edges (:func:`dualrec.tune.tune`, at most ``tune_budget`` seconds when given) and keeps the best
     trial's model; ``model.json`` records the choice (``tuning``).
+
+    The result's ``model`` is None: the trained weights are in the version
+    (:func:`dualrec.store.open_version` reads them back).
     """
     config = (config or TrainConfig()).validate()
     if tune_trials < 0:
@@ -200,6 +203,9 @@ def _train_into(
                 best_epoch=result.best_epoch,
                 val_metrics=result.val_metrics,
             )
+            # the weights are in the version now; their per-product table (N x id_dim floats, GBs
+            # on a large catalogue) need not be held through the second stage's build
+            result.model = None
             if rerank:
                 split = result.split
                 vm = split.mask(VAL)

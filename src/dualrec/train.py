@@ -276,7 +276,7 @@ class EarlyStopping:
 
 @dataclass
 class TrainResult:
-    model: DAEMON
+    model: DAEMON | None  # None once written to a model folder (dualrec.pipeline.train_dataset)
     source: torch.Tensor
     target: torch.Tensor
     split: EdgeSplit

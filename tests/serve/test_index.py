@@ -172,13 +172,14 @@ def test_exact_top_k_in_chunks_is_brute_force(monkeypatch):
     assert exact_top_k(t[:5], q, 10).shape == (40, 5)  # k beyond the table
 
 
-def test_hnsw_float16_storage_from_a_float16_table(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_float16_storage_from_a_float16_table(tmp_path, monkeypatch, kind):
     """A wide index (the text's) built from 16-bit rows into 16-bit storage: its recall is
     measured against exact search as for float32, and it reads back memory-mapped."""
     monkeypatch.setattr(index_module, "_CHUNK", 1000)  # added and searched exactly in chunks
     rng = np.random.default_rng(1)
     t = normalised(rng, 5000, 32).astype(np.float16)
-    idx = RetrievalIndex.build(t, "hnsw", sample=300, storage="float16")
+    idx = RetrievalIndex.build(t, kind, sample=300, storage="float16")
     assert idx.meta["storage"] == "float16" and idx.meta["target_met"] and idx.n == 5000
     q = t[:50].astype(np.float32)
     r = recall_at_k(idx.search(q, 10)[1], exact_top_k(t, q, 10), 10)
@@ -186,13 +187,13 @@ def test_hnsw_float16_storage_from_a_float16_table(tmp_path, monkeypatch):
     idx.save(tmp_path / "ix")
     back = RetrievalIndex.load(tmp_path / "ix", mmap=True)
     np.testing.assert_array_equal(back.search(q, 10)[1], idx.search(q, 10)[1])
-    flat = RetrievalIndex.build(t, "hnsw", sample=300)
+    flat = RetrievalIndex.build(t, kind, sample=300)
     assert flat.meta["storage"] == "float32"
     saved = _saved_size(flat, tmp_path / "flat") - (tmp_path / "ix" / "faiss.index").stat().st_size
-    assert saved >= 0.95 * t.shape[0] * t.shape[1] * 2  # two bytes a value (the graph's links are the same)
-    for kind, storage in (("exact", "float16"), ("hnsw", "int8")):
+    assert saved >= 0.95 * t.shape[0] * t.shape[1] * 2  # two bytes a value (the graph or lists are the same)
+    for bad_kind, storage in (("exact", "float16"), (kind, "int8")):
         with pytest.raises(DualrecError, match="storage"):
-            RetrievalIndex.build(t, kind, storage=storage)
+            RetrievalIndex.build(t, bad_kind, storage=storage)
 
 
 def _saved_size(idx, d) -> int:
