@@ -317,12 +317,15 @@ def serve_scale() -> list[str]:
         "The two-stage ranking served at scale (`benchmarks/serve_scale.py`: a model built by "
         "`dualrec train`'s own pipeline; one query in process with 1 thread; HTTP with aiohttp clients on "
         "the same 2 cores; precomputed = a known product's stored list, online = the second stage over the "
-        "index's and the paths' candidates):",
+        "index's and the paths' candidates; the synthetic models' DAEMON had 2 optimiser steps, so a low "
+        "first-stage recall is that of near-random embeddings, the HNSW search's worst case; build peak = the "
+        "whole `dualrec train` process, where measured):",
         "",
         "| products | first stage (recall@10) | online p50 / p99 ms | precomputed p50 / p99 ms | "
         "HTTP precomputed req/s, p50 / p99 ms | same, 2 workers | HTTP online | same, 2 workers | "
-        "same, 1 worker, 4 clients | server RSS MiB (1 / 2 workers) | precompute all lists s | export top-20 s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "same, 1 worker, 4 clients | server RSS MiB (1 / 2 workers) | precompute all lists s | export top-20 s | "
+        "build s (peak RSS GiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         ip, h = r["in_process"], r.get("http", {})
@@ -346,10 +349,17 @@ def serve_scale() -> list[str]:
             f"{pre_ms} | {hh('precomputed')} | "
             f"{hh('precomputed_2_workers')} | {hh('online')} | {hh('online_2_workers')} | {hh('online_4_clients')} | "
             f"{rss(served)} / {rss(served + '_2_workers')} | "
-            f"{lists_s} | {r['export_top20']['seconds'] if 'export_top20' in r else 'n/a'} |"
+            f"{lists_s} | {r['export_top20']['seconds'] if 'export_top20' in r else 'n/a'} | {built(r)} |"
         )
     out.append("")
     return out
+
+
+def built(r: dict) -> str:
+    b = r.get("build") or {}
+    if "build_seconds" not in b:
+        return "n/a"
+    return f"{b['build_seconds']:,.0f}" + (f" ({b['peak_rss_gib']})" if "peak_rss_gib" in b else "")
 
 
 def serve_memory() -> list[str]:
@@ -387,27 +397,27 @@ def serve_memory() -> list[str]:
 
 
 def cold_query() -> list[str]:
-    """A new product's neighbour search: the stored HNSW text index against the flat search."""
+    """A new product's neighbour search: the stored text index against the flat search."""
     t = load("cold_query_scale.json")
     if not t:
         return []
     rows = []
     for r in t["results"]:
-        b, h = r["built_on_first_query"], r["stored_hnsw"]
+        b, h = r["built_on_first_query"], r.get("stored_index") or {"kind": "hnsw", **r["stored_hnsw"]}
         rows.append(
             f"| {r['products']:,} | {r['with_history']:,} | {b['kind']}: {b['p50_ms']} / {b['p99_ms']} "
-            f"(recall {b['recall_at_20_vs_exact']}) | "
+            f"(recall {b['recall_at_20_vs_exact']}) | {h['kind'].upper()}: "
             f"{h['p50_ms']} / {h['p99_ms']} | {h['recall_at_20_vs_exact']} | {h['build_seconds']:,.0f} | "
             f"{h['index_bytes'] / 2**20:,.0f} |"
         )
     return [
         f"A new product's text neighbours (`{t['command']}`, {t['machine']}, {t['date']}; hash text features, "
         "one query at a time, k = 21): the search built on the first such query (exact, 8-bit codes above "
-        "200k products with history) against the HNSW index over the catalogue's text that training stores "
+        "200k products with history) against the index over the catalogue's text that training stores "
         "above 50k products, restricted to the products with history by a faiss selector:",
         "",
-        "| products | with history | flat p50 / p99 ms | stored HNSW p50 / p99 ms | HNSW recall@20 vs exact | "
-        "HNSW build s | HNSW MiB |",
+        "| products | with history | flat p50 / p99 ms | stored index p50 / p99 ms | its recall@20 vs exact | "
+        "its build s | its MiB |",
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
@@ -443,24 +453,32 @@ def sparse_parity() -> list[str]:
 
 def convergence() -> list[str]:
     out = []
-    for mode in ("full", "history"):
-        t = load(f"train_convergence_{mode}.json")
+    for name in ("full", "history", "history_1m"):
+        t = load(f"train_convergence_{name}.json")
         if not t:
             continue
         r = t["results"][0]
-        curve = ", ".join(f"{c['val_MRR@10']:.3f} at {c['elapsed_seconds']:.0f} s" for c in r["curve"])
+        curve = ", ".join(
+            f"{c['val_MRR@10']:.3f} at {c['elapsed_seconds']:.0f} s"
+            + (f" ({c['steps']:,} steps)" if "steps" in c and name.endswith("_1m") else "")
+            for c in r["curve"]
+        )
+        passes = str(len(r["curve"]))
+        if name.endswith("_1m"):
+            passes += f" (an epoch: {r['steps_per_full_epoch']:,} steps)"
         out.append(
-            f"| {mode} | {r['products']:,} | {r['batch_size']:,} | {len(r['curve'])} | {curve} | "
+            f"| {r['batching']} | {r['products']:,} | {r['batch_size']:,} | {passes} | {curve} | "
             f"{r['best_val_MRR@10']:.3f} | {r['seconds_to_within_1pct_of_best']:.0f} |"
         )
     if not out:
         return []
     return [
         "Validation MRR@10 against wall time, synthetic store with hashed text features "
-        "(`python benchmarks/train_scale.py --sizes 100000 --features hash --epochs E --batching MODE ...`; "
-        "seconds include each epoch's validation pass):",
+        "(`python benchmarks/train_scale.py --sizes N --features hash --epochs E --batching MODE ...`; "
+        "seconds include each validation pass; at 1M a pass follows every `--curve-steps` steps, not every "
+        "epoch):",
         "",
-        "| mode | products | batch | epochs | val MRR@10 after each epoch | best | s to within 1 % of best |",
+        "| mode | products | batch | validation passes | val MRR@10 after each | best | s to within 1 % of best |",
         "|---|---|---|---|---|---|---|",
         *out,
         "",

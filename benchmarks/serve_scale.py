@@ -199,6 +199,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if a.workdir:
+        a.workdir.mkdir(parents=True, exist_ok=True)
     jobs = [(a.name or a.model.name, None)] if a.model else [(f"{n // 1000}k", n) for n in a.sizes]
     for name, n in jobs:
         root = Path(tempfile.mkdtemp(prefix=f"serve_scale-{name}-", dir=a.workdir))

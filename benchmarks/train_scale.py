@@ -52,6 +52,7 @@ def run(
     epochs: int = 1,
     features: str = "random",
     dim: int = 384,
+    val_edges: int = 2000,
 ) -> dict:
     t0 = time.time()
     g = make_store(n_products=n, edges_per_product=20.0, seed=0)
@@ -72,7 +73,7 @@ def run(
         batch_size=batch_size,
         history_batch_size=batch_size,
         max_steps_per_epoch=max_steps,
-        max_val_edges=2000,
+        max_val_edges=val_edges,
         seed=0,
         batching=batching,
     )
@@ -149,11 +150,15 @@ def main() -> None:
         "rounds of S steps each followed by a validation pass (a curve with more points on a large store)",
     )
     ap.add_argument("--curve-steps", type=int, default=0)
+    ap.add_argument(
+        "--val-edges", type=int, default=2000, help="validation edges ranked per pass (more: a less noisy curve)"
+    )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = ap.parse_args()
     rows = []
     for n in a.sizes:  # ascending, so peak RSS of the larger run dominates
-        r = run(n, a.batch_size, a.curve_steps if a.epochs > 1 else a.max_steps, a.batching, a.epochs, a.features)
+        steps = a.curve_steps if a.epochs > 1 else a.max_steps
+        r = run(n, a.batch_size, steps, a.batching, a.epochs, a.features, val_edges=a.val_edges)
         print(json.dumps(r))
         rows.append(r)
     out = {
@@ -171,6 +176,7 @@ def main() -> None:
                 ("features", a.features),
             )
             + ((("curve_steps", a.curve_steps),) if a.curve_steps else ())
+            + ((("val_edges", a.val_edges),) if a.val_edges != 2000 else ())
         )
         + (f" --out {a.out}" if a.out != DEFAULT_OUT else ""),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
