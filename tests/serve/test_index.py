@@ -162,6 +162,34 @@ def test_ivf_reaches_target_and_explicit_knob_is_only_measured():
         RetrievalIndex.build(t, "annoy")
 
 
+def test_recall_counts_ties_with_the_exact_scores():
+    """Duplicate rows (products with the same text): returning one copy where exact search
+    returned the other is a hit when the scores are given, a miss by row identity."""
+    rng = np.random.default_rng(5)
+    base = normalised(rng, 50, 8)
+    t = np.vstack([base, base])  # row i and row i + 50 are the same vector
+    q = normalised(rng, 20, 8)
+    exact = exact_top_k(t, q, 3)  # a pair of copies, then one copy of the next vector
+    twin = exact.copy()
+    twin[:, 2] = np.where(exact[:, 2] < 50, exact[:, 2] + 50, exact[:, 2] - 50)  # its other copy
+    assert recall_at_k(twin, exact, 3) == pytest.approx(2 / 3)
+    assert recall_at_k(twin, exact, 3, target=t, queries=q) == 1.0
+    worse = exact_top_k(t, q, 30)[:, -3:]  # rows ranked 28th-30th: below the 3rd best's score
+    assert recall_at_k(worse, exact, 3, target=t, queries=q) == 0.0
+    twin[:, 0] = -1
+    assert recall_at_k(twin, exact, 3, target=t, queries=q) == pytest.approx(2 / 3)
+
+
+def test_tuning_on_duplicated_rows_does_not_widen_to_a_full_scan():
+    """Every vector three times: by row identity no probe setting short of the whole table reaches
+    the target; counting ties, a small one does."""
+    rng = np.random.default_rng(6)
+    t = np.vstack([normalised(rng, 2000, 16)] * 3)
+    idx = RetrievalIndex.build(t, "ivf", sample=300, nlist=64)
+    assert idx.meta["target_met"] and idx.meta["recall_counts_ties"]
+    assert idx.params["nprobe"] < 64, idx.params
+
+
 def test_exact_top_k_in_chunks_is_brute_force(monkeypatch):
     monkeypatch.setattr(index_module, "_CHUNK", 97)  # many chunks, a short last one
     rng = np.random.default_rng(3)
