@@ -755,8 +755,7 @@ class CandidateReranker:
         """An IVF index over the catalogue's unit text (:attr:`text_index`): what a new product as
         query searches for its neighbours with history, in time that does not grow with N. IVF,
         not HNSW: text clusters well, and an HNSW graph over millions of wide vectors takes far
-        longer to build than IVF's k-means and list assignment (a 5M-product build did not finish
-        it in 50 minutes).
+        longer to build than IVF's k-means and list assignment (benchmarks/cold_query_scale.py).
         Written into the version by :meth:`save`; its recall against exact search is measured and
         stored (:meth:`~dualrec.index.RetrievalIndex.build`)."""
         from dualrec.index import RetrievalIndex
