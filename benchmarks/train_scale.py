@@ -44,6 +44,19 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
+def make_inputs(n: int, batching: str = "history", features: str = "random", dim: int = 384):
+    """The synthetic store of ``n`` products and its features, as ``dualrec train`` passes them."""
+    g = make_store(n_products=n, edges_per_product=20.0, seed=0)
+    if features == "hash":  # the synthetic products' own text, hashed: something to learn from
+        x = torch.from_numpy(build_features(g.products, "hash", show_progress=False))
+    else:  # (float16 in the history mode, as `dualrec train` passes them: dualrec.pipeline._training_features)
+        gen, step = torch.Generator().manual_seed(0), 100_000
+        x = torch.empty(n, dim, dtype=torch.float16 if batching == "history" else torch.float32)
+        for i in range(0, n, step):  # a chunk at a time: no float32 copy of 5M x 384 beside it
+            x[i : i + step] = torch.randn(min(step, n - i), dim, generator=gen)
+    return g, (x.half() if batching == "history" else x)
+
+
 def run(
     n: int,
     batch_size: int,
@@ -55,18 +68,9 @@ def run(
     val_edges: int = 2000,
 ) -> dict:
     t0 = time.time()
-    g = make_store(n_products=n, edges_per_product=20.0, seed=0)
+    g, x = make_inputs(n, batching, features, dim)
     gen_s = time.time() - t0
-    if features == "hash":  # the synthetic products' own text, hashed: something to learn from
-        x = torch.from_numpy(build_features(g.products, "hash", show_progress=False))
-        dim = x.shape[1]
-    else:  # (float16 in the history mode, as `dualrec train` passes them: dualrec.pipeline._training_features)
-        gen, step = torch.Generator().manual_seed(0), 100_000
-        x = torch.empty(n, dim, dtype=torch.float16 if batching == "history" else torch.float32)
-        for i in range(0, n, step):  # a chunk at a time: no float32 copy of 5M x 384 beside it
-            x[i : i + step] = torch.randn(min(step, n - i), dim, generator=gen)
-    if batching == "history":
-        x = x.half()
+    dim = x.shape[1]
     cfg = TrainConfig(
         epochs=epochs,
         patience=epochs,

@@ -174,6 +174,32 @@ def test_history_mode_learns_resumes_and_says_so(store, tmp_path):
     assert [h["epoch"] for h in again.history] == list(range(6))
 
 
+def test_a_profiled_history_step_is_split_into_its_named_phases(store):
+    """benchmarks/train_profile.py attributes a step's operators to these ranges: each step has
+    each of them once, and between them they hold the step's work (forward, backward, optimiser)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from dualrec.train import PHASES
+
+    g, x = store
+    cfg = TrainConfig(encoder="hash", epochs=1, seed=0, batching="history", max_steps_per_epoch=3)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train(g, x, cfg, progress=False, log=lambda m: None)
+    events = prof.events()
+    counts = {p: sum(e.name == name for e in events) for p, name in PHASES.items()}
+    assert counts == dict.fromkeys(PHASES, 3), counts
+
+    def inside(e, phase):
+        p = e.cpu_parent
+        while p is not None and p.name != PHASES[phase]:
+            p = p.cpu_parent
+        return p is not None
+
+    ops = [e for e in events if e.name in ("aten::mm", "aten::addmm")]
+    assert any(inside(e, "forward") for e in ops) and any(inside(e, "backward") for e in ops)
+    assert any(inside(e, "optimiser") for e in events if "adam" in e.name.lower())
+
+
 def test_two_workers_train_like_one_process_on_the_same_batches(tmp_path):
     """`dualrec train --workers 2`: two processes under torchrun (DDP over gloo), each on half of
     every batch. Their losses follow the single-process run's, their replicas end identical (the

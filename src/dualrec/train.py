@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from dualrec.evaluate import RankingEvaluator, direction_accuracy
@@ -41,6 +42,17 @@ from dualrec.loss import asymmetric_loss, info_nce, two_hop_negatives
 from dualrec.model import DAEMON, DualAdjacency
 from dualrec.optim import RowAdam
 from dualrec.split import TEST, TRAIN, VAL, EdgeSplit, edge_split
+
+# Named ranges of a history step, for torch.profiler (benchmarks/train_profile.py attributes a
+# step's time to them); without an active profiler a range costs about a microsecond.
+PHASES = {
+    "batch": "dualrec.step.batch",  # the step's products: ends of its edges and pairs, negatives
+    "forward": "dualrec.step.forward",  # DAEMON on those products, neighbours from the history
+    "loss": "dualrec.step.loss",
+    "backward": "dualrec.step.backward",
+    "optimiser": "dualrec.step.optimiser",
+    "history": "dualrec.step.history",  # the fresh layer inputs written back
+}
 
 
 @dataclass
@@ -447,14 +459,16 @@ class _Step:
         return loss
 
     def update(self, loss: torch.Tensor) -> None:
-        self.opt.zero_grad()
-        if self.sparse_opt is not None:
-            self.sparse_opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        if self.sparse_opt is not None:
-            self.sparse_opt.step()
-        self.total += float(loss.detach())
+        with record_function(PHASES["backward"]):
+            self.opt.zero_grad()
+            if self.sparse_opt is not None:
+                self.sparse_opt.zero_grad()
+            loss.backward()
+        with record_function(PHASES["optimiser"]):
+            self.opt.step()
+            if self.sparse_opt is not None:
+                self.sparse_opt.step()
+            self.total += float(loss.detach())
         self.steps += 1
 
     def end_epoch(self) -> tuple[float, int]:
@@ -466,19 +480,22 @@ class _Step:
 def _history_step(step: _Step, fwd, x, adj, node_ids, history, src, dst, sa, sb, neg, one_way, hard) -> None:
     """A step that computes only the batch's products (ends of its edges and pairs, negatives),
     their neighbours' layer inputs read from ``history``, which the step then refreshes."""
-    parts = [src, dst, sa, sb, neg] + ([hard.reshape(-1).clamp(min=0)] if hard is not None else [])
-    rows, inv = torch.unique(torch.cat(parts), return_inverse=True)
-    loc = torch.split(inv, [p.numel() for p in parts])
-    local_hard = None if hard is None else torch.where(hard < 0, -1, loc[5].view_as(hard))
+    with record_function(PHASES["batch"]):
+        parts = [src, dst, sa, sb, neg] + ([hard.reshape(-1).clamp(min=0)] if hard is not None else [])
+        rows, inv = torch.unique(torch.cat(parts), return_inverse=True)
+        loc = torch.split(inv, [p.numel() for p in parts])
+        local_hard = None if hard is None else torch.where(hard < 0, -1, loc[5].view_as(hard))
     # (the backward runs outside autocast, in the dtypes of the forward, as torch.amp advises)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=step.bfloat16):
-        # (through float32: the CPU's float16 -> bfloat16 conversion is several times slower)
-        xr = x.index_select(0, rows).float()
-        xr = xr.bfloat16() if step.bfloat16 else xr
-        s, t, fresh = fwd(xr, adj, node_ids[rows], rows=rows, history=history)
-        loss = step.loss(s, t, loc[0], loc[1], loc[2], loc[3], loc[4], one_way, local_hard)
+        with record_function(PHASES["forward"]):
+            # (through float32: the CPU's float16 -> bfloat16 conversion is several times slower)
+            xr = x.index_select(0, rows).float()
+            xr = xr.bfloat16() if step.bfloat16 else xr
+            s, t, fresh = fwd(xr, adj, node_ids[rows], rows=rows, history=history)
+        with record_function(PHASES["loss"]):
+            loss = step.loss(s, t, loc[0], loc[1], loc[2], loc[3], loc[4], one_way, local_hard)
     step.update(loss)
-    with torch.no_grad():
+    with torch.no_grad(), record_function(PHASES["history"]):
         for (hs, ht), (fs, ft) in zip(history, fresh):
             hs.index_copy_(0, rows, fs.detach().to(hs.dtype))
             if ht is not hs:
