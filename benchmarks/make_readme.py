@@ -316,8 +316,8 @@ def train_profile() -> list[str]:
     out = [
         f"Where a history-mode step's time goes (`{t['command']}`, {t['date']}; {t['products']:,} products, "
         f"batch {t['batch_size']:,}, {t['precision']}; {t['ms_per_step_plain']} ms per step unprofiled, "
-        f"{t['ms_per_step_profiled']} ms under the profiler, {t['operator_calls_per_step']:,} operator calls per "
-        f"step, over {t['profiled_steps']} steps):",
+        f"{t['ms_per_step_profiled']} ms under the profiler, {t['aten_calls_per_step']:,} aten operator calls per "
+        f'step, over {t["profiled_steps"]} steps; "between" = the loop\'s own work between the steps):',
         "",
         f"- ms per step by phase: {phases}.",
         f"- self ms per step by operator kind: {kinds}.",

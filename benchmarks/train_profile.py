@@ -4,15 +4,18 @@ Trains DAEMON on a synthetic store (the same store and features as benchmarks/tr
 twice for --steps optimiser steps: once plain, for the seconds per step, and once under
 torch.profiler. The second run's operators are attributed to the step's named phases
 (dualrec.train.PHASES: the batch's products, forward, loss, backward, optimiser, the history
-refresh); the validation pass and the folds' adjacency builds are outside them and not counted.
+refresh), and the loop's work between the steps to "between" (a fold's adjacency build there
+too, where one falls among the counted steps); the validation passes are not counted.
 The first --warmup steps of the profiled run are left out (allocator and kernel warm-up).
 
     THP_MEM_ALLOC_ENABLE=1 .venv/bin/python benchmarks/train_profile.py --products 1000000
 
-The result has, per step: milliseconds per phase, operator calls, self time per operator kind
-(matrix products, dtype conversions and copies, gathers and scatters, element-wise, ...) and
-the operators that take the most time. Profiled times include the profiler's own overhead
-(a few microseconds per operator), so the plain run's seconds per step is the one to quote.
+The result has, per step: milliseconds per phase (and "between": the loop's own work between
+the steps, such as drawing the negatives), aten operator calls, self time per operator kind
+(matrix products, dtype conversions and copies, gathers and scatters, element-wise, ...; the
+optimiser step's operators as one) and the operators that take the most time. Profiled times
+include the profiler's own overhead (a few microseconds per operator), so the plain run's seconds
+per step is the one to quote.
 """
 
 from __future__ import annotations
@@ -60,14 +63,17 @@ KIND_OF = {op: kind for kind, ops in KINDS.items() for op in ops}
 ELEMENTWISE = ("mul", "add", "sub", "div", "exp", "log", "relu", "threshold", "clamp", "where", "neg", "sqrt", "pow")
 
 
-def kind_of(name: str) -> str:
+def kind_of(name: str, phase: str) -> str:
+    if phase == "optimiser":  # (its element-wise updates too: the optimiser's cost as one figure)
+        return "optimiser step"
+    if not name.startswith("aten::"):  # autograd nodes, optimiser and module ranges: their own time
+        return "autograd and other bookkeeping"
     if name in KIND_OF:
         return KIND_OF[name]
-    if name.startswith("aten::") and name[6:].rstrip("_").split("_")[0] in ELEMENTWISE:
+    base = name[6:].rstrip("_")
+    if base in ELEMENTWISE or base.split("_")[0] in ELEMENTWISE and "softmax" not in base:
         return "element-wise"
-    if name.startswith("Optimizer.") or "adam" in name.lower() or "lerp" in name:
-        return "optimiser kernels"
-    return "other"
+    return "other operators"
 
 
 def config(steps: int, batch_size: int) -> TrainConfig:
@@ -84,30 +90,31 @@ def config(steps: int, batch_size: int) -> TrainConfig:
 
 
 def attribute(events, skip: int) -> tuple[dict, int]:
-    """Self time and calls of every operator inside a phase range, by (phase, operator); ranges of
-    the first ``skip`` steps (counted by their forward ranges) are left out."""
+    """Self time and calls of every event from the first counted step's start to the last step's
+    end, by (phase, name); events in no phase range (the loop's own work between the steps:
+    drawing negatives, slicing the batch) under the phase "between". Ranges of the first ``skip``
+    steps are left out."""
     names = {v: k for k, v in PHASES.items()}
-    forwards = sorted((e for e in events if e.name == PHASES["forward"]), key=lambda e: e.time_range.start)
-    if len(forwards) <= skip:
-        raise SystemExit(f"only {len(forwards)} steps were profiled: fewer than --warmup {skip}")
-    start = forwards[skip].time_range.start - 1  # (just before the batch range of that step)
-    counted = len(forwards) - skip
+    starts = sorted(e.time_range.start for e in events if e.name == PHASES["batch"])
+    if len(starts) <= skip:
+        raise SystemExit(f"only {len(starts)} steps were profiled: fewer than --warmup {skip}")
+    start = starts[skip]
+    end = max(e.time_range.end for e in events if e.name in names)
+    counted = len(starts) - skip
     by = collections.defaultdict(lambda: [0.0, 0])
     for e in events:
-        if e.name in names or e.time_range.start < start:
+        if e.time_range.start < start or e.time_range.end > end:
+            continue
+        if e.name in names:  # the range itself: its total
+            by[(names[e.name], "(phase total)")][0] += e.cpu_time_total
             continue
         p = e.cpu_parent
         while p is not None and p.name not in names:
             p = p.cpu_parent
-        if p is None:
-            continue
-        row = by[(names[p.name], e.name)]
+        row = by[(names[p.name] if p is not None else "between", e.name)]
         row[0] += e.self_cpu_time_total
         row[1] += 1
-    # phases with no operator of their own (a range's own time) count from the ranges themselves
-    for e in events:
-        if e.name in names and e.time_range.start >= start:
-            by[(names[e.name], "(phase total)")][0] += e.cpu_time_total
+    by[("between", "(phase total)")][0] = sum(v[0] for (ph, op), v in by.items() if ph == "between")
     return by, counted
 
 
@@ -123,7 +130,7 @@ def main() -> None:
     if not 0 <= a.warmup < a.steps:
         raise SystemExit("--warmup must be below --steps")
 
-    g, x = make_inputs(a.products)
+    g, x, _ = make_inputs(a.products)
     res = train(g, x, config(a.steps, a.batch_size), progress=False, log=lambda *_: None)
     h = res.history[0]
     step_s = (h["train_seconds"] - h.get("adjacency_seconds", 0.0)) / h["steps"]
@@ -133,15 +140,14 @@ def main() -> None:
         train(g, x, config(a.steps, a.batch_size), progress=False, log=lambda *_: None)
     by, n = attribute(prof.events(), a.warmup)
 
-    phases = {p: round(by[(p, "(phase total)")][0] / n / 1000, 2) for p in PHASES}
+    phases = {p: round(by[(p, "(phase total)")][0] / n / 1000, 2) for p in [*PHASES, "between"]}
     kinds = collections.defaultdict(float)
     calls = 0
     for (phase, op), (us, c) in by.items():
         if op != "(phase total)":
-            kinds[kind_of(op)] += us
-            calls += c
+            kinds[kind_of(op, phase)] += us
+            calls += c if op.startswith("aten::") else 0
     ops = sorted(((us, c, p, op) for (p, op), (us, c) in by.items() if op != "(phase total)"), reverse=True)
-    profiled_ms = sum(phases.values())
     out = {
         "benchmark": "train_profile",
         "command": ("THP_MEM_ALLOC_ENABLE=1 " if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1" else "")
@@ -154,8 +160,9 @@ def main() -> None:
         "precision": res.precision,
         "ms_per_step_plain": round(step_s * 1000, 1),
         "profiled_steps": n,
-        "ms_per_step_profiled": round(profiled_ms, 1),
-        "operator_calls_per_step": round(calls / n),
+        # the phases and the loop's work between them, from the first counted step to the last
+        "ms_per_step_profiled": round(sum(phases.values()), 1),
+        "aten_calls_per_step": round(calls / n),
         "ms_per_step_by_phase": phases,
         "self_ms_per_step_by_kind": {k: round(v / n / 1000, 2) for k, v in sorted(kinds.items(), key=lambda i: -i[1])},
         "top_operators": [

@@ -46,7 +46,7 @@ from dualrec.split import TEST, TRAIN, VAL, EdgeSplit, edge_split
 # Named ranges of a history step, for torch.profiler (benchmarks/train_profile.py attributes a
 # step's time to them); without an active profiler a range costs about a microsecond.
 PHASES = {
-    "batch": "dualrec.step.batch",  # the step's products: ends of its edges and pairs, negatives
+    "batch": "dualrec.step.batch",  # the step's products (ends of its edges and pairs, its negatives), deduplicated
     "forward": "dualrec.step.forward",  # DAEMON on those products, neighbours from the history
     "loss": "dualrec.step.loss",
     "backward": "dualrec.step.backward",
