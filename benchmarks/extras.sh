@@ -11,7 +11,7 @@
 # Measured on the 2-core machine: control 1,036 s (partly contended); cold start, every model to
 # convergence, 3,172 s for clothing and 2,266 s for cellphones (2026-12-01, contended by test runs
 # for part of it); ablations, every variant to convergence: 2,346 s for cellphones (on a day this
-# machine ran about 2x slower than usual); clothing's not yet re-run at this budget.
+# machine ran about 2x slower than usual); 4,142 s for clothing (2026-12-02).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
