@@ -557,6 +557,22 @@ def convergence() -> list[str]:
     ]
 
 
+def train_cli_scale() -> list[str]:
+    t = load("train_cli_scale.json")
+    if not t:
+        return []
+    passes = ", ".join(f"{m:.3f} ({s:.0f} s)" for m, s in zip(t["val_MRR@10"], t["seconds_per_pass"], strict=True))
+    return [
+        f"The same kind of store through the command a user types (`{t['command']}`, {t['machine']}, {t['date']}; "
+        f"{t['products']:,} products, {t['copurchase_edges']:,} co-purchase edges; `dualrec {t['train_command']}`): "
+        f"**{t['wall_seconds']:,.0f} s** for the whole command (features, training, validation passes, the model "
+        f"folder), early stopping after {t['validation_passes']} validation passes; val MRR@10 (seconds of each "
+        f"epoch with its pass): {passes}; the stored model is pass {t['best_pass']}'s "
+        f"({t['best_val_MRR@10']:.3f}).",
+        "",
+    ]
+
+
 def _pair_parity(sub: str, modes: tuple[str, str], caption: str) -> list[str]:
     """``daemon_embedding`` trained two ways (``<sub>/<dataset>-<mode>/``), side by side."""
     rows = []
@@ -793,6 +809,7 @@ def benchmarks_readme() -> str:
         *history_parity(),
         *id_optimizer_parity(),
         *convergence(),
+        *train_cli_scale(),
         *workers(),
         *threads(),
     ]

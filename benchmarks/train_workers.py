@@ -39,17 +39,22 @@ def _dualrec() -> str:
     return str(exe)
 
 
-def run(dataset: Path, model: Path, workers: int, epochs: int) -> dict:
-    cmd = [_dualrec(), "train", str(dataset), "--out", str(model), "--encoder", "hash", "--batching", "history"]
-    cmd += ["--epochs", str(epochs), "--no-rerank", "--workers", str(workers), "--quiet"]
+def train_cli(cmd: list[str], model: Path) -> tuple[float, list[dict]]:
+    """Run a ``dualrec train`` command line writing ``model``: its wall seconds and the stored
+    version's training history (one row per epoch)."""
     t0 = time.time()
     done = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - t0
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     version = (model / "CURRENT").read_text().strip()  # the model-folder layout: dualrec.store
-    cfg = json.loads((model / "versions" / version / "config.json").read_text())
-    hist = cfg["history"]
+    return wall, json.loads((model / "versions" / version / "config.json").read_text())["history"]
+
+
+def run(dataset: Path, model: Path, workers: int, epochs: int) -> dict:
+    cmd = [_dualrec(), "train", str(dataset), "--out", str(model), "--encoder", "hash", "--batching", "history"]
+    cmd += ["--epochs", str(epochs), "--no-rerank", "--workers", str(workers), "--quiet"]
+    wall, hist = train_cli(cmd, model)
     return {
         "workers": workers,
         "command": " ".join(cmd[1:]).replace(str(dataset), "DATASET").replace(str(model), "MODEL"),
