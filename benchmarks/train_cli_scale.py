@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import torch
+from train_scale import synthetic_store
 from train_workers import _dualrec, train_cli
-
-from dualrec.synthetic import make_store
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "train_cli_scale.json"
 
@@ -37,12 +36,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = make_store(
-            n_products=a.products,
-            n_categories=max(1, round(a.products / a.products_per_category)),
-            edges_per_product=a.edges_per_product,
-            seed=0,
-        )
+        store = synthetic_store(a.products, a.products_per_category, a.edges_per_product)
         edges = store.num_copurchase
         dataset = store.save(Path(tmp) / "dataset")
         del store

@@ -44,6 +44,13 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
+def synthetic_store(n: int, per_category: int = 0, edges_per_product: float = 20.0):
+    """The benchmark's synthetic store of ``n`` products (seed 0); ``per_category`` > 0: categories
+    of about that many products instead of the generator's fixed 50 (``--products-per-category``)."""
+    cats = {"n_categories": max(1, round(n / per_category))} if per_category > 0 else {}
+    return make_store(n_products=n, edges_per_product=edges_per_product, seed=0, **cats)
+
+
 def make_inputs(
     n: int,
     batching: str = "history",
@@ -53,11 +60,9 @@ def make_inputs(
     edges_per_product: float = 20.0,
 ):
     """The synthetic store of ``n`` products, its features as ``dualrec train`` passes them, and
-    the seconds the store took to generate. ``per_category`` > 0 sizes the categories (about that
-    many products each) instead of the generator's fixed 50; see ``--products-per-category``."""
+    the seconds the store took to generate."""
     t0 = time.time()
-    cats = {"n_categories": max(1, round(n / per_category))} if per_category > 0 else {}
-    g = make_store(n_products=n, edges_per_product=edges_per_product, seed=0, **cats)
+    g = synthetic_store(n, per_category, edges_per_product)
     gen_s = time.time() - t0
     if features == "hash":  # the synthetic products' own text, hashed: something to learn from
         x = torch.from_numpy(build_features(g.products, "hash", show_progress=False))
@@ -176,7 +181,7 @@ def main() -> None:
         default=0,
         help="about this many products per category (0: the generator's 50 categories). With 50 categories a "
         "1M store's co-purchases are drawn among ~20k same-category products by popularity alone, so a "
-        "model's validation MRR@10 stays at noise level; categories of a few hundred products give it "
+        "model's validation MRR@10 stays at noise level; categories of tens of products (50) give it "
         "something to learn and a convergence curve to read",
     )
     ap.add_argument(
