@@ -39,14 +39,20 @@ def _dualrec() -> str:
     return str(exe)
 
 
-def train_cli(cmd: list[str], model: Path) -> tuple[float, list[dict]]:
+def train_cli(cmd: list[str], model: Path, log: list[str] | None = None) -> tuple[float, list[dict]]:
     """Run a ``dualrec train`` command line writing ``model``: its wall seconds and the stored
-    version's training history (one row per epoch)."""
+    version's training history (one row per epoch). ``log`` receives the command's output lines,
+    each stamped with the seconds since the command started."""
     t0 = time.time()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    lines = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            lines.append(f"{time.time() - t0:7.1f} s  {line.rstrip()}")
     wall = time.time() - t0
-    if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n" + "\n".join(lines))
+    if log is not None:
+        log.extend(lines)
     version = (model / "CURRENT").read_text().strip()  # the model-folder layout: dualrec.store
     return wall, json.loads((model / "versions" / version / "config.json").read_text())["history"]
 

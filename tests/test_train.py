@@ -1,6 +1,6 @@
 """Training end to end on the synthetic store: quality against popularity, direction, checkpoints."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -144,6 +144,48 @@ def test_auto_batching_follows_the_catalogue_size():
     assert batching_mode(TrainConfig(batching="history"), 10) == "history"
     with pytest.raises(DualrecError, match="batching must be one of"):
         TrainConfig.from_dict({"batching": "clusters"})
+
+
+def test_auto_rounds_and_validation_edges_follow_the_catalogue_size():
+    from dualrec.train import MAX_VAL_EDGES, MIN_VAL_EDGES, ROUND_STEPS, round_steps, val_edges
+
+    auto = TrainConfig()
+    assert round_steps(auto, 20_000) == ROUND_STEPS and round_steps(auto, 5_000_000) == 10_000
+    assert val_edges(auto, 20_000) == MAX_VAL_EDGES and val_edges(auto, 1_000_000) == 4_000
+    assert val_edges(auto, 10**8) == MIN_VAL_EDGES
+    assert round_steps(TrainConfig(max_steps_per_epoch=0), 10**7) == 0  # given: no cap
+    assert val_edges(TrainConfig(max_val_edges=123), 10**7) == 123
+    assert TrainConfig.from_dict({"max_steps_per_epoch": "auto", "max_val_edges": 7}).max_val_edges == 7
+    for bad in ("automatic", -1, 1.5, True):
+        with pytest.raises(DualrecError, match=r"max_steps_per_epoch must be .* or 'auto', got"):
+            TrainConfig.from_dict({"max_steps_per_epoch": bad})
+
+
+def test_a_capped_epoch_validates_after_its_steps_and_builds_only_what_it_trains(store, monkeypatch):
+    """An epoch cut at max_steps_per_epoch takes its steps from its first fold; the adjacency of
+    the folds it never reaches is not built (at millions of products each costs seconds)."""
+    import dualrec.train as T
+
+    g, x = store
+    built, logs = [], []
+    real = T.message_passing_adjacency
+    monkeypatch.setattr(T, "message_passing_adjacency", lambda *a, **k: built.append(1) or real(*a, **k))
+    cfg = TrainConfig(encoder="hash", epochs=2, seed=0, batching="history", max_steps_per_epoch=3)
+    res = train(g, x, cfg, progress=False, log=logs.append)
+    assert [h["steps"] for h in res.history] == [3, 3]
+    assert len(built) == 1 + 2  # the inference adjacency, then one fold per epoch
+    assert any("after every 3 steps (an epoch would be" in m for m in logs), logs
+
+
+def test_a_time_limit_ends_training_after_the_epoch_that_passes_it(store):
+    g, x = store
+    logs = []
+    cfg = TrainConfig(encoder="hash", epochs=3, seed=0, max_steps_per_epoch=2, max_seconds=1e-6)
+    res = train(g, x, cfg, progress=False, log=logs.append)
+    assert len(res.history) == 1 and res.best_epoch == 0
+    assert any(m.startswith("time limit:") for m in logs), logs
+    unlimited = replace(cfg, max_seconds=0.0)
+    assert len(train(g, x, unlimited, progress=False, log=lambda m: None).history) == 3
 
 
 def test_history_mode_refuses_models_that_would_read_their_targets(store, tmp_path):

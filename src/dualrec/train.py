@@ -107,12 +107,21 @@ class TrainConfig:
     id_optimizer: str = "auto"
     epochs: int = 40
     patience: int = 5
+    # >0: no epoch starts once this many seconds have passed since the first one began (a nightly
+    # retrain's deadline); the best epoch so far is kept, as under early stopping
+    max_seconds: float = 0.0
     batch_size: int = 4096
     target_fraction: float = 0.3
     cold_fraction: float = 0.1  # share of products made edge-less (and id-less) per fold: cold-start practice
-    max_steps_per_epoch: int = 0  # >0: cap the optimiser steps of an epoch (very large graphs)
+    # optimiser steps per epoch at most (0 = no cap). On millions of products a whole epoch is
+    # thousands of steps, and the model can stop improving inside the first one while early stopping
+    # waits ``patience`` whole epochs to see it: "auto" validates after every round_steps() steps
+    # instead (each such epoch draws its targets from a fresh random fold), no cap on smaller graphs
+    max_steps_per_epoch: int | str = "auto"
     min_steps_per_epoch: int = 32  # small graphs: the batch shrinks so an epoch has at least this many steps
-    max_val_edges: int = 20000  # validation subsample, for speed on big graphs
+    # validation edges per pass (a fixed random subsample). Each is ranked against every product,
+    # so "auto" keeps a pass's scores near VAL_SCORES: 20,000 edges up to 200k products, fewer above
+    max_val_edges: int | str = "auto"
     # split
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -137,7 +146,9 @@ class TrainConfig:
         """Type and range of every field; one clear error naming the first bad setting."""
         for f in fields(self):
             v = getattr(self, f.name)
-            kind, lo, hi = _RULES[f.name]
+            kind, lo, hi, *word = _RULES[f.name]
+            if word and v == word[0]:
+                continue
             if kind is bool:
                 if not isinstance(v, bool):
                     raise DualrecError(f"{f.name} must be true or false, got {v!r}")
@@ -151,11 +162,12 @@ class TrainConfig:
                 finite = not (kind is float and ok_type) or math.isfinite(v)
             except OverflowError:  # an int too large for a float
                 finite = False
+            alt = f" or {word[0]!r}" if word else ""
             if isinstance(v, bool) or not ok_type or not finite:
                 what = "an integer" if kind is int else "a finite number"
-                raise DualrecError(f"{f.name} must be {what} in {_range_text(lo, hi)}, got {v!r}")
+                raise DualrecError(f"{f.name} must be {what} in {_range_text(lo, hi)}{alt}, got {v!r}")
             if not _in_range(v, lo, hi):
-                raise DualrecError(f"{f.name} must be in {_range_text(lo, hi)}, got {v!r}")
+                raise DualrecError(f"{f.name} must be in {_range_text(lo, hi)}{alt}, got {v!r}")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise DualrecError("val_fraction + test_fraction must be below 0.9")
         return self
@@ -168,7 +180,8 @@ class TrainConfig:
         return {k: (v, o.get(k)) for k, v in asdict(self).items() if o.get(k) != v}
 
 
-# (type, low, high) of every TrainConfig field. A bound in a tuple is exclusive: (0,) means > 0.
+# (type, low, high[, word]) of every TrainConfig field. A bound in a tuple is exclusive: (0,) means
+# > 0. A word (e.g. "auto") is accepted besides the numbers.
 _RULES: dict[str, tuple] = {
     "encoder": (str, ("minilm", "static", "hash"), None),
     "hidden_channels": (int, 1, 8192),
@@ -195,12 +208,13 @@ _RULES: dict[str, tuple] = {
     "id_optimizer": (str, ("auto", "adam", "compact"), None),
     "epochs": (int, 1, 100_000),
     "patience": (int, 1, 100_000),
+    "max_seconds": (float, 0.0, 10**9),
     "batch_size": (int, 1, 100_000_000),
     "target_fraction": (float, 0.02, 0.5),
     "cold_fraction": (float, 0.0, 0.9),
-    "max_steps_per_epoch": (int, 0, 10**9),
+    "max_steps_per_epoch": (int, 0, 10**9, "auto"),
     "min_steps_per_epoch": (int, 1, 10**9),
-    "max_val_edges": (int, 1, 10**9),
+    "max_val_edges": (int, 1, 10**9, "auto"),
     "val_fraction": (float, (0.0,), 0.5),
     "test_fraction": (float, 0.0, 0.5),
     "seed": (int, 0, 2**31 - 1),
@@ -347,6 +361,30 @@ def init_distributed() -> tuple[int, int]:
 HISTORY_FROM = 10_000
 
 
+#: ``max_steps_per_epoch="auto"``: an epoch of more steps is validated (and checkpointed) after
+#: every ``max(ROUND_STEPS, products // 500)`` steps: a validation pass grows with the catalogue,
+#: so the rounds grow with it
+ROUND_STEPS = 2000
+#: ``max_val_edges="auto"``: at most this many validation edges, fewer where the catalogue is so
+#: large that a pass would rank more than VAL_SCORES (edge, product) pairs (above 200k products),
+#: never fewer than MIN_VAL_EDGES
+MAX_VAL_EDGES, MIN_VAL_EDGES, VAL_SCORES = 20_000, 2_000, 4 * 10**9
+
+
+def round_steps(config: TrainConfig, num_products: int) -> int:
+    """Optimiser steps an epoch may take (0 = all): what ``config.max_steps_per_epoch`` means here."""
+    if config.max_steps_per_epoch != "auto":
+        return config.max_steps_per_epoch
+    return max(ROUND_STEPS, num_products // 500)
+
+
+def val_edges(config: TrainConfig, num_products: int) -> int:
+    """Validation edges per pass: what ``config.max_val_edges`` means for a catalogue of this size."""
+    if config.max_val_edges != "auto":
+        return config.max_val_edges
+    return min(MAX_VAL_EDGES, max(MIN_VAL_EDGES, VAL_SCORES // max(1, num_products)))
+
+
 def step_precision(config: TrainConfig, mode: str) -> str:
     """``"float32"`` or ``"bfloat16"``: what ``config.precision`` means for training in ``mode``."""
     if config.precision != "auto":
@@ -436,16 +474,19 @@ class _Step:
     """One optimiser step on a batch's embeddings: DAEMON's loss (contrastive on co-purchases and
     similar pairs, asymmetric on one-way edges), shared by the full-graph and the history mode."""
 
-    def __init__(self, opt, sparse_opt, config: TrainConfig, one_way, neg_pool, bfloat16: bool = False):
+    def __init__(
+        self, opt, sparse_opt, config: TrainConfig, one_way, neg_pool, bfloat16: bool = False, max_steps: int = 0
+    ):
         self.opt, self.sparse_opt, self.config = opt, sparse_opt, config
+        self.max_steps = max_steps  # per epoch (0 = no cap): round_steps()
         self.bfloat16 = bfloat16  # a history step's forward and loss under bfloat16 autocast
         self.one_way, self.neg_pool = one_way, neg_pool
         self.total, self.steps = 0.0, 0
 
     @property
     def full(self) -> bool:
-        """The epoch has had its ``max_steps_per_epoch``."""
-        return bool(self.config.max_steps_per_epoch) and self.steps >= self.config.max_steps_per_epoch
+        """The epoch has had its ``max_steps``."""
+        return bool(self.max_steps) and self.steps >= self.max_steps
 
     def loss(self, s, t, src, dst, sa, sb, neg, one_way, hard=None) -> torch.Tensor:
         c = self.config
@@ -646,11 +687,23 @@ def train(
     wanted = config.history_batch_size if mode == "history" else config.batch_size
     batch_size = max(1, min(wanted, math.ceil(train_idx.numel() / max(1, config.min_steps_per_epoch))))
     folds = max(2, round(1 / config.target_fraction))
+    # (a fold's batches are counted apart, so an epoch is a few steps more than edges / batch)
+    epoch_steps = math.ceil(train_idx.numel() / batch_size)
+    max_steps, n_val = round_steps(config, n), val_edges(config, n)
+    capped = 0 < max_steps < epoch_steps
     log(
         f"batching: {mode} ({n:,} products"
         + (f"; auto picks history above {HISTORY_FROM:,})" if config.batching == "auto" else ")")
         + (f", steps in {precision}" if mode == "history" else "")
         + (", compact optimiser state for the per-product embeddings" if sparse_opt and sparse_opt.compact else "")
+    )
+    log(
+        f"validation on {min(n_val, int(split.mask(VAL).sum())):,} edges"
+        + (
+            f" after every {max_steps:,} steps (an epoch would be {epoch_steps:,}; max_steps_per_epoch)"
+            if capped
+            else f" after every epoch of {epoch_steps:,} steps"
+        )
     )
     layer_inputs = None
     # (stored in the steps' dtype: a float16 copy cost a conversion per read and per refresh)
@@ -663,7 +716,7 @@ def train(
     # is close to one single-process step on the whole batch (each worker's own copy of the
     # stored embeddings differs from a single process's).
     fwd = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
-    step = _Step(opt, sparse_opt, config, one_way, neg_pool, bfloat16=precision == "bfloat16")
+    step = _Step(opt, sparse_opt, config, one_way, neg_pool, bfloat16=precision == "bfloat16", max_steps=max_steps)
     bar = tqdm(
         range(start_epoch, config.epochs),
         desc="train",
@@ -672,6 +725,7 @@ def train(
         initial=start_epoch,
         total=config.epochs,
     )
+    t_train = time.time()
     for epoch in bar:
         te, adj_seconds = time.time(), 0.0
         model.train()
@@ -680,6 +734,8 @@ def train(
         cp_fold = torch.randint(0, folds, (train_idx.numel(),), generator=gen)
         sim_fold = torch.randint(0, folds, (graph.num_similar,), generator=gen)
         for f in range(folds):
+            if step.full:  # (a capped epoch: the remaining folds' adjacency is not even built)
+                break
             tgt_idx = train_idx[cp_fold == f]
             mp_mask = train_mask.clone()
             mp_mask[tgt_idx] = False
@@ -728,7 +784,7 @@ def train(
         if layer_inputs is not None:
             layer_inputs.clear()  # the validation pass computes them anew
         s, t = embed(model, x, full_adj, eval_ids, history=layer_inputs, history_dtype=history_dtype)
-        val = evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed)
+        val = evaluate_embeddings(graph, split, s, t, VAL, n_val, config.seed)
         row = {
             "epoch": epoch,
             "loss": total / max(n_steps, 1),
@@ -779,6 +835,9 @@ def train(
         if stopper.stop:
             log(f"early stop: no val MRR@10 gain for {config.patience} epochs (best epoch {stopper.best_epoch})")
             break
+        if config.max_seconds and time.time() - t_train >= config.max_seconds:
+            log(f"time limit: {config.max_seconds:,.0f} s of training reached (best epoch {stopper.best_epoch})")
+            break
     bar.close()
 
     if world > 1:
@@ -800,7 +859,7 @@ def train(
         split,
         history,
         best_epoch,
-        evaluate_embeddings(graph, split, s, t, VAL, config.max_val_edges, config.seed),
+        evaluate_embeddings(graph, split, s, t, VAL, n_val, config.seed),
         time.time() - t0,
         batching=mode,
         precision=precision,
