@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -275,7 +276,7 @@ def scale() -> list[str]:
         if not t:
             continue
         out += [
-            f"{what} training at scale (`{t['command']}`, {t['date']}):",
+            f"{what} training at scale (`{t['command']}`, {t['machine']}, {t['date']}):",
             "",
             "| products | co-purchase edges | batch | precision | id-table optimiser state | s / step | s / epoch "
             "| peak RSS GiB |",
@@ -314,8 +315,9 @@ def train_profile() -> list[str]:
     phases = ", ".join(f"{p} {ms}" for p, ms in t["ms_per_step_by_phase"].items())
     kinds = ", ".join(f"{k} {ms}" for k, ms in t["self_ms_per_step_by_kind"].items())
     out = [
-        f"Where a history-mode step's time goes (`{t['command']}`, {t['date']}; {t['products']:,} products, "
-        f"batch {t['batch_size']:,}, {t['precision']}; {t['ms_per_step_plain']} ms per step unprofiled, "
+        f"Where a history-mode step's time goes (`{t['command']}`, {t['machine']}, {t['date']}; "
+        f"{t['products']:,} products, batch {t['batch_size']:,}, {t['precision']}; "
+        f"{t['ms_per_step_plain']} ms per step unprofiled, "
         f"{t['ms_per_step_profiled']} ms under the profiler, {t['aten_calls_per_step']:,} aten operator calls per "
         f'step, over {t["profiled_steps"]} steps; "between" = the loop\'s own work between the steps):',
         "",
@@ -523,7 +525,8 @@ def convergence() -> list[str]:
         store = f"~{per_cat} products per category" if per_cat else "50 categories"
         out.append(
             f"| {r['batching']} | {r['products']:,} | {store} | {r['copurchase_edges']:,} | {r['batch_size']:,} | "
-            f"{passes} | {curve} | {r['best_val_MRR@10']:.3f} | {r['seconds_to_within_1pct_of_best']:.0f} |"
+            f"{passes} | {curve} | {r['best_val_MRR@10']:.3f} | {r['seconds_to_within_1pct_of_best']:.0f} | "
+            f"{t['machine']}, {t['date']} |"
         )
     if not out:
         return []
@@ -539,8 +542,8 @@ def convergence() -> list[str]:
         "to learn:",
         "",
         "| mode | products | store | co-purchase edges | batch | validation passes | val MRR@10 after each | best | "
-        "s to within 1 % of best |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "s to within 1 % of best | measured on |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *out,
         "",
         *(
@@ -557,18 +560,37 @@ def convergence() -> list[str]:
     ]
 
 
+def _stamp(log: list[str], pattern: str) -> float | None:
+    """Seconds since the command started at its first log line matching ``pattern`` (train_cli_scale's stamps)."""
+    for line in log:
+        stamp, _, text = line.partition(" s  ")
+        if re.search(pattern, text):
+            return float(stamp)
+    return None
+
+
 def train_cli_scale() -> list[str]:
     t = load("train_cli_scale.json")
     if not t:
         return []
     passes = ", ".join(f"{m:.3f} ({s:.0f} s)" for m, s in zip(t["val_MRR@10"], t["seconds_per_pass"], strict=True))
+    log = t.get("log", [])
+    first, best = _stamp(log, r"^epoch +0 "), _stamp(log, rf"^epoch +{t['best_pass']} ")
+    stamps = (
+        f" The first pass ended {first:,.0f} s after the command started and the best one {best:,.0f} s after it; "
+        "the rest is the patience passes and writing the model folder."
+        if first is not None and best is not None
+        else ""
+    )
+    cadence = next((line.partition(" s  ")[2] for line in log if "validation on" in line), None)
     return [
         f"The same kind of store through the command a user types (`{t['command']}`, {t['machine']}, {t['date']}; "
-        f"{t['products']:,} products, {t['copurchase_edges']:,} co-purchase edges; `dualrec {t['train_command']}`): "
-        f"**{t['wall_seconds']:,.0f} s** for the whole command (features, training, validation passes, the model "
+        f"{t['products']:,} products, {t['copurchase_edges']:,} co-purchase edges; `dualrec {t['train_command']}`"
+        + (f'; its log: "{cadence}"' if cadence else "")
+        + f"): **{t['wall_seconds']:,.0f} s** for the whole command (features, training, validation passes, the model "
         f"folder), early stopping after {t['validation_passes']} validation passes; val MRR@10 (seconds of each "
         f"epoch with its pass): {passes}; the stored model is pass {t['best_pass']}'s "
-        f"({t['best_val_MRR@10']:.3f}).",
+        f"({t['best_val_MRR@10']:.3f}).{stamps}",
         "",
     ]
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from train_scale import synthetic_store
+from train_scale import machine, synthetic_store
 from train_workers import _dualrec, train_cli
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "train_cli_scale.json"
@@ -57,7 +55,7 @@ def main() -> None:
         "train_command": " ".join(cmd[1:]).replace(str(dataset), "DATASET").replace(str(model), "MODEL"),
         "products": a.products,
         "copurchase_edges": edges,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "wall_seconds": round(wall, 1),
         "validation_passes": len(hist),

@@ -25,13 +25,11 @@ import argparse
 import collections
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
-import torch
 from torch.profiler import ProfilerActivity, profile
-from train_scale import make_inputs
+from train_scale import machine, make_inputs
 
 from dualrec.train import PHASES, TrainConfig, train
 
@@ -159,7 +157,7 @@ def main() -> None:
         "command": ("THP_MEM_ALLOC_ENABLE=1 " if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1" else "")
         + f"python benchmarks/train_profile.py --products {a.products} --batch-size {a.batch_size} "
         f"--steps {a.steps} --warmup {a.warmup}",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "products": a.products,
         "batch_size": a.batch_size,

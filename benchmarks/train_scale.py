@@ -40,6 +40,19 @@ from dualrec.synthetic import make_store
 from dualrec.train import TrainConfig, train
 
 
+def machine() -> str:
+    """Architecture, CPU model (from /proc/cpuinfo), threads and torch: the same 2-core machine can
+    run on different hosts from one day to the next, and their speeds differ."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return f"{platform.machine()}, {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
@@ -229,7 +242,7 @@ def main() -> None:
             + ((("edges_per_product", a.edges_per_product),) if a.edges_per_product != 20.0 else ())
         )
         + (f" --out {a.out}" if a.out != DEFAULT_OUT else ""),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         # as the dualrec command sets it (dualrec.cli): large tensors on transparent huge pages
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "0"),
         "date": time.strftime("%Y-%m-%d"),

@@ -14,6 +14,9 @@ Each epoch:
 3. Validation: embeddings from all training edges, computed layer by layer; MRR@10 on the
    validation edges over all products (the same evaluator as the test). The best epoch is kept
    (early stopping with ``patience``). In the history mode this pass also refreshes the copy.
+   On very large catalogues an "epoch" is a round of ``max_steps_per_epoch`` steps (``"auto"``:
+   :func:`round_steps`), so validation, checkpoints and patience follow the steps, not whole
+   passes over millions of edges; ``max_seconds`` ends training at a deadline.
 
 Under ``torchrun`` (``dualrec train --workers N``) the workers split every history batch and
 DistributedDataParallel averages their gradients; the first worker logs and checkpoints.
