@@ -80,11 +80,18 @@ def test_a_product_whose_logged_copurchases_changed_is_answered_online(model, tm
     add_products(mdir, new, copurchase=pd.DataFrame({"src": [src], "dst": ["NEW-1"]}))
     rec = Recommender.load(mdir)
     assert not rec.lists.covers(np.array([7]), 5)[0] and rec.lists.covers(np.array([8]), 5)[0]
-    # the evaluation is unchanged: the new product has no held-out edges, the candidates are the same
+    # The evaluation still ranks the trained catalogue (the new product has no held-out edges).
+    # Its logged co-purchase can make it a co-occurrence candidate of a query with a path to
+    # product 7, which moves the pair model's rank features of that query's other candidates:
+    # whether a held-out edge's rank moves with them depends on the trained embeddings (it did on
+    # one CPU and not on another), so at most a few edges' worth of change is allowed, no more.
     from dualrec.pipeline import evaluate_model
 
     before, after = evaluate_model(root / "model", progress=False), evaluate_model(mdir, progress=False)
-    assert after["HitRate@10"] == before["HitRate@10"] and after["MRR@10"] == before["MRR@10"]
+    assert after["num_queries"] == before["num_queries"]
+    one_edge = 1 / before["num_queries"]
+    assert after["HitRate@10"] == pytest.approx(before["HitRate@10"], abs=2 * one_edge)
+    assert after["MRR@10"] == pytest.approx(before["MRR@10"], abs=2 * one_edge)
     a, _ = rec.version.logged_edges("copurchase")
     logged = int((a == 7).sum())
     assert "NEW-1" in rec.recommend([src], logged)[0].ids  # among the logged ones, which come first
