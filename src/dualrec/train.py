@@ -838,9 +838,13 @@ def train(
         if stopper.stop:
             log(f"early stop: no val MRR@10 gain for {config.patience} epochs (best epoch {stopper.best_epoch})")
             break
-        if config.max_seconds and time.time() - t_train >= config.max_seconds:
-            log(f"time limit: {config.max_seconds:,.0f} s of training reached (best epoch {stopper.best_epoch})")
-            break
+        if config.max_seconds:
+            late = torch.tensor([time.time() - t_train >= config.max_seconds], dtype=torch.uint8)
+            if world > 1:  # every worker stops at the same epoch: the first worker's clock decides
+                torch.distributed.broadcast(late, 0)
+            if late.item():
+                log(f"time limit: {config.max_seconds:,.0f} s of training reached (best epoch {stopper.best_epoch})")
+                break
     bar.close()
 
     if world > 1:
